@@ -1,0 +1,73 @@
+"""The log: append, read and subscribe to one immutable stream of events in PostgreSQL.
+
+    async with EventStore.open(url) as store:
+        await store.append("document-plan", [PersonJoined(user_id="ada", people_present=1)], NO_STREAM)
+        async for batch in await store.subscribe():
+            ...
+"""
+
+from eventstore import catalogue as _catalogue  # registers agentlog's own event types
+from eventstore.errors import (
+    AgentlogError,
+    ConcurrencyRetryError,
+    DatabaseUnavailableError,
+    EventIdConflictError,
+    EventSchemaError,
+    InvalidEventError,
+    InvalidStreamIdError,
+    SchemaNotReadyError,
+    UnknownEventTypeError,
+    WrongExpectedVersionError,
+)
+from eventstore.events import Event, EventCatalogue, EventTypeVersion, catalogue
+from eventstore.identifiers import category_of, derived_event_id, new_event_id, validate_stream_id
+from eventstore.records import (
+    START,
+    AppendedEvent,
+    AppendResult,
+    ExpectedVersion,
+    LogPosition,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+)
+from eventstore.store import EventStore
+from eventstore.subscription import Subscription, SubscriptionState
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "START",
+    "AgentlogError",
+    "AppendResult",
+    "AppendedEvent",
+    "ConcurrencyRetryError",
+    "DatabaseUnavailableError",
+    "Event",
+    "EventCatalogue",
+    "EventIdConflictError",
+    "EventSchemaError",
+    "EventStore",
+    "EventTypeVersion",
+    "ExpectedVersion",
+    "InvalidEventError",
+    "InvalidStreamIdError",
+    "LogPosition",
+    "NewEvent",
+    "RecordedEvent",
+    "SchemaNotReadyError",
+    "StreamAppend",
+    "Subscription",
+    "SubscriptionState",
+    "UnknownEventTypeError",
+    "WrongExpectedVersionError",
+    "_catalogue",
+    "catalogue",
+    "category_of",
+    "derived_event_id",
+    "new_event_id",
+    "validate_stream_id",
+]

@@ -1,0 +1,62 @@
+"""One exception hierarchy for the log. Driver errors are translated in one place (`postgres.errors`).
+
+Each exception's docstring is its default message; messages say what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class AgentlogError(Exception):
+    """agentlog failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class InvalidEventError(AgentlogError):
+    """The event is not valid; nothing was appended."""
+
+
+class UnknownEventTypeError(InvalidEventError):
+    """No event type of that name is in the catalogue; run `agentlog types` to list them."""
+
+
+class EventSchemaError(InvalidEventError):
+    """The payload does not match the event type's schema."""
+
+
+class InvalidStreamIdError(InvalidEventError):
+    """Stream ids are 1 to 200 bytes of UTF-8 without whitespace or control characters."""
+
+
+class WrongExpectedVersionError(AgentlogError):
+    """The stream is not at the version the append expected; read it again and retry."""
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"wrong expected version for stream {stream_id!r}: expected {expected_version}, "
+            f"actual {actual_version}; nothing was appended"
+        )
+
+
+class EventIdConflictError(AgentlogError):
+    """An event id is already in the log with different content; nothing was appended."""
+
+
+class ConcurrencyRetryError(AgentlogError):
+    """The append kept losing the race for its stream's order; retry later."""
+
+
+class DatabaseUnavailableError(AgentlogError):
+    """PostgreSQL cannot be reached; check AGENTLOG_DATABASE_URL or that the embedded server can start."""
+
+
+class SchemaNotReadyError(AgentlogError):
+    """The database has no agentlog schema yet; run `agentlog migrate`."""
+
+
+class ClosedError(AgentlogError):
+    """The object is closed."""

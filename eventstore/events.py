@@ -1,0 +1,140 @@
+"""Typed events and the catalogue that knows every type, its schema versions and its upcasters.
+
+An event type is a frozen pydantic model with a type name and a schema version. History is never edited: when an
+event's shape changes, the new shape is registered as the next schema version together with an upcaster that
+turns a payload of the previous version into the new one. Reading always yields the newest version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from eventstore.errors import EventSchemaError, InvalidEventError, UnknownEventTypeError
+
+EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,127}$")
+
+Payload = dict[str, Any]
+Upcaster = Callable[[Payload], Payload]
+
+
+class Event(BaseModel):
+    """Base of every event type. Subclasses set `event_type`, `schema_version` and `category`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    category: ClassVar[str] = ""
+    """The stream category the event belongs to (documentation and the catalogue listing)."""
+
+    def to_data(self) -> Payload:
+        return self.model_dump(mode="json")
+
+
+E = TypeVar("E", bound=type[Event])
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypeVersion:
+    """One schema version of one event type, as `agentlog types` lists it."""
+
+    event_type: str
+    schema_version: int
+    category: str
+    model: type[Event]
+    description: str
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+
+def _format_validation_error(event_type: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(payload)"
+        problems.append(f"{where}: {item['msg']}")
+    return f"payload does not match {event_type}: " + "; ".join(problems)
+
+
+class EventCatalogue:
+    """Registry of event types by name and schema version, with upcasters between consecutive versions."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, dict[int, EventTypeVersion]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, model: E) -> E:
+        """Class decorator: add `model` to the catalogue under its type name and schema version."""
+        event_type = getattr(model, "event_type", None)
+        if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
+            raise InvalidEventError(f"{model.__name__} needs an event_type matching {EVENT_TYPE_PATTERN.pattern}")
+        version = model.schema_version
+        versions = self._versions.setdefault(event_type, {})
+        existing = versions.get(version)
+        if existing is not None and existing.model is not model:
+            raise InvalidEventError(f"{event_type} schema version {version} is already registered")
+        versions[version] = EventTypeVersion(
+            event_type, version, model.category, model, (model.__doc__ or "").strip()
+        )
+        return model
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: register the function turning `from_version` payloads into `from_version + 1` payloads."""
+
+        def decorate(function: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = function
+            return function
+
+        return decorate
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._versions
+
+    def __iter__(self) -> Iterator[EventTypeVersion]:
+        for event_type in sorted(self._versions):
+            versions = self._versions[event_type]
+            for version in sorted(versions):
+                yield versions[version]
+
+    def latest(self, event_type: str) -> EventTypeVersion:
+        versions = self._versions.get(event_type)
+        if not versions:
+            raise UnknownEventTypeError(
+                f"unknown event type {event_type!r}; run `agentlog types` to list the catalogue"
+            )
+        return versions[max(versions)]
+
+    def parse(self, event_type: str, data: Mapping[str, Any]) -> Event:
+        """Validate a payload of the newest schema version of `event_type` (e.g. from the CLI)."""
+        entry = self.latest(event_type)
+        try:
+            return entry.model.model_validate(dict(data))
+        except ValidationError as error:
+            raise EventSchemaError(_format_validation_error(event_type, error)) from error
+
+    def upcast(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> tuple[int, Payload]:
+        """Bring a stored payload up to the newest schema version of its type."""
+        target = self.latest(event_type).schema_version
+        payload = dict(data)
+        version = schema_version
+        while version < target:
+            step = self._upcasters.get((event_type, version))
+            if step is None:
+                raise EventSchemaError(f"{event_type} has no upcaster from schema version {version}")
+            payload = step(payload)
+            version += 1
+        return version, payload
+
+    def decode(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> Event:
+        """The typed event for a stored payload, upcast to the newest schema version."""
+        _, payload = self.upcast(event_type, schema_version, data)
+        return self.parse(event_type, payload)
+
+
+catalogue = EventCatalogue()
+"""The catalogue of agentlog's own event types; `eventstore.catalogue` fills it on import."""

@@ -1,0 +1,50 @@
+"""Identifiers of the log: stream ids and their categories, time-ordered event ids, derived event ids."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+
+from eventstore.errors import InvalidStreamIdError
+
+MAX_STREAM_ID_BYTES = 200
+_FORBIDDEN_IN_STREAM_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+
+# Namespace of event ids derived from (handler, causing event): a retry after a crash derives the same ids.
+DERIVED_EVENT_NAMESPACE = uuid.UUID("6f0b8f4e-3c55-4d43-9a8f-0c7d5d1e2a61")
+
+
+def validate_stream_id(stream_id: str) -> str:
+    """Return `stream_id` unchanged if the log accepts it, else raise with what is wrong."""
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidStreamIdError("stream id is empty; give a name such as 'agent-42'")
+    size = len(stream_id.encode())
+    if size > MAX_STREAM_ID_BYTES:
+        raise InvalidStreamIdError(f"stream id is {size} bytes long; the limit is {MAX_STREAM_ID_BYTES}")
+    if _FORBIDDEN_IN_STREAM_ID.search(stream_id):
+        raise InvalidStreamIdError(f"stream id {stream_id!r} contains whitespace or a control character")
+    return stream_id
+
+
+def category_of(stream_id: str) -> str:
+    """The category is the part of the stream id before the first '-': `agent` of `agent-42`."""
+    return stream_id.split("-", 1)[0]
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7: random but time-ordered, so the unique index on event ids grows at its right edge."""
+    unix_ms = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((random_bits >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= random_bits & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def derived_event_id(handler_name: str, causing_event_id: uuid.UUID, index: int = 0) -> uuid.UUID:
+    """The id of the `index`-th event a handler appends because of `causing_event_id`; stable across retries."""
+    return uuid.uuid5(DERIVED_EVENT_NAMESPACE, f"{handler_name}/{causing_event_id}/{index}")

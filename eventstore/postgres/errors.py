@@ -1,0 +1,82 @@
+"""Translate driver errors into agentlog's exceptions, in one place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+
+from eventstore.errors import (
+    AgentlogError,
+    DatabaseUnavailableError,
+    EventIdConflictError,
+    InvalidEventError,
+    SchemaNotReadyError,
+    WrongExpectedVersionError,
+)
+
+WRONG_EXPECTED_VERSION = "AL001"
+EVENT_ID_CONFLICT = "AL002"
+MALFORMED_APPEND = "AL003"
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+"""Serialization failure (including the stream-order guard of append_events) and deadlock: retry the transaction."""
+_MISSING_SCHEMA_SQLSTATES = frozenset({"3F000", "42P01", "42883"})
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+"""Errors after which the connection (or the server) is gone: back off, reconnect, resume."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for errors a fresh transaction may not hit again: the order guard, deadlocks, a racing duplicate."""
+    if not isinstance(error, asyncpg.PostgresError):
+        return False
+    if error.sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    constraint = getattr(error, "constraint_name", None)
+    return error.sqlstate == "23505" and constraint == "events_event_id_key"
+
+
+def translate(error: BaseException) -> AgentlogError | None:
+    """The agentlog exception for a driver error, or None when it has no better name than its own."""
+    if isinstance(error, AgentlogError):
+        return error
+    if isinstance(error, CONNECTION_ERRORS):
+        return DatabaseUnavailableError(f"PostgreSQL is unreachable: {error}")
+    if not isinstance(error, asyncpg.PostgresError):
+        return None
+    sqlstate = error.sqlstate
+    message = str(getattr(error, "message", None) or error)
+    if sqlstate == WRONG_EXPECTED_VERSION:
+        detail = json.loads(getattr(error, "detail", None) or "{}")
+        return WrongExpectedVersionError(
+            detail.get("stream_id", "?"), detail.get("expected_version", -1), detail.get("actual_version", -1)
+        )
+    if sqlstate == EVENT_ID_CONFLICT:
+        return EventIdConflictError(message + "; nothing was appended")
+    if sqlstate in {MALFORMED_APPEND, "23514", "22P02", "22023"}:
+        return InvalidEventError(message + "; nothing was appended")
+    if sqlstate in _MISSING_SCHEMA_SQLSTATES and "agentlog" in message:
+        return SchemaNotReadyError()
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise driver errors as agentlog exceptions where there is a better name for them."""
+    try:
+        yield
+    except Exception as error:
+        better = translate(error)
+        if better is None or better is error:
+            raise
+        raise better from error

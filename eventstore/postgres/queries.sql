@@ -1,0 +1,112 @@
+-- Named queries of the log, loaded by `eventstore.postgres.queries`. Each block starts with "-- name --" and a
+-- purpose line; parameters are numbered ($1, $2, ...) and described under the purpose line.
+--
+-- Reads of the whole log or of a category take only rows below the visibility barrier
+-- pg_snapshot_xmin(pg_current_snapshot()) and order by (transaction_id, global_position): see ORDERING in
+-- alembic/versions/0001_event_log.sql for why that never skips an event that commits late.
+
+-- append_events --
+-- Append a batch over one or more streams in one call (the function checks versions and idempotency).
+-- $1 stream_ids, $2 expected_versions, $3 event_ids, $4 event_types, $5 schema_versions, $6 data, $7 metadata
+SELECT event_id, stream_id, stream_version, global_position, transaction_id, duplicate
+  FROM agentlog.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::integer[],
+                              $6::jsonb[], $7::jsonb[], false);
+
+-- select_stream --
+-- Events of one stream in version order, from a version on.
+-- $1 stream_id, $2 first stream_version to return, $3 limit
+SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
+       schema_version, data, metadata, recorded_at
+  FROM agentlog.events
+ WHERE stream_id = $1 AND stream_version >= $2
+ ORDER BY stream_version
+ LIMIT $3;
+
+-- select_stream_version --
+-- The current version of one stream (0 when it has no events).
+-- $1 stream_id
+SELECT coalesce(max(stream_version), 0) FROM agentlog.events WHERE stream_id = $1;
+
+-- select_log --
+-- Events of the whole log after a position, in canonical order, below the visibility barrier.
+-- $1 transaction_id, $2 global_position (the position to read after), $3 limit
+SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
+       schema_version, data, metadata, recorded_at
+  FROM agentlog.events
+ WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND (transaction_id, global_position) > ($1::xid8, $2::bigint)
+ ORDER BY transaction_id, global_position
+ LIMIT $3;
+
+-- select_category --
+-- Events of one category after a position, in canonical order, below the visibility barrier.
+-- $1 category, $2 transaction_id, $3 global_position (the position to read after), $4 limit
+SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
+       schema_version, data, metadata, recorded_at
+  FROM agentlog.events
+ WHERE category = $1
+   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND (transaction_id, global_position) > ($2::xid8, $3::bigint)
+ ORDER BY transaction_id, global_position
+ LIMIT $4;
+
+-- select_held_back --
+-- Whether committed events after a position wait behind the barrier (a transaction still runs below them).
+-- $1 transaction_id, $2 global_position
+SELECT EXISTS (
+    SELECT 1 FROM agentlog.events
+     WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())
+       AND (transaction_id, global_position) > ($1::xid8, $2::bigint));
+
+-- select_head --
+-- The position of the last event in canonical order that readers can see now (START when none).
+SELECT transaction_id, global_position
+  FROM agentlog.events
+ WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY transaction_id DESC, global_position DESC
+ LIMIT 1;
+
+-- select_position_of --
+-- The canonical position of the event with a given global position (to start reading after it).
+-- $1 global_position
+SELECT transaction_id, global_position FROM agentlog.events WHERE global_position = $1;
+
+-- notify_appended --
+-- Wake subscribers up. Sent after the appending transaction committed, in its own tiny transaction.
+SELECT pg_notify('agentlog_events', '');
+
+-- try_lock_handler --
+-- Try to become the one active instance of a handler (session advisory lock, released when the session ends).
+-- $1 handler name
+SELECT pg_try_advisory_lock(1095524685, hashtext($1));
+
+-- ensure_checkpoint --
+-- Create a handler's checkpoint at the start of the log if it has none.
+-- $1 handler name
+INSERT INTO agentlog.checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+
+-- select_checkpoint --
+-- A handler's checkpoint.
+-- $1 handler name
+SELECT transaction_id, global_position FROM agentlog.checkpoints WHERE name = $1;
+
+-- advance_checkpoint --
+-- Move a handler's checkpoint forward, compare-and-set: no row comes back if another instance moved it.
+-- $1 handler name, $2 expected transaction_id, $3 expected global_position,
+-- $4 new transaction_id, $5 new global_position, $6 recorded_at of the last applied event
+UPDATE agentlog.checkpoints
+   SET transaction_id = $4::xid8, global_position = $5, last_recorded_at = $6, updated_at = now()
+ WHERE name = $1 AND transaction_id = $2::xid8 AND global_position = $3
+RETURNING name;
+
+-- select_handler_lag --
+-- Lag of every handler, or of the named ones.
+-- $1 handler names (NULL for all)
+SELECT name, global_position, transaction_id, events_behind, seconds_behind, updated_at
+  FROM agentlog.handler_lag
+ WHERE $1::text[] IS NULL OR name = ANY ($1::text[])
+ ORDER BY name;
+
+-- select_schema_ready --
+-- Whether the log's schema exists in this database.
+SELECT to_regclass('agentlog.events') IS NOT NULL;

@@ -1,0 +1,154 @@
+"""The storage port of the log: SQL verbs over asyncpg. The `EventStore` facade speaks the domain verbs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+
+from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.queries import QUERIES
+from eventstore.records import START, LogPosition, RecordedEvent
+
+
+class Executor(Protocol):
+    """A pool or a connection: both run statements."""
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]: ...
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> asyncpg.Record | None: ...
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any: ...
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventRows:
+    """A batch to insert, as the parallel arrays `append_events` takes (one element per event)."""
+
+    stream_ids: list[str]
+    expected_versions: list[int | None]
+    event_ids: list[UUID]
+    event_types: list[str]
+    schema_versions: list[int]
+    data: list[dict[str, Any]]
+    metadata: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerLag:
+    name: str
+    position: LogPosition
+    events_behind: int
+    seconds_behind: float
+    updated_at: datetime
+
+
+def _recorded(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
+    # The SELECT lists name the columns in RecordedEvent's field order.
+    return [RecordedEvent(*row) for row in rows]
+
+
+async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
+    with translated_errors():
+        return await executor.fetch(
+            QUERIES["append_events"],
+            rows.stream_ids,
+            rows.expected_versions,
+            rows.event_ids,
+            rows.event_types,
+            rows.schema_versions,
+            rows.data,
+            rows.metadata,
+        )
+
+
+async def select_stream(executor: Executor, stream_id: str, from_version: int, limit: int) -> list[RecordedEvent]:
+    with translated_errors():
+        return _recorded(await executor.fetch(QUERIES["select_stream"], stream_id, from_version, limit))
+
+
+async def select_stream_version(executor: Executor, stream_id: str) -> int:
+    with translated_errors():
+        return int(await executor.fetchval(QUERIES["select_stream_version"], stream_id))
+
+
+async def select_log(executor: Executor, after: LogPosition, limit: int) -> list[RecordedEvent]:
+    with translated_errors():
+        return _recorded(await executor.fetch(QUERIES["select_log"], after[0], after[1], limit))
+
+
+async def select_category(
+    executor: Executor, category: str, after: LogPosition, limit: int
+) -> list[RecordedEvent]:
+    with translated_errors():
+        return _recorded(await executor.fetch(QUERIES["select_category"], category, after[0], after[1], limit))
+
+
+async def select_held_back(executor: Executor, after: LogPosition) -> bool:
+    with translated_errors():
+        return bool(await executor.fetchval(QUERIES["select_held_back"], after[0], after[1]))
+
+
+async def select_head(executor: Executor) -> LogPosition:
+    with translated_errors():
+        row = await executor.fetchrow(QUERIES["select_head"])
+    return START if row is None else LogPosition(row[0], row[1])
+
+
+async def select_position_of(executor: Executor, global_position: int) -> LogPosition | None:
+    with translated_errors():
+        row = await executor.fetchrow(QUERIES["select_position_of"], global_position)
+    return None if row is None else LogPosition(row[0], row[1])
+
+
+async def notify_appended(executor: Executor) -> None:
+    await executor.execute(QUERIES["notify_appended"])
+
+
+async def try_lock_handler(executor: Executor, name: str) -> bool:
+    return bool(await executor.fetchval(QUERIES["try_lock_handler"], name))
+
+
+async def load_checkpoint(executor: Executor, name: str) -> LogPosition:
+    """The handler's checkpoint, created at the start of the log the first time."""
+    with translated_errors():
+        await executor.execute(QUERIES["ensure_checkpoint"], name)
+        row = await executor.fetchrow(QUERIES["select_checkpoint"], name)
+    assert row is not None
+    return LogPosition(row[0], row[1])
+
+
+async def advance_checkpoint(
+    executor: Executor, name: str, expected: LogPosition, new: LogPosition, recorded_at: datetime
+) -> bool:
+    """Compare-and-set; False when another instance moved the checkpoint since `expected` was read."""
+    row = await executor.fetchrow(
+        QUERIES["advance_checkpoint"], name, expected[0], expected[1], new[0], new[1], recorded_at
+    )
+    return row is not None
+
+
+async def select_handler_lag(executor: Executor, names: Sequence[str] | None = None) -> list[HandlerLag]:
+    with translated_errors():
+        rows = await executor.fetch(QUERIES["select_handler_lag"], None if names is None else list(names))
+    return [
+        HandlerLag(
+            name=row["name"],
+            position=LogPosition(row["transaction_id"], row["global_position"]),
+            events_behind=row["events_behind"],
+            seconds_behind=row["seconds_behind"],
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+    ]
+
+
+async def select_schema_ready(executor: Executor) -> bool:
+    with translated_errors():
+        return bool(await executor.fetchval(QUERIES["select_schema_ready"]))

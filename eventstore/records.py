@@ -1,0 +1,134 @@
+"""Value objects at the edge of the log: what goes in (`NewEvent`), what comes out (`RecordedEvent`), where."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from eventstore.events import Event
+from eventstore.identifiers import new_event_id
+
+
+class LogPosition(NamedTuple):
+    """A place in the canonical order of the log: (transaction_id, global_position), compared as a tuple."""
+
+    transaction_id: int
+    global_position: int
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id}/{self.global_position}"
+
+
+START = LogPosition(0, 0)
+"""Before the first event: subscribing after START reads the whole log."""
+
+
+class ExpectedVersion(enum.Enum):
+    """What an append expects of its stream, besides an exact version number."""
+
+    ANY = "any"
+    """Append whatever the stream's version."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet (same as expecting version 0)."""
+
+
+StreamVersionExpectation = ExpectedVersion | int
+
+
+def expected_version_argument(expected: StreamVersionExpectation) -> int | None:
+    """The SQL form: NULL for any, 0 for no stream, n for exactly n."""
+    if expected is ExpectedVersion.ANY:
+        return None
+    if expected is ExpectedVersion.NO_STREAM:
+        return 0
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise ValueError(f"expected version must be ANY, NO_STREAM or a version >= 0, not {expected!r}")
+    return expected
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append, with its id (time-ordered by default) and metadata (correlation, causation, actor)."""
+
+    event: Event
+    event_id: UUID = field(default_factory=new_event_id)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream within an atomic multi-stream batch."""
+
+    stream_id: str
+    events: tuple[Event | NewEvent, ...]
+    expected_version: StreamVersionExpectation = ExpectedVersion.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedEvent:
+    """Where one appended event landed. `duplicate` is true when its id was already recorded."""
+
+    event_id: UUID
+    stream_id: str
+    stream_version: int
+    position: LogPosition
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of appending to one stream."""
+
+    stream_id: str
+    events: tuple[AppendedEvent, ...]
+
+    @property
+    def stream_version(self) -> int:
+        """The stream's version after this append (the last appended event's version)."""
+        return max(event.stream_version for event in self.events)
+
+    @property
+    def duplicate(self) -> bool:
+        """True when every event was already recorded and nothing was appended."""
+        return all(event.duplicate for event in self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as the log holds it. `data` is the payload as stored (its own schema version)."""
+
+    global_position: int
+    transaction_id: int
+    event_id: UUID
+    stream_id: str
+    stream_version: int
+    category: str
+    event_type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    recorded_at: datetime
+
+    @property
+    def position(self) -> LogPosition:
+        return LogPosition(self.transaction_id, self.global_position)
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as one JSON object, in the log's own vocabulary (used by `agentlog tail --json`)."""
+        return {
+            "global_position": self.global_position,
+            "transaction_id": self.transaction_id,
+            "event_id": str(self.event_id),
+            "stream_id": self.stream_id,
+            "stream_version": self.stream_version,
+            "category": self.category,
+            "event_type": self.event_type,
+            "schema_version": self.schema_version,
+            "data": self.data,
+            "metadata": self.metadata,
+            "recorded_at": self.recorded_at.isoformat(),
+        }

@@ -1,0 +1,294 @@
+"""`EventStore`: the log's domain verbs (append, read, subscribe) over the storage port in `postgres.recorder`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import structlog
+
+from eventstore.errors import (
+    ClosedError,
+    ConcurrencyRetryError,
+    EventSchemaError,
+    InvalidEventError,
+    SchemaNotReadyError,
+    UnknownEventTypeError,
+)
+from eventstore.events import Event, EventCatalogue, catalogue
+from eventstore.identifiers import validate_stream_id
+from eventstore.postgres import recorder
+from eventstore.postgres.connections import Connection, Pool, create_pool
+from eventstore.postgres.errors import is_retryable
+from eventstore.postgres.notifications import Notifier, Wakeups
+from eventstore.postgres.recorder import EventRows
+from eventstore.records import (
+    START,
+    AppendedEvent,
+    AppendResult,
+    ExpectedVersion,
+    LogPosition,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    StreamVersionExpectation,
+    expected_version_argument,
+)
+from eventstore.subscription import Subscription
+
+log = structlog.get_logger("eventstore.store")
+
+MAX_EVENT_DATA_BYTES = 1 << 20
+"""Event bodies stay small: large LLM prompts and responses belong in content-addressed storage."""
+APPEND_ATTEMPTS = 10
+
+
+class EventStore:
+    """The log. Open it with `async with EventStore.open(url) as store:`."""
+
+    def __init__(
+        self,
+        url: str,
+        pool: Pool,
+        *,
+        catalogue: EventCatalogue,
+        notify_interval: float,
+        poll_interval: float,
+    ) -> None:
+        self.url = url
+        self.catalogue = catalogue
+        self.poll_interval = poll_interval
+        self._pool = pool
+        self._notifier = Notifier(url, notify_interval)
+        self._wakeups: Wakeups | None = None
+        self._closed = False
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str,
+        *,
+        catalogue: EventCatalogue = catalogue,
+        pool_size: int = 10,
+        notify_interval: float = 0.002,
+        poll_interval: float = 1.0,
+    ) -> AsyncIterator[EventStore]:
+        pool = await create_pool(url, max_size=pool_size)
+        store = cls(url, pool, catalogue=catalogue, notify_interval=notify_interval, poll_interval=poll_interval)
+        try:
+            if not await recorder.select_schema_ready(pool):
+                raise SchemaNotReadyError()
+            yield store
+        finally:
+            await store.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._notifier.close()
+        if self._wakeups is not None:
+            await self._wakeups.close()
+        await self._pool.close()
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        expected_version: StreamVersionExpectation = ExpectedVersion.ANY,
+        *,
+        connection: Connection | None = None,
+    ) -> AppendResult:
+        """Append events to one stream. With `connection`, inside the caller's open transaction."""
+        (result,) = await self.append_batch(
+            [StreamAppend(stream_id, tuple(events), expected_version)], connection=connection
+        )
+        return result
+
+    async def append_batch(
+        self, appends: Sequence[StreamAppend], *, connection: Connection | None = None
+    ) -> list[AppendResult]:
+        """Append to several streams atomically: everything commits or nothing does.
+
+        Without `connection` the batch is its own transaction, retried when it loses the race for a stream's
+        order, and subscribers are woken after the commit. With `connection` it joins the caller's transaction;
+        the caller retries on `ConcurrencyRetryError` and calls `committed()` after committing.
+        """
+        if self._closed:
+            raise ClosedError("cannot append: the event store is closed")
+        rows = self._encode(appends)
+        if connection is not None:
+            try:
+                inserted = await recorder.insert_events(connection, rows)
+            except Exception as error:
+                if is_retryable(error):
+                    raise ConcurrencyRetryError(
+                        "a stream of this batch was appended to by a newer transaction; retry the transaction"
+                    ) from error
+                raise
+            return _results(appends, inserted)
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                inserted = await recorder.insert_events(self._pool, rows)
+            except Exception as error:
+                if not is_retryable(error) or attempt == APPEND_ATTEMPTS:
+                    if is_retryable(error):
+                        raise ConcurrencyRetryError() from error
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.001 * attempt))
+                continue
+            results = _results(appends, inserted)
+            if not all(result.duplicate for result in results):
+                self._notifier.committed()
+            return results
+        raise AssertionError("unreachable")
+
+    def committed(self) -> None:
+        """Wake subscribers after the caller committed a transaction that appended through `connection`."""
+        self._notifier.committed()
+
+    def _encode(self, appends: Sequence[StreamAppend]) -> EventRows:
+        if not appends:
+            raise InvalidEventError("nothing to append: give at least one event")
+        rows = EventRows([], [], [], [], [], [], [])
+        for append in appends:
+            validate_stream_id(append.stream_id)
+            if not append.events:
+                raise InvalidEventError(f"nothing to append to stream {append.stream_id!r}: no events")
+            expected: int | None = expected_version_argument(append.expected_version)
+            for item in append.events:
+                new_event = item if isinstance(item, NewEvent) else NewEvent(item)
+                event = new_event.event
+                self._check_registered(event)
+                data = event.to_data()
+                size = len(orjson.dumps(data))
+                if size > MAX_EVENT_DATA_BYTES:
+                    raise InvalidEventError(
+                        f"{event.event_type} payload is {size} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
+                        "Store large content elsewhere and reference it from the event."
+                    )
+                metadata = _plain_metadata(new_event.metadata)
+                rows.stream_ids.append(append.stream_id)
+                rows.expected_versions.append(expected)
+                rows.event_ids.append(new_event.event_id)
+                rows.event_types.append(event.event_type)
+                rows.schema_versions.append(event.schema_version)
+                rows.data.append(data)
+                rows.metadata.append(metadata)
+                expected = None
+        return rows
+
+    def _check_registered(self, event: Event) -> None:
+        if not isinstance(event, Event):
+            raise InvalidEventError(f"cannot append {type(event).__name__}: events are eventstore.Event models")
+        entry = self.catalogue.latest(event.event_type)  # raises UnknownEventTypeError
+        if type(event) is not entry.model and event.schema_version >= entry.schema_version:
+            raise UnknownEventTypeError(
+                f"{type(event).__name__} claims {event.event_type} v{event.schema_version}, "
+                f"which the catalogue holds as {entry.model.__name__}"
+            )
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 10_000
+    ) -> list[RecordedEvent]:
+        """Events of one stream in version order (every committed event, no barrier)."""
+        return await recorder.select_stream(self._pool, validate_stream_id(stream_id), from_version, limit)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version; 0 when it has no events."""
+        return await recorder.select_stream_version(self._pool, validate_stream_id(stream_id))
+
+    async def read_all(self, *, after: LogPosition = START, limit: int = 1000) -> list[RecordedEvent]:
+        """Events of the whole log after `after`, in canonical order."""
+        return await recorder.select_log(self._pool, after, limit)
+
+    async def read_category(
+        self, category: str, *, after: LogPosition = START, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events of streams `category-*` (and the stream named `category`) after `after`, in canonical order."""
+        return await recorder.select_category(self._pool, category, after, limit)
+
+    async def head(self) -> LogPosition:
+        """The position of the newest event readers can see now."""
+        return await recorder.select_head(self._pool)
+
+    async def position_of(self, global_position: int) -> LogPosition | None:
+        """The canonical position of the event with this global position, if there is one."""
+        return await recorder.select_position_of(self._pool, global_position)
+
+    def decode(self, recorded: RecordedEvent) -> Event:
+        """The typed event, upcast to its newest schema version."""
+        try:
+            return self.catalogue.decode(recorded.event_type, recorded.schema_version, recorded.data)
+        except EventSchemaError as error:
+            raise EventSchemaError(f"event {recorded.global_position}: {error}") from error
+
+    async def subscribe(
+        self,
+        *,
+        after: LogPosition = START,
+        category: str | None = None,
+        batch_size: int = 500,
+        poll_interval: float | None = None,
+    ) -> Subscription:
+        """Follow the log (or one category) after `after`: catch up, then live, in batches."""
+        if self._closed:
+            raise ClosedError("cannot subscribe: the event store is closed")
+        if self._wakeups is None:
+            self._wakeups = Wakeups(self.url)
+            await self._wakeups.start()
+        return Subscription(
+            self._pool,
+            self._wakeups,
+            after=after,
+            category=category,
+            batch_size=batch_size,
+            poll_interval=self.poll_interval if poll_interval is None else poll_interval,
+        )
+
+
+def _plain_metadata(metadata: Any) -> dict[str, Any]:
+    if not metadata:
+        return {}
+    plain = dict(metadata)
+    try:
+        orjson.dumps(plain)
+    except (TypeError, orjson.JSONEncodeError) as error:
+        raise InvalidEventError(f"metadata must be a JSON object: {error}") from error
+    return plain
+
+
+def _results(appends: Sequence[StreamAppend], inserted: Sequence[Any]) -> list[AppendResult]:
+    by_stream: dict[str, list[AppendedEvent]] = {}
+    for row in inserted:
+        by_stream.setdefault(row["stream_id"], []).append(
+            AppendedEvent(
+                event_id=row["event_id"],
+                stream_id=row["stream_id"],
+                stream_version=row["stream_version"],
+                position=LogPosition(row["transaction_id"], row["global_position"]),
+                duplicate=row["duplicate"],
+            )
+        )
+    results: list[AppendResult] = []
+    seen: set[str] = set()
+    for append in appends:
+        if append.stream_id in seen:
+            continue
+        seen.add(append.stream_id)
+        events = sorted(by_stream.get(append.stream_id, []), key=lambda event: event.stream_version)
+        results.append(AppendResult(append.stream_id, tuple(events)))
+    return results

@@ -1,0 +1,45 @@
+"""What a handler is: a name, the event types it wants, and `handle(batch)` run inside the runner's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent
+from eventstore.postgres.connections import Connection
+from eventstore.records import StreamVersionExpectation
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """A reaction to the log. `event_types` None means every event; other events are skipped, never an error."""
+
+    name: str
+    event_types: frozenset[str] | None
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        """Apply `batch.events`. Writes go through `batch.connection`; they commit with the checkpoint."""
+        ...
+
+
+@dataclass(slots=True)
+class HandlerBatch:
+    """One batch of events for one handler, and the open transaction its effects and checkpoint share."""
+
+    handler_name: str
+    events: Sequence[RecordedEvent]
+    connection: Connection
+    store: EventStore
+    appended: bool = field(default=False)
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        expected_version: StreamVersionExpectation = ANY,
+    ) -> AppendResult:
+        """Append in this batch's transaction: the events commit if and only if the checkpoint moves past."""
+        result = await self.store.append(stream_id, events, expected_version, connection=self.connection)
+        self.appended = self.appended or not result.duplicate
+        return result

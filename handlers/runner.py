@@ -1,0 +1,231 @@
+"""The handler runner: hosts named handlers, one active instance of each across every process and machine.
+
+Each handler instance holds a session advisory lock named after the handler on its own connection and runs
+every batch's transaction on that same connection: if the connection dies, the lock goes with it and so does the
+transaction in flight, so a standby that takes the lock over can never interleave with a stale active instance.
+The checkpoint moves by compare-and-set in the batch's transaction, a second fence. Events come from a
+subscription (NOTIFY wake-up, fallback poll); after any failure the instance reconnects with backoff and resumes
+from the checkpoint in the database, never from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import signal
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from eventstore import ConcurrencyRetryError, EventStore, LogPosition, RecordedEvent
+from eventstore.errors import AgentlogError, DatabaseUnavailableError
+from eventstore.postgres import recorder
+from eventstore.postgres.connections import Connection, connect
+from eventstore.postgres.errors import CONNECTION_ERRORS
+from handlers.handler import Handler, HandlerBatch
+
+log = structlog.get_logger("handlers.runner")
+
+BATCH_ATTEMPTS = 5
+
+
+class CheckpointMovedError(AgentlogError):
+    """Another instance moved this handler's checkpoint; resuming from the database."""
+
+
+class HandlerState(enum.Enum):
+    STANDBY = "standby"
+    ACTIVE = "active"
+    RETRYING = "retrying"
+    STOPPED = "stopped"
+
+
+class HandlerInstance:
+    """One handler in this process: standby until it holds the lock, then active until stopped or cut off."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        handler: Handler,
+        stop: asyncio.Event,
+        *,
+        batch_size: int = 500,
+        lock_retry_interval: float = 1.0,
+        lag_log_interval: float = 10.0,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.handler = handler
+        self.state = HandlerState.STANDBY
+        self.position: LogPosition | None = None
+        self.batches_applied = 0
+        self._stop = stop
+        self._batch_size = batch_size
+        self._lock_retry_interval = lock_retry_interval
+        self._lag_log_interval = lag_log_interval
+        self._max_backoff = max_backoff
+
+    def __repr__(self) -> str:
+        return f"<HandlerInstance {self.handler.name} {self.state.value} at {self.position}>"
+
+    async def run(self) -> None:
+        """Run until the stop event is set; failures are logged and retried with backoff."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                await self._run_session()
+                backoff = 0.1
+            except (DatabaseUnavailableError, CheckpointMovedError, *CONNECTION_ERRORS) as error:
+                log.warning("handler.connection_lost", handler=self.handler.name, error=str(error))
+            except Exception:
+                log.exception("handler.batch_failed", handler=self.handler.name, retry_in_s=backoff)
+            if self._stop.is_set():
+                break
+            self.state = HandlerState.RETRYING
+            await _sleep_unless(self._stop, backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+        self.state = HandlerState.STOPPED
+
+    async def _run_session(self) -> None:
+        connection = await connect(self.store.url, application_name=f"agentlog handler {self.handler.name}")
+        try:
+            self.state = HandlerState.STANDBY
+            if not await self._acquire_lock(connection):
+                return
+            self.state = HandlerState.ACTIVE
+            position = await recorder.load_checkpoint(connection, self.handler.name)
+            self.position = position
+            log.info("handler.active", handler=self.handler.name, checkpoint=str(position))
+            subscription = await self.store.subscribe(after=position, batch_size=self._batch_size)
+            stopper = asyncio.get_running_loop().create_task(_close_on(self._stop, subscription.close))
+            reporter = asyncio.get_running_loop().create_task(self._report_lag())
+            try:
+                async for events in subscription:
+                    position = await self._apply(connection, events, position)
+                    self.position = position
+                    if self._stop.is_set():
+                        break
+            finally:
+                stopper.cancel()
+                reporter.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+            connection.terminate()
+
+    async def _acquire_lock(self, connection: Connection) -> bool:
+        announced = False
+        while not self._stop.is_set():
+            if await recorder.try_lock_handler(connection, self.handler.name):
+                return True
+            if not announced:
+                log.info("handler.standby", handler=self.handler.name)
+                announced = True
+            await _sleep_unless(self._stop, self._lock_retry_interval)
+        return False
+
+    async def _apply(
+        self, connection: Connection, events: Sequence[RecordedEvent], position: LogPosition
+    ) -> LogPosition:
+        """Apply one batch and move the checkpoint, in one transaction; return the new checkpoint."""
+        wanted = self.handler.event_types
+        selected = [event for event in events if wanted is None or event.event_type in wanted]
+        last = events[-1]
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            batch = HandlerBatch(self.handler.name, selected, connection, self.store)
+            try:
+                async with connection.transaction():
+                    if selected:
+                        await self.handler.handle(batch)
+                    moved = await recorder.advance_checkpoint(
+                        connection, self.handler.name, position, last.position, last.recorded_at
+                    )
+                    if not moved:
+                        raise CheckpointMovedError()
+            except ConcurrencyRetryError:
+                if attempt == BATCH_ATTEMPTS:
+                    raise
+                continue
+            if batch.appended:
+                self.store.committed()
+            self.batches_applied += 1
+            log.debug(
+                "handler.batch_applied",
+                handler=self.handler.name,
+                events=len(events),
+                applied=len(selected),
+                checkpoint=str(last.position),
+            )
+            return last.position
+        raise AssertionError("unreachable")
+
+    async def _report_lag(self) -> None:
+        while True:
+            await asyncio.sleep(self._lag_log_interval)
+            with contextlib.suppress(AgentlogError, *CONNECTION_ERRORS):
+                for lag in await recorder.select_handler_lag(self.store.pool, [self.handler.name]):
+                    log.info(
+                        "handler.lag",
+                        handler=lag.name,
+                        events_behind=lag.events_behind,
+                        seconds_behind=round(lag.seconds_behind, 3),
+                    )
+
+
+class HandlerRunner:
+    """Hosts several handlers in one process until `stop` is set (SIGINT/SIGTERM with `stop_on_signals`)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        handlers: Sequence[Handler],
+        *,
+        batch_size: int = 500,
+        lock_retry_interval: float = 1.0,
+        lag_log_interval: float = 10.0,
+    ) -> None:
+        names = [handler.name for handler in handlers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"handler names must be unique; repeated: {', '.join(duplicates)}")
+        self.stop = asyncio.Event()
+        self.instances = [
+            HandlerInstance(
+                store,
+                handler,
+                self.stop,
+                batch_size=batch_size,
+                lock_retry_interval=lock_retry_interval,
+                lag_log_interval=lag_log_interval,
+            )
+            for handler in handlers
+        ]
+
+    def stop_on_signals(self) -> None:
+        """SIGINT and SIGTERM finish the batch in progress, release the locks and return from `run`."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._signalled, signum)
+
+    def _signalled(self, signum: int) -> None:
+        log.info("runner.stopping", signal=signal.Signals(signum).name)
+        self.stop.set()
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        log.info("runner.started", handlers=[instance.handler.name for instance in self.instances])
+        await asyncio.gather(*(instance.run() for instance in self.instances))
+        log.info("runner.stopped", ran_s=round(time.monotonic() - started, 1))
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _close_on(stop: asyncio.Event, close: object) -> None:
+    await stop.wait()
+    assert callable(close)
+    close()
