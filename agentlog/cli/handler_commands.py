@@ -1,0 +1,95 @@
+"""`agentlog handler`: run handlers, list them, see their lag."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentlog.cli.common import handles_errors, load_settings, out, run_async, write_line
+from agentlog.config import Settings
+from agentlog.database import open_database
+from eventstore import EventStore
+from eventstore.postgres import recorder
+from handlers import Handler, HandlerRunner
+from handlers.registry import installed_handlers, resolve_handler
+
+app = typer.Typer(no_args_is_help=True, help="Handlers: reactions to the log, one active instance each.")
+
+
+async def run_handlers(settings: Settings, url: str, handlers: list[Handler]) -> None:
+    """Host `handlers` until SIGINT/SIGTERM; the batch in progress finishes first."""
+    async with EventStore.open(
+        url, poll_interval=settings.poll_interval_s, notify_interval=settings.notify_interval_s
+    ) as store:
+        runner = HandlerRunner(
+            store,
+            handlers,
+            batch_size=settings.handler_batch_size,
+            lock_retry_interval=settings.handler_lock_retry_s,
+            lag_log_interval=settings.lag_log_interval_s,
+        )
+        runner.stop_on_signals()
+        await runner.run()
+
+
+@app.command("run")
+@handles_errors
+def run_command(
+    names: Annotated[list[str], typer.Argument(help="Installed handler names, or package.module:attribute.")],
+) -> None:
+    """Run handlers in this process; a second process running the same handler stands by and takes over."""
+    handlers = [resolve_handler(name) for name in names]
+    settings = load_settings()
+    run_async(run_handlers(settings, open_database(settings).url, handlers))
+
+
+@app.command("list")
+@handles_errors
+def list_command() -> None:
+    """The installed handlers (entry point group agentlog.handlers)."""
+    handlers = installed_handlers()
+    if not handlers:
+        out.print("no handlers installed")
+    for name, handler in sorted(handlers.items()):
+        types = "all events" if handler.event_types is None else ", ".join(sorted(handler.event_types))
+        write_line(f"{name}\t{types}")
+
+
+@app.command("lag")
+@handles_errors
+def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each handler's checkpoint, events behind the head and age of the oldest event it has not applied."""
+    settings = load_settings()
+    url = open_database(settings).url
+
+    async def lag() -> list[recorder.HandlerLag]:
+        async with EventStore.open(url) as store:
+            return await recorder.select_handler_lag(store.pool)
+
+    lags = run_async(lag())
+    if as_json:
+        write_line(json.dumps([
+            {
+                "name": item.name,
+                "global_position": item.position.global_position,
+                "transaction_id": item.position.transaction_id,
+                "events_behind": item.events_behind,
+                "seconds_behind": item.seconds_behind,
+                "updated_at": item.updated_at.isoformat(),
+            }
+            for item in lags
+        ]))
+        return
+    table = Table("handler", "checkpoint", "events behind", "seconds behind", "updated")
+    for item in lags:
+        table.add_row(
+            item.name,
+            str(item.position),
+            str(item.events_behind),
+            f"{item.seconds_behind:.1f}",
+            item.updated_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)

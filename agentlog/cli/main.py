@@ -1,0 +1,61 @@
+"""The `agentlog` command."""
+
+from __future__ import annotations
+
+import typer
+import structlog
+
+from agentlog.cli import db_commands, handler_commands, log_commands
+from agentlog.cli.common import handles_errors, load_settings, out, run_async
+from agentlog.database import migrate, open_database
+from handlers.registry import installed_handlers
+
+log = structlog.get_logger("agentlog.cli")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="agentlog: an event-sourced control plane for fleets of AI agents, on PostgreSQL.",
+)
+app.add_typer(db_commands.app, name="db")
+app.add_typer(handler_commands.app, name="handler")
+app.command("types")(log_commands.types_command)
+app.command("append")(log_commands.append_command)
+app.command("tail")(log_commands.tail_command)
+
+
+@app.command("migrate")
+@handles_errors
+def migrate_command() -> None:
+    """Bring the database schema to the newest migration (events are never lost)."""
+    settings = load_settings()
+    before, after = migrate(open_database(settings).url)
+    out.print(f"already at {after}" if before == after else f"migrated from {before or 'empty'} to {after}")
+
+
+@app.command("up")
+@handles_errors
+def up_command() -> None:
+    """Run the whole system here: database (embedded unless AGENTLOG_DATABASE_URL), migrations, handlers."""
+    settings = load_settings()
+    database = open_database(settings)
+    try:
+        before, after = migrate(database.url)
+        handlers = list(installed_handlers().values())
+        log.info(
+            "agentlog.up",
+            database="embedded" if database.embedded else "external",
+            schema=after,
+            migrated=before != after,
+            handlers=[handler.name for handler in handlers],
+            hint="psql \"$(agentlog db url)\" to query; Ctrl-C to stop",
+        )
+        run_async(handler_commands.run_handlers(settings, database.url, handlers))
+    finally:
+        if database.embedded is not None and database.started_here:
+            database.embedded.stop()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,92 @@
+"""Fixtures shared by every kind of test.
+
+One PostgreSQL server per session: AGENTLOG_TEST_DATABASE_URL when given (any server, user with CREATEDB),
+otherwise the embedded server (as root too), tuned for tests with fsync off. The schema is migrated once into a
+template database; each test gets a fresh `CREATE DATABASE ... TEMPLATE` of it through pytest-postgresql's
+janitor, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from agentlog.database import migrate
+from agentlog.embedded import EmbeddedPostgres
+from eventstore import EventStore
+
+TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    url: str
+
+    def database_url(self, name: str) -> str:
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+    def janitor(self, dbname: str, *, template: str | None = None, as_template: bool = False) -> DatabaseJanitor:
+        parts = urlsplit(self.url)
+        return DatabaseJanitor(
+            user=parts.username or "postgres",
+            password=parts.password,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            dbname=dbname,
+            template_dbname=template,
+            as_template=as_template,
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    external = os.environ.get("AGENTLOG_TEST_DATABASE_URL")
+    if external:
+        yield PostgresServer(external)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), server_settings=TEST_SERVER_SETTINGS)
+    url, _ = server.ensure_running()
+    yield PostgresServer(url)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_server: PostgresServer) -> Iterator[str]:
+    name = f"agentlog_template_{uuid.uuid4().hex[:10]}"
+    janitor = postgres_server.janitor(name, as_template=True)
+    janitor.init()
+    migrate(postgres_server.database_url(name))
+    yield name
+    janitor.drop()
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer, template_database: str) -> Iterator[str]:
+    name = f"agentlog_test_{uuid.uuid4().hex[:10]}"
+    janitor = postgres_server.janitor(name, template=template_database)
+    janitor.init()
+    yield postgres_server.database_url(name)
+    janitor.drop()
+
+
+@pytest.fixture
+def empty_database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A database with no schema at all (migration tests)."""
+    name = f"agentlog_empty_{uuid.uuid4().hex[:10]}"
+    janitor = postgres_server.janitor(name)
+    janitor.init()
+    yield postgres_server.database_url(name)
+    janitor.drop()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    async with EventStore.open(database_url, notify_interval=0.001, poll_interval=0.2) as opened:
+        yield opened
