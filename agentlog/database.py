@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
 
 import agentlog
 from agentlog.config import Settings
 from agentlog.embedded import EmbeddedPostgres
 from eventstore.errors import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# alembic and SQLAlchemy are imported inside the functions that migrate: they cost a third of a second, and
+# most commands (append, tail, db url) never migrate.
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ def check_reachable(url: str) -> None:
 
 
 def _alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     packaged = Path(agentlog.__file__).parent / "_migrations" / "alembic.ini"
     source_tree = Path(agentlog.__file__).parent.parent / "alembic.ini"
     config = Config(str(packaged if packaged.exists() else source_tree))
@@ -57,10 +61,15 @@ def _sqlalchemy_url(url: str) -> str:
 
 
 def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
 
 
 def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
     engine = create_engine(_sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
@@ -71,6 +80,8 @@ def current_revision(url: str) -> str | None:
 
 def migrate(url: str) -> tuple[str | None, str | None]:
     """Upgrade to head; return (revision before, revision after). Safe to run from several processes at once."""
+    from alembic import command
+
     check_reachable(url)
     before = current_revision(url)
     command.upgrade(_alembic_config(url), "head")

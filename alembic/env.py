@@ -6,8 +6,9 @@ transaction-level advisory lock; the ones that wait find the schema already at h
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import create_engine, pool, text
+
+from alembic import context
 
 MIGRATION_LOCK_KEY = 1095524684  # shared by every agentlog migrator, distinct from the stream locks
 

@@ -15,7 +15,7 @@ import contextlib
 import enum
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -33,6 +33,10 @@ BATCH_ATTEMPTS = 5
 
 class CheckpointMovedError(AgentlogError):
     """Another instance moved this handler's checkpoint; resuming from the database."""
+
+
+RECONNECT_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailableError, CheckpointMovedError, *CONNECTION_ERRORS)
+"""Failures that end an instance's session quietly: it reconnects and resumes from its checkpoint."""
 
 
 class HandlerState(enum.Enum):
@@ -77,7 +81,7 @@ class HandlerInstance:
             try:
                 await self._run_session()
                 backoff = 0.1
-            except (DatabaseUnavailableError, CheckpointMovedError, *CONNECTION_ERRORS) as error:
+            except RECONNECT_ERRORS as error:
                 log.warning("handler.connection_lost", handler=self.handler.name, error=str(error))
             except Exception:
                 log.exception("handler.batch_failed", handler=self.handler.name, retry_in_s=backoff)
@@ -216,7 +220,8 @@ class HandlerRunner:
     async def run(self) -> None:
         started = time.monotonic()
         log.info("runner.started", handlers=[instance.handler.name for instance in self.instances])
-        await asyncio.gather(*(instance.run() for instance in self.instances))
+        # Until stopped, even with nothing to host: `agentlog up` is a long-running process either way.
+        await asyncio.gather(*(instance.run() for instance in self.instances), self.stop.wait())
         log.info("runner.stopped", ran_s=round(time.monotonic() - started, 1))
 
 
@@ -225,7 +230,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _close_on(stop: asyncio.Event, close: object) -> None:
+async def _close_on(stop: asyncio.Event, close: Callable[[], None]) -> None:
     await stop.wait()
-    assert callable(close)
     close()

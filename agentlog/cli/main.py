@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import typer
 import structlog
+import typer
 
 from agentlog.cli import db_commands, handler_commands, log_commands
 from agentlog.cli.common import handles_errors, load_settings, out, run_async

@@ -84,7 +84,7 @@ class Waiter:
     def clear(self) -> None:
         self._event.clear()
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - the fallback poll is the point
         """True when woken, False when the timeout (the fallback poll) ran out first."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
@@ -132,7 +132,7 @@ class Wakeups:
             try:
                 connection = await connect(self._url)
                 lost = asyncio.Event()
-                connection.add_termination_listener(lambda _connection: lost.set())
+                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._wake_all)
                 self.state = WakeupState.LISTENING
                 self._listening.set()

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The two quick-start commands, on a fresh machine with only Python 3.11+:
+
+    python3 run.py up      # the whole system, on an embedded PostgreSQL unless AGENTLOG_DATABASE_URL is set
+    python3 run.py test    # lint, types, layer contracts and the whole test suite
+
+Each creates `.venv` beside this file on first use and (re)installs the project when pyproject.toml changes.
+`python3 run.py agentlog ARGS...` runs any other agentlog command in that environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("AGENTLOG_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTEST_NO_TESTS_COLLECTED = 5
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"run.py: {message}\n")
+
+
+def ensure_environment(extras: str) -> None:
+    """Create the virtualenv and install the project (with `extras`) unless it is already up to date."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py itself may be started by an older python3
+        say(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+        raise SystemExit(1)
+    if not (BIN / "python").exists():
+        say(f"creating {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / ".agentlog-installed"
+    if stamp.exists() and (stamp.read_text() == digest or (extras == "" and "dev" in stamp.read_text())):
+        return
+    say(f"installing agentlog{f'[{extras}]' if extras else ''} into {VENV}")
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "-U", "pip"], check=True)
+    target = f".[{extras}]" if extras else "."
+    subprocess.run([*pip, "install", "-e", target], cwd=ROOT, check=True)
+    stamp.write_text(digest + (" dev" if extras == "dev" else ""))
+
+
+def run(command: list[str]) -> int:
+    return subprocess.run(command, cwd=ROOT, check=False).returncode
+
+
+def test(arguments: list[str]) -> int:
+    ensure_environment("dev")
+    for name, check in (
+        ("ruff", [str(BIN / "ruff"), "check", "."]),
+        ("mypy", [str(BIN / "mypy")]),
+        ("import contracts", [str(BIN / "lint-imports")]),
+    ):
+        say(f"checking {name}")
+        if run(check) != 0:
+            say(f"{name} failed")
+            return 1
+    code = run([str(BIN / "python"), "-m", "pytest", *arguments])
+    if code == PYTEST_NO_TESTS_COLLECTED:
+        say("pytest collected no tests: that is a failure, not a pass")
+        return 1
+    return code
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"up", "test", "agentlog"}:
+        say("usage: python3 run.py up | test [pytest args] | agentlog ARGS...")
+        return 2
+    command, arguments = sys.argv[1], sys.argv[2:]
+    if command == "test":
+        return test(arguments)
+    ensure_environment("")
+    if command == "up":
+        return run([str(BIN / "agentlog"), "up", *arguments])
+    return run([str(BIN / "agentlog"), *arguments])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

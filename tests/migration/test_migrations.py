@@ -1,0 +1,68 @@
+"""Alembic alone owns the schema: a database built by the migrations matches the snapshot, and migrating
+forward again on a database that holds events keeps every event."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agentlog.database import current_revision, head_revision, migrate
+
+SNAPSHOT = Path(__file__).with_name("schema_snapshot.txt")
+
+SCHEMA_QUERY = """
+SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+  FROM information_schema.columns WHERE table_schema = 'agentlog'
+UNION ALL
+SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'agentlog'
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || '.' || conname || ': ' || pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'agentlog'::regnamespace
+UNION ALL
+SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc AS p WHERE p.pronamespace = 'agentlog'::regnamespace
+UNION ALL
+SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass FROM pg_trigger
+ WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'agentlog.%'
+UNION ALL
+SELECT 'view ' || table_name FROM information_schema.views WHERE table_schema = 'agentlog'
+ORDER BY 1
+"""
+
+
+def schema_of(url: str) -> str:
+    with psycopg.connect(url) as connection:
+        return "\n".join(row[0] for row in connection.execute(SCHEMA_QUERY)) + "\n"
+
+
+def test_migrations_build_the_expected_schema(empty_database_url: str) -> None:
+    before, after = migrate(empty_database_url)
+    assert (before, after) == (None, head_revision(empty_database_url))
+    actual = schema_of(empty_database_url)
+    if os.environ.get("AGENTLOG_UPDATE_SCHEMA_SNAPSHOT"):
+        SNAPSHOT.write_text(actual)
+    assert actual == SNAPSHOT.read_text(), "schema drifted: review, then AGENTLOG_UPDATE_SCHEMA_SNAPSHOT=1"
+
+
+def test_migrating_again_keeps_every_event(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        for n in range(5):
+            connection.execute(
+                "SELECT * FROM agentlog.append_event('document-m', 'PersonJoined', %s::jsonb)",
+                [f'{{"user_id": "u{n}", "people_present": {n + 1}}}'],
+            )
+    assert migrate(database_url) == (head_revision(database_url), head_revision(database_url))
+    with psycopg.connect(database_url) as connection:
+        count = connection.execute("SELECT count(*) FROM agentlog.events").fetchone()
+    assert count == (5,)
+    assert current_revision(database_url) == head_revision(database_url)
+
+
+def test_the_event_log_migration_refuses_to_go_down(database_url: str) -> None:
+    from agentlog.database import _alembic_config
+    from alembic import command
+
+    with pytest.raises(RuntimeError, match="never dropped"):
+        command.downgrade(_alembic_config(database_url), "base")

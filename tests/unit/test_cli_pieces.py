@@ -1,0 +1,45 @@
+"""Pure pieces of the command line: exit codes and the tail line format."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from agentlog.cli.common import ExitCode, exit_code_for
+from agentlog.cli.log_commands import format_event
+from eventstore import (
+    DatabaseUnavailableError,
+    EventIdConflictError,
+    InvalidStreamIdError,
+    RecordedEvent,
+    UnknownEventTypeError,
+    WrongExpectedVersionError,
+)
+
+
+def test_each_kind_of_error_has_its_exit_code() -> None:
+    assert exit_code_for(InvalidStreamIdError()) is ExitCode.INVALID_INPUT
+    assert exit_code_for(UnknownEventTypeError()) is ExitCode.INVALID_INPUT
+    assert exit_code_for(WrongExpectedVersionError("s", 1, 2)) is ExitCode.CONFLICT
+    assert exit_code_for(EventIdConflictError()) is ExitCode.CONFLICT
+    assert exit_code_for(DatabaseUnavailableError()) is ExitCode.DATABASE_UNAVAILABLE
+
+
+def test_a_tail_line_has_position_stream_version_type_data_metadata() -> None:
+    event = RecordedEvent(
+        global_position=42,
+        transaction_id=900,
+        event_id=uuid.uuid4(),
+        stream_id="document-plan",
+        stream_version=3,
+        category="document",
+        event_type="PersonLeft",
+        schema_version=1,
+        data={"user_id": "ada", "people_present": 0},
+        metadata={"actor": "ada"},
+        recorded_at=datetime(2026, 11, 21, tzinfo=UTC),
+    )
+    assert format_event(event).split() == [
+        "42", "document-plan", "v3", "PersonLeft", '{"user_id":"ada","people_present":0}', '{"actor":"ada"}'
+    ]
+    assert event.as_json()["recorded_at"] == "2026-11-21T00:00:00+00:00"
