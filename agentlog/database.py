@@ -34,6 +34,8 @@ def open_database(settings: Settings) -> Database:
         return Database(settings.database_url, None, False)
     server = EmbeddedPostgres(settings.home)
     url, started = server.ensure_running()
+    if started:
+        migrate(url)  # a private database is always at head, whichever command started it
     return Database(url, server, started)
 
 

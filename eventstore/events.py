@@ -109,6 +109,14 @@ class EventCatalogue:
             )
         return versions[max(versions)]
 
+    def version(self, event_type: str, schema_version: int) -> EventTypeVersion:
+        """One registered schema version of a type."""
+        entry = self._versions.get(event_type, {}).get(schema_version)
+        if entry is None:
+            self.latest(event_type)  # an unknown type says so
+            raise UnknownEventTypeError(f"{event_type} has no schema version {schema_version} in the catalogue")
+        return entry
+
     def parse(self, event_type: str, data: Mapping[str, Any]) -> Event:
         """Validate a payload of the newest schema version of `event_type` (e.g. from the CLI)."""
         entry = self.latest(event_type)

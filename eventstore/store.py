@@ -192,8 +192,8 @@ class EventStore:
     def _check_registered(self, event: Event) -> None:
         if not isinstance(event, Event):
             raise InvalidEventError(f"cannot append {type(event).__name__}: events are eventstore.Event models")
-        entry = self.catalogue.latest(event.event_type)  # raises UnknownEventTypeError
-        if type(event) is not entry.model and event.schema_version >= entry.schema_version:
+        entry = self.catalogue.version(event.event_type, event.schema_version)
+        if type(event) is not entry.model:
             raise UnknownEventTypeError(
                 f"{type(event).__name__} claims {event.event_type} v{event.schema_version}, "
                 f"which the catalogue holds as {entry.model.__name__}"

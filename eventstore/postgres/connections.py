@@ -15,6 +15,10 @@ SESSION_SETTINGS = {
     "application_name": APPLICATION_NAME,
     # A transaction left open holds back every subscriber (the visibility barrier): never let one idle long.
     "idle_in_transaction_session_timeout": "60000",
+    # A handler's lock lives as long as its session: notice a vanished client machine in seconds, not hours.
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
 }
 
 Connection = asyncpg.Connection

@@ -370,3 +370,14 @@ async def test_rerunning_a_decision_handler_over_the_same_log_appends_nothing_ne
     again = [(event.event_id, event.data["n"]) for event in await log.read_stream("echo-test-1")]
     assert again == first
     assert await count_events(log.pool) == 24
+
+
+async def test_only_catalogued_event_classes_are_appended(log: EventStore) -> None:
+    class Impostor(Tick):
+        """Same type name and version as Tick, but not the class the catalogue holds."""
+
+    from eventstore import UnknownEventTypeError
+
+    with pytest.raises(UnknownEventTypeError, match="claims Tick v1"):
+        await log.append("test-1", [Impostor(n=1)])
+    assert await count_events(log.pool) == 0

@@ -111,3 +111,12 @@ def test_events_are_frozen_values() -> None:
     with pytest.raises(Exception, match="frozen"):
         event.people_present = 3  # type: ignore[misc]
     assert event.to_data() == {"user_id": "ada", "people_present": 2}
+
+
+def test_a_specific_schema_version_is_looked_up_exactly() -> None:
+    events = make_catalogue()
+    assert events.version("Renamed", 2).model.__name__ == "RenamedV2"
+    with pytest.raises(UnknownEventTypeError, match="no schema version 9"):
+        events.version("Renamed", 9)
+    with pytest.raises(UnknownEventTypeError, match="unknown event type"):
+        events.version("Nope", 1)
