@@ -6,7 +6,7 @@
             ...
 """
 
-from eventstore import catalogue as _catalogue  # registers agentlog's own event types
+import eventstore.event_types  # noqa: F401  (registers agentlog's own event types)
 from eventstore.errors import (
     AgentlogError,
     ConcurrencyRetryError,
@@ -64,7 +64,6 @@ __all__ = [
     "SubscriptionState",
     "UnknownEventTypeError",
     "WrongExpectedVersionError",
-    "_catalogue",
     "catalogue",
     "category_of",
     "derived_event_id",

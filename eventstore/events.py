@@ -145,4 +145,4 @@ class EventCatalogue:
 
 
 catalogue = EventCatalogue()
-"""The catalogue of agentlog's own event types; `eventstore.catalogue` fills it on import."""
+"""The catalogue of agentlog's own event types; `eventstore.event_types` fills it on import."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from eventstore import Event, EventCatalogue
-from eventstore.catalogue.documents import PersonJoined, PersonLeft
+from eventstore.event_types.documents import PersonJoined, PersonLeft
 
 test_catalogue = EventCatalogue()
 test_catalogue.register(PersonJoined)
