@@ -25,7 +25,7 @@ from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, Pool, create_pool
 from eventstore.postgres.errors import is_retryable
 from eventstore.postgres.notifications import Notifier, Wakeups
-from eventstore.postgres.recorder import EventRows
+from eventstore.postgres.recorder import EventRows, Executor
 from eventstore.records import (
     START,
     AppendedEvent,
@@ -243,15 +243,20 @@ class EventStore:
         category: str | None = None,
         batch_size: int = 500,
         poll_interval: float | None = None,
+        reader: Executor | None = None,
     ) -> Subscription:
-        """Follow the log (or one category) after `after`: catch up, then live, in batches."""
+        """Follow the log (or one category) after `after`: catch up, then live, in batches.
+
+        `reader` is the connection to read through (a handler reads on the connection it applies on); the pool
+        by default.
+        """
         if self._closed:
             raise ClosedError("cannot subscribe: the event store is closed")
         if self._wakeups is None:
             self._wakeups = Wakeups(self.url)
             await self._wakeups.start()
         return Subscription(
-            self._pool,
+            self._pool if reader is None else reader,
             self._wakeups,
             after=after,
             category=category,

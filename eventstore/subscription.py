@@ -17,8 +17,8 @@ import structlog
 
 from eventstore.errors import ClosedError, DatabaseUnavailableError
 from eventstore.postgres import recorder
-from eventstore.postgres.connections import Pool
 from eventstore.postgres.notifications import Wakeups
+from eventstore.postgres.recorder import Executor
 from eventstore.records import LogPosition, RecordedEvent
 
 log = structlog.get_logger("eventstore.subscription")
@@ -39,7 +39,7 @@ class Subscription:
 
     def __init__(
         self,
-        pool: Pool,
+        reader: Executor,
         wakeups: Wakeups,
         *,
         after: LogPosition,
@@ -48,7 +48,7 @@ class Subscription:
         poll_interval: float = 1.0,
         max_backoff: float = 5.0,
     ) -> None:
-        self._pool = pool
+        self._reader = reader
         self._wakeups = wakeups
         self._category = category
         self._batch_size = batch_size
@@ -68,8 +68,8 @@ class Subscription:
 
     async def _read(self) -> list[RecordedEvent]:
         if self._category is None:
-            return await recorder.select_log(self._pool, self.position, self._batch_size)
-        return await recorder.select_category(self._pool, self._category, self.position, self._batch_size)
+            return await recorder.select_log(self._reader, self.position, self._batch_size)
+        return await recorder.select_category(self._reader, self._category, self.position, self._batch_size)
 
     async def __aiter__(self) -> AsyncIterator[list[RecordedEvent]]:
         if self.state is not SubscriptionState.NEW:
@@ -83,7 +83,7 @@ class Subscription:
                 waiter.clear()  # a wake-up arriving during the read sets it again
                 try:
                     batch = await self._read()
-                    held_back = not batch and await recorder.select_held_back(self._pool, self.position)
+                    held_back = not batch and await recorder.select_held_back(self._reader, self.position)
                 except DatabaseUnavailableError as error:
                     self.state = SubscriptionState.RETRYING
                     log.warning("subscription.read_failed", error=str(error), retry_in_s=backoff)

@@ -93,7 +93,14 @@ class HandlerInstance:
         self.state = HandlerState.STOPPED
 
     async def _run_session(self) -> None:
-        connection = await connect(self.store.url, application_name=f"agentlog handler {self.handler.name}")
+        # Batches that append nothing commit asynchronously: their effects are derived state, atomic with the
+        # checkpoint, so a server crash that loses the last few commits loses both together and the events are
+        # applied again. Batches that append to the log commit durably (see `_apply`).
+        connection = await connect(
+            self.store.url,
+            application_name=f"agentlog handler {self.handler.name}",
+            synchronous_commit="off",
+        )
         try:
             self.state = HandlerState.STANDBY
             if not await self._acquire_lock(connection):
@@ -102,7 +109,9 @@ class HandlerInstance:
             position = await recorder.load_checkpoint(connection, self.handler.name)
             self.position = position
             log.info("handler.active", handler=self.handler.name, checkpoint=str(position))
-            subscription = await self.store.subscribe(after=position, batch_size=self._batch_size)
+            subscription = await self.store.subscribe(
+                after=position, batch_size=self._batch_size, reader=connection
+            )
             stopper = asyncio.get_running_loop().create_task(_close_on(self._stop, subscription.close))
             reporter = asyncio.get_running_loop().create_task(self._report_lag())
             try:
@@ -148,6 +157,8 @@ class HandlerInstance:
                     )
                     if not moved:
                         raise CheckpointMovedError()
+                    if batch.appended:
+                        await recorder.commit_durably(connection)
             except ConcurrencyRetryError:
                 if attempt == BATCH_ATTEMPTS:
                     raise

@@ -77,10 +77,15 @@ CREATE TRIGGER events_reject_truncate BEFORE TRUNCATE ON agentlog.events
 --     commits database-wide, so the Python client sends its wake-up after the commit instead).
 --
 -- Idempotent by event id: if every event of a stream's part of the batch is already in the log with the same
--- stream, type and data, those rows are returned with duplicate = true and nothing is appended. The same id with
--- other content, or a stream part that mixes recorded and new ids, is an error (AL002).
+-- stream, type and data, those rows are returned with duplicate = true and nothing is appended (whatever the
+-- expected version: a retry of an append that succeeded carries a stale one). The same id with other content, or
+-- a stream part that mixes recorded and new ids, is an error (AL002).
 -- Errors: AL001 wrong expected version, AL002 event id conflict, AL003 malformed arguments,
 --         40001 the caller's transaction is older than the stream's head (retry in a new transaction).
+--
+-- Cost: the common case (new events) runs three statements per stream: the lock, the head lookup and one
+-- INSERT ... ON CONFLICT (event_id) DO NOTHING. Recorded ids are found by that conflict, not by a probe; only when
+-- the insert skipped something (or a version check failed) does the slow path look at what is recorded.
 CREATE FUNCTION agentlog.append_events(
     stream_ids        text[],
     expected_versions bigint[],
@@ -102,15 +107,15 @@ LANGUAGE plpgsql AS $$
 DECLARE
     event_count      integer := cardinality(event_ids);
     streams          text[];
-    heads            bigint[];
+    heads            bigint[] := ARRAY[]::bigint[];
+    recorded_streams text[] := ARRAY[]::text[];
     one_stream       text;
     head_version     bigint;
     head_transaction xid8;
     expected         bigint;
     own_transaction  xid8;
-    recorded_count   integer;
-    stream_size      integer;
-    stream_index     integer := 0;
+    expected_inserts integer := 0;
+    inserted_count   integer;
 BEGIN
     IF event_count IS NULL OR event_count = 0 THEN
         RAISE EXCEPTION 'append_events needs at least one event' USING ERRCODE = 'AL003';
@@ -129,51 +134,37 @@ BEGIN
     END IF;
 
     -- Lock every stream of the batch, in sorted order, before this transaction writes anything (see ORDERING).
-    streams := ARRAY(SELECT DISTINCT s FROM unnest(stream_ids) AS s ORDER BY s);
+    IF event_count = 1 THEN
+        streams := stream_ids;
+    ELSE
+        streams := ARRAY(SELECT DISTINCT s FROM unnest(stream_ids) AS s ORDER BY s);
+    END IF;
     FOREACH one_stream IN ARRAY streams LOOP
         PERFORM pg_advisory_xact_lock(1095524683, hashtext(one_stream));
     END LOOP;
-
     own_transaction := pg_current_xact_id_if_assigned();
-    heads := ARRAY[]::bigint[];
+
     FOREACH one_stream IN ARRAY streams LOOP
-        stream_index := stream_index + 1;
+        head_version := NULL;
+        head_transaction := NULL;
         SELECT e.stream_version, e.transaction_id INTO head_version, head_transaction
           FROM agentlog.events AS e
          WHERE e.stream_id = one_stream
          ORDER BY e.stream_version DESC
          LIMIT 1;
         head_version := coalesce(head_version, 0);
-
-        -- Idempotency: events of this stream whose ids are already recorded.
-        SELECT count(*), count(*) FILTER (WHERE e.stream_id = i.stream_id AND e.event_type = i.event_type
-                                            AND e.schema_version = i.schema_version AND e.data = i.data),
-               (SELECT count(*) FROM unnest(stream_ids) AS s WHERE s = one_stream)
-          INTO recorded_count, expected, stream_size
-          FROM unnest(stream_ids, event_ids, event_types, schema_versions, data)
-                 AS i(stream_id, event_id, event_type, schema_version, data)
-          JOIN agentlog.events AS e ON e.event_id = i.event_id
-         WHERE i.stream_id = one_stream;
-        IF recorded_count > 0 THEN
-            IF expected <> recorded_count THEN
-                RAISE EXCEPTION 'event id already recorded with different content in stream %', one_stream
-                    USING ERRCODE = 'AL002';
-            END IF;
-            IF recorded_count <> stream_size THEN
-                RAISE EXCEPTION 'batch for stream % mixes % already recorded event(s) with % new one(s)',
-                    one_stream, recorded_count, stream_size - recorded_count USING ERRCODE = 'AL002';
-            END IF;
-            heads := heads || NULL::bigint;   -- NULL head marks a stream whose events are all duplicates
-            CONTINUE;
-        END IF;
-
         expected := expected_versions[array_position(stream_ids, one_stream)];
         IF expected IS NOT NULL AND expected <> head_version THEN
-            RAISE EXCEPTION 'wrong expected version for stream %: expected %, actual %',
-                one_stream, expected, head_version
-                USING ERRCODE = 'AL001',
-                      DETAIL = json_build_object('stream_id', one_stream, 'expected_version', expected,
-                                                 'actual_version', head_version)::text;
+            IF agentlog.recorded_count(one_stream, stream_ids, event_ids) = 0 THEN
+                RAISE EXCEPTION 'wrong expected version for stream %: expected %, actual %',
+                    one_stream, expected, head_version
+                    USING ERRCODE = 'AL001',
+                          DETAIL = json_build_object('stream_id', one_stream, 'expected_version', expected,
+                                                     'actual_version', head_version)::text;
+            END IF;
+            recorded_streams := recorded_streams || one_stream;  -- a retry: checked below, never inserted
+            heads := heads || NULL::bigint;
+            CONTINUE;
         END IF;
         IF own_transaction IS NOT NULL AND head_transaction > own_transaction THEN
             RAISE EXCEPTION 'stream % was appended to by a newer transaction; retry in a new transaction',
@@ -181,33 +172,120 @@ BEGIN
         END IF;
         heads := heads || head_version;
     END LOOP;
+    expected_inserts := event_count;
+    IF cardinality(recorded_streams) > 0 THEN
+        expected_inserts := (SELECT count(*) FROM unnest(stream_ids) AS s WHERE s <> ALL (recorded_streams));
+    END IF;
 
-    RETURN QUERY
-    SELECT e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, true
-      FROM unnest(streams, heads) AS h(stream_id, head_version)
-      JOIN agentlog.events AS e ON e.stream_id = h.stream_id
-     WHERE h.head_version IS NULL AND e.event_id = ANY (event_ids);
-
-    RETURN QUERY
-    WITH incoming AS (
-        SELECT i.*, h.head_version + row_number() OVER (PARTITION BY i.stream_id ORDER BY i.ordinal) AS version
-          FROM unnest(stream_ids, event_ids, event_types, schema_versions, data, metadata)
-                 WITH ORDINALITY AS i(stream_id, event_id, event_type, schema_version, data, metadata, ordinal)
-          JOIN unnest(streams, heads) AS h(stream_id, head_version) ON h.stream_id = i.stream_id
-         WHERE h.head_version IS NOT NULL
+    IF event_count = 1 AND expected_inserts = 1 THEN
+        RETURN QUERY
+        INSERT INTO agentlog.events AS e
+               (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+        VALUES (event_ids[1], stream_ids[1], heads[1] + 1, event_types[1], schema_versions[1], data[1],
+                coalesce(metadata[1], '{}'::jsonb))
+        ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
+        RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false;
+    ELSIF expected_inserts > 0 THEN
+        RETURN QUERY
+        WITH incoming AS (
+            SELECT i.*, h.head_version + row_number() OVER (PARTITION BY i.stream_id ORDER BY i.ordinal) AS version
+              FROM unnest(stream_ids, event_ids, event_types, schema_versions, data, metadata)
+                     WITH ORDINALITY AS i(stream_id, event_id, event_type, schema_version, data, metadata, ordinal)
+              JOIN unnest(streams, heads) AS h(stream_id, head_version) ON h.stream_id = i.stream_id
+             WHERE h.head_version IS NOT NULL
+        )
+        INSERT INTO agentlog.events AS e
+               (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+        SELECT i.event_id, i.stream_id, i.version, i.event_type, i.schema_version, i.data,
+               coalesce(i.metadata, '{}'::jsonb)
+          FROM incoming AS i
          ORDER BY i.ordinal
-    )
-    INSERT INTO agentlog.events AS e
-           (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-    SELECT i.event_id, i.stream_id, i.version, i.event_type, i.schema_version, i.data,
-           coalesce(i.metadata, '{}'::jsonb)
-      FROM incoming AS i
-     ORDER BY i.ordinal
-    RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false;
+        ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
+        RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false;
+    END IF;
+    GET DIAGNOSTICS inserted_count = ROW_COUNT;
+
+    IF expected_inserts > 0 AND inserted_count < expected_inserts THEN
+        -- Some ids were recorded already. Only whole streams may be retries: a stream of which nothing was
+        -- inserted is checked as one below; one that was partly inserted is refused, and the exception undoes it.
+        -- What this call inserted sits above the stream's head as it was under the lock.
+        FOR one_stream, head_version IN SELECT * FROM unnest(streams, heads) LOOP
+            CONTINUE WHEN head_version IS NULL;
+            inserted_count := agentlog.inserted_above(one_stream, head_version, stream_ids, event_ids);
+            IF inserted_count = 0 THEN
+                recorded_streams := recorded_streams || one_stream;
+            ELSIF inserted_count < (SELECT count(*) FROM unnest(stream_ids) AS s WHERE s = one_stream) THEN
+                RAISE EXCEPTION 'batch for stream % mixes already recorded event(s) with new ones', one_stream
+                    USING ERRCODE = 'AL002';
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF cardinality(recorded_streams) > 0 THEN
+        PERFORM agentlog.check_recorded(recorded_streams, stream_ids, event_ids, event_types, schema_versions, data);
+        RETURN QUERY
+        SELECT e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, true
+          FROM agentlog.events AS e
+         WHERE e.event_id = ANY (event_ids) AND e.stream_id = ANY (recorded_streams)
+         ORDER BY e.stream_version;
+    END IF;
 
     IF notify THEN
         PERFORM pg_notify('agentlog_events', '');
     END IF;
+END
+$$;
+
+-- How many of a stream's events in a batch are recorded already (the slow path of append_events).
+CREATE FUNCTION agentlog.recorded_count(one_stream text, stream_ids text[], event_ids uuid[]) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)
+      FROM unnest(stream_ids, event_ids) AS i(stream_id, event_id)
+      JOIN agentlog.events AS e ON e.event_id = i.event_id
+     WHERE i.stream_id = one_stream;
+$$;
+
+-- How many of a stream's events in a batch sit above `head_version`, i.e. were inserted by this append.
+CREATE FUNCTION agentlog.inserted_above(one_stream text, head_version bigint, stream_ids text[], event_ids uuid[])
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)
+      FROM unnest(stream_ids, event_ids) AS i(stream_id, event_id)
+      JOIN agentlog.events AS e ON e.event_id = i.event_id
+     WHERE i.stream_id = one_stream AND e.stream_id = one_stream AND e.stream_version > head_version;
+$$;
+
+-- Every event of the given streams must be recorded, identically: else the batch is refused whole (AL002).
+CREATE FUNCTION agentlog.check_recorded(
+    recorded_streams text[], stream_ids text[], event_ids uuid[], event_types text[], schema_versions integer[],
+    data jsonb[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    one_stream     text;
+    stream_size    integer;
+    recorded       integer;
+    identical      integer;
+BEGIN
+    FOREACH one_stream IN ARRAY recorded_streams LOOP
+        SELECT count(*),
+               count(e.event_id),
+               count(*) FILTER (WHERE e.stream_id = i.stream_id AND e.event_type = i.event_type
+                                  AND e.schema_version = i.schema_version AND e.data = i.data)
+          INTO stream_size, recorded, identical
+          FROM unnest(stream_ids, event_ids, event_types, schema_versions, data)
+                 AS i(stream_id, event_id, event_type, schema_version, data)
+          LEFT JOIN agentlog.events AS e ON e.event_id = i.event_id
+         WHERE i.stream_id = one_stream;
+        IF identical <> recorded THEN
+            RAISE EXCEPTION 'event id already recorded with different content in stream %', one_stream
+                USING ERRCODE = 'AL002';
+        END IF;
+        IF recorded <> stream_size THEN
+            RAISE EXCEPTION 'batch for stream % mixes % already recorded event(s) with % new one(s)',
+                one_stream, recorded, stream_size - recorded USING ERRCODE = 'AL002';
+        END IF;
+    END LOOP;
 END
 $$;
 

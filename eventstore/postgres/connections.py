@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.postgres.errors import translated_errors
 
@@ -22,7 +25,6 @@ SESSION_SETTINGS = {
 }
 
 Connection = asyncpg.Connection
-Pool = asyncpg.Pool
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -50,7 +52,67 @@ async def connect(url: str, **settings: str) -> asyncpg.Connection:
     return connection
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+class StatementConnection(asyncpg.Connection):
+    """A pooled connection that carries statements and transactions, never session state.
+
+    asyncpg resets a pooled connection on release with four statements (unlock advisory locks, close cursors,
+    UNLISTEN, RESET ALL): one more round trip and server work on every append. Nothing agentlog runs on its pool
+    leaves such state (listeners and handler locks have dedicated connections), so the reset is skipped; asyncpg
+    still rolls back a transaction left open. Code that borrows `EventStore.pool` must keep to the same rule.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+class StatementPool:
+    """asyncpg's pool of `StatementConnection`s, with asyncpg's rule for a connection that failed kept by hand.
+
+    Without the reset round trip nothing would notice a connection left broken by a client-side failure (a lost
+    socket, a cancelled query) before lending it out again. So: an error the server reported leaves the
+    connection as good as new; any other failure terminates it, and the pool opens a fresh one.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        connection = await self._pool.acquire()
+        try:
+            yield connection
+        except asyncpg.PostgresError:
+            raise
+        except BaseException:
+            connection.terminate()
+            raise
+        finally:
+            await self._pool.release(connection)
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
+        async with self.acquire() as connection:
+            return await connection.fetch(query, *args, timeout=timeout)
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> asyncpg.Record | None:
+        async with self.acquire() as connection:
+            return await connection.fetchrow(query, *args, timeout=timeout)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
+        async with self.acquire() as connection:
+            return await connection.fetchval(query, *args, column=column, timeout=timeout)
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        async with self.acquire() as connection:
+            return await connection.execute(query, *args, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+Pool = StatementPool
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> StatementPool:
     with translated_errors():
         pool = await asyncpg.create_pool(
             url,
@@ -58,5 +120,6 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
             max_size=max_size,
             init=configure_connection,
             server_settings=SESSION_SETTINGS,
+            connection_class=StatementConnection,
         )
-    return pool
+    return StatementPool(pool)

@@ -32,6 +32,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a lost socket
 )
 """Errors after which the connection (or the server) is gone: back off, reconnect, resume."""
 

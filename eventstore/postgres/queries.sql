@@ -12,6 +12,13 @@ SELECT event_id, stream_id, stream_version, global_position, transaction_id, dup
   FROM agentlog.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::integer[],
                               $6::jsonb[], $7::jsonb[], false);
 
+-- append_event --
+-- Append one event: the same function, with scalars the client sends more cheaply than one-element arrays.
+-- $1 stream_id, $2 expected_version, $3 event_id, $4 event_type, $5 schema_version, $6 data, $7 metadata
+SELECT event_id, stream_id, stream_version, global_position, transaction_id, duplicate
+  FROM agentlog.append_events(ARRAY[$1::text], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::text],
+                              ARRAY[$5::integer], ARRAY[$6::jsonb], ARRAY[$7::jsonb], false);
+
 -- select_stream --
 -- Events of one stream in version order, from a version on.
 -- $1 stream_id, $2 first stream_version to return, $3 limit
@@ -98,6 +105,10 @@ UPDATE agentlog.checkpoints
    SET transaction_id = $4::xid8, global_position = $5, last_recorded_at = $6, updated_at = now()
  WHERE name = $1 AND transaction_id = $2::xid8 AND global_position = $3
 RETURNING name;
+
+-- commit_durably --
+-- Make the open transaction's commit wait for its WAL flush, on a session that commits asynchronously otherwise.
+SET LOCAL synchronous_commit TO on;
 
 -- select_handler_lag --
 -- Lag of every handler, or of the named ones.

@@ -56,6 +56,17 @@ def _recorded(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
 
 async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
     with translated_errors():
+        if len(rows.event_ids) == 1:
+            return await executor.fetch(
+                QUERIES["append_event"],
+                rows.stream_ids[0],
+                rows.expected_versions[0],
+                rows.event_ids[0],
+                rows.event_types[0],
+                rows.schema_versions[0],
+                rows.data[0],
+                rows.metadata[0],
+            )
         return await executor.fetch(
             QUERIES["append_events"],
             rows.stream_ids,
@@ -132,6 +143,10 @@ async def advance_checkpoint(
         QUERIES["advance_checkpoint"], name, expected[0], expected[1], new[0], new[1], recorded_at
     )
     return row is not None
+
+
+async def commit_durably(executor: Executor) -> None:
+    await executor.execute(QUERIES["commit_durably"])
 
 
 async def select_handler_lag(executor: Executor, names: Sequence[str] | None = None) -> list[HandlerLag]:

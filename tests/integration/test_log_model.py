@@ -149,6 +149,17 @@ class LogMachine(RuleBasedStateMachine):
         with pytest.raises(EventIdConflictError):
             self.run(self.store.append(stream, [impostor]))
 
+    @precondition(lambda self: self.appends)
+    @rule(pick=st.integers(0, 10_000), new_first=st.booleans(), kind=st.sampled_from(EXPECTATIONS))
+    def mix_recorded_and_new_events(self, pick: int, new_first: bool, kind: str) -> None:
+        """Recorded ids next to new ones in one stream's part: refused whole, whatever the order or expectation."""
+        stream, events = self.appends[pick % len(self.appends)]
+        expected, _ = self.model.expectation(stream, kind)
+        fresh = self.new_events(1)
+        mixed = [*fresh, *events] if new_first else [*events, *fresh]
+        with pytest.raises((EventIdConflictError, WrongExpectedVersionError)):
+            self.run(self.store.append(stream, mixed, expected))
+
     @rule(bad=st.sampled_from(["", "has space", "tab\there", "x" * 201]))
     def append_to_an_invalid_stream(self, bad: str) -> None:
         with pytest.raises(InvalidStreamIdError):
