@@ -29,6 +29,10 @@ class InvalidStreamIdError(InvalidEventError):
     """Stream ids are 1 to 200 bytes of UTF-8 without whitespace or control characters."""
 
 
+class NotFoundError(AgentlogError):
+    """Nothing of that name exists."""
+
+
 class WrongExpectedVersionError(AgentlogError):
     """The stream is not at the version the append expected; read it again and retry."""
 

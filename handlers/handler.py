@@ -13,7 +13,11 @@ from eventstore.records import StreamVersionExpectation
 
 @runtime_checkable
 class Handler(Protocol):
-    """A reaction to the log. `event_types` None means every event; other events are skipped, never an error."""
+    """A reaction to the log. `event_types` None means every event; other events are skipped, never an error.
+
+    A handler may also carry `session_settings` (a mapping of PostgreSQL settings for its connection, such as
+    `search_path`).
+    """
 
     name: str
     event_types: frozenset[str] | None

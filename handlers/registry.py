@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from eventstore.errors import AgentlogError
+from eventstore.errors import NotFoundError
 from handlers.handler import Handler
 
 ENTRY_POINT_GROUP = "agentlog.handlers"
 
 
-class HandlerNotFoundError(AgentlogError):
+class HandlerNotFoundError(NotFoundError):
     """No handler of that name; `agentlog handler list` shows the installed ones."""
 
 

@@ -100,6 +100,7 @@ class HandlerInstance:
             self.store.url,
             application_name=f"agentlog handler {self.handler.name}",
             synchronous_commit="off",
+            **dict(getattr(self.handler, "session_settings", {})),
         )
         try:
             self.state = HandlerState.STANDBY
@@ -153,7 +154,7 @@ class HandlerInstance:
                     if selected:
                         await self.handler.handle(batch)
                     moved = await recorder.advance_checkpoint(
-                        connection, self.handler.name, position, last.position, last.recorded_at
+                        connection, self.handler.name, position, last.position, last.recorded_at, len(events)
                     )
                     if not moved:
                         raise CheckpointMovedError()

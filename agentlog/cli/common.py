@@ -21,6 +21,7 @@ from eventstore.errors import (
     DatabaseUnavailableError,
     EventIdConflictError,
     InvalidEventError,
+    NotFoundError,
     SchemaNotReadyError,
     WrongExpectedVersionError,
 )
@@ -36,10 +37,11 @@ class ExitCode(enum.IntEnum):
     INVALID_INPUT = 3
     CONFLICT = 4
     DATABASE_UNAVAILABLE = 5
+    DIFFERENCES = 6
 
 
 def exit_code_for(error: AgentlogError) -> ExitCode:
-    if isinstance(error, InvalidEventError):
+    if isinstance(error, InvalidEventError | NotFoundError):
         return ExitCode.INVALID_INPUT
     if isinstance(error, WrongExpectedVersionError | EventIdConflictError | ConcurrencyRetryError):
         return ExitCode.CONFLICT

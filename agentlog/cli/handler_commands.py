@@ -14,7 +14,9 @@ from agentlog.database import open_database
 from eventstore import EventStore
 from eventstore.postgres import recorder
 from handlers import Handler, HandlerRunner
+from handlers.projection_handler import ProjectionHandler
 from handlers.registry import installed_handlers, resolve_handler
+from projections import installed_projections
 
 app = typer.Typer(no_args_is_help=True, help="Handlers: reactions to the log, one active instance each.")
 
@@ -40,8 +42,11 @@ async def run_handlers(settings: Settings, url: str, handlers: list[Handler]) ->
 def run_command(
     names: Annotated[list[str], typer.Argument(help="Installed handler names, or package.module:attribute.")],
 ) -> None:
-    """Run handlers in this process; a second process running the same handler stands by and takes over."""
-    handlers = [resolve_handler(name) for name in names]
+    """Run handlers (or projections, by name) here; a second process running the same one stands by."""
+    projections = installed_projections()
+    handlers = [
+        ProjectionHandler(projections[name]) if name in projections else resolve_handler(name) for name in names
+    ]
     settings = load_settings()
     run_async(run_handlers(settings, open_database(settings).url, handlers))
 

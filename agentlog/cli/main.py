@@ -5,10 +5,12 @@ from __future__ import annotations
 import structlog
 import typer
 
-from agentlog.cli import db_commands, handler_commands, log_commands
+from agentlog.cli import db_commands, handler_commands, log_commands, read_commands
 from agentlog.cli.common import handles_errors, load_settings, out, run_async
 from agentlog.database import migrate, open_database
+from agentlog.system import run_system
 from handlers.registry import installed_handlers
+from projections import installed_projections
 
 log = structlog.get_logger("agentlog.cli")
 
@@ -23,6 +25,8 @@ app.add_typer(handler_commands.app, name="handler")
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)
+app.command("replay")(read_commands.replay_command)
+app.command("report")(read_commands.report_command)
 
 
 @app.command("migrate")
@@ -43,15 +47,17 @@ def up_command() -> None:
     try:
         before, after = migrate(database.url)
         handlers = list(installed_handlers().values())
+        projections = list(installed_projections().values())
         log.info(
             "agentlog.up",
             database="embedded" if database.embedded else "external",
             schema=after,
             migrated=before != after,
             handlers=[handler.name for handler in handlers],
+            projections=[projection.name for projection in projections],
             hint="psql \"$(agentlog db url)\" to query; Ctrl-C to stop",
         )
-        run_async(handler_commands.run_handlers(settings, database.url, handlers))
+        run_async(run_system(settings, database.url, handlers, projections))
     finally:
         if database.embedded is not None and database.started_here:
             database.embedded.stop()

@@ -100,9 +100,10 @@ SELECT transaction_id, global_position FROM agentlog.checkpoints WHERE name = $1
 -- advance_checkpoint --
 -- Move a handler's checkpoint forward, compare-and-set: no row comes back if another instance moved it.
 -- $1 handler name, $2 expected transaction_id, $3 expected global_position,
--- $4 new transaction_id, $5 new global_position, $6 recorded_at of the last applied event
+-- $4 new transaction_id, $5 new global_position, $6 recorded_at of the last event, $7 events passed
 UPDATE agentlog.checkpoints
-   SET transaction_id = $4::xid8, global_position = $5, last_recorded_at = $6, updated_at = now()
+   SET transaction_id = $4::xid8, global_position = $5, last_recorded_at = $6,
+       events_applied = events_applied + $7, updated_at = now()
  WHERE name = $1 AND transaction_id = $2::xid8 AND global_position = $3
 RETURNING name;
 

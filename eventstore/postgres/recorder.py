@@ -135,12 +135,19 @@ async def load_checkpoint(executor: Executor, name: str) -> LogPosition:
     return LogPosition(row[0], row[1])
 
 
+async def select_checkpoint(executor: Executor, name: str) -> LogPosition | None:
+    """The handler's checkpoint, or None when it has none yet."""
+    with translated_errors():
+        row = await executor.fetchrow(QUERIES["select_checkpoint"], name)
+    return None if row is None else LogPosition(row[0], row[1])
+
+
 async def advance_checkpoint(
-    executor: Executor, name: str, expected: LogPosition, new: LogPosition, recorded_at: datetime
+    executor: Executor, name: str, expected: LogPosition, new: LogPosition, recorded_at: datetime, events: int
 ) -> bool:
-    """Compare-and-set; False when another instance moved the checkpoint since `expected` was read."""
+    """Compare-and-set past `events` more events; False when another instance moved the checkpoint."""
     row = await executor.fetchrow(
-        QUERIES["advance_checkpoint"], name, expected[0], expected[1], new[0], new[1], recorded_at
+        QUERIES["advance_checkpoint"], name, expected[0], expected[1], new[0], new[1], recorded_at, events
     )
     return row is not None
 

@@ -1,0 +1,152 @@
+"""`agentlog replay` and `agentlog report`: the read side for people."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from agentlog.cli.common import ExitCode, err, fail, handles_errors, load_settings, out, run_async, write_line
+from agentlog.database import open_database
+from eventstore import EventStore
+from projections import installed_projections, resolve_projection
+from projections.projection import Projection
+from projections.replay import Progress as ReplayProgress
+from projections.replay import RebuildOutcome, rebuild, verify
+from projections.reports import fetch_report, list_reports
+
+
+class EventsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} ev/s", style="progress.data.speed")
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        EventsPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@handles_errors
+def replay_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Rebuild every installed projection.")] = False,
+    check: Annotated[
+        bool, typer.Option("--verify", help="Rebuild into a shadow and compare with the live tables; no swap.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000)] = 5000,
+) -> None:
+    """Rebuild projections from the log while everything keeps running, then swap them in."""
+    if every and names:
+        fail("name the projections, or give --all, not both", ExitCode.USAGE)
+    if not every and not names and not check:
+        fail("name the projections to rebuild, or give --all", ExitCode.USAGE)
+    everything = every or (check and not names)
+    chosen: list[Projection] = (
+        list(installed_projections().values())
+        if everything
+        else [resolve_projection(name) for name in names or []]
+    )
+    settings = load_settings()
+    url = open_database(settings).url
+
+    async def replay_all() -> list[RebuildOutcome]:
+        outcomes = []
+        async with EventStore.open(url) as store:
+            with _progress_bar() as bar:
+                for projection in chosen:
+                    task = bar.add_task(projection.name, total=None)
+
+                    def show(progress: ReplayProgress, task: TaskID = task) -> None:
+                        bar.update(task, completed=progress.done, total=max(progress.total, 1))
+
+                    run = verify if check else rebuild
+                    outcomes.append(await run(store, projection, batch_size=batch_size, on_progress=show))
+        return outcomes
+
+    try:
+        outcomes = run_async(replay_all())
+    except KeyboardInterrupt:
+        fail("interrupted: the live projections are untouched; run the same command to resume", ExitCode.FAILED)
+    differences = 0
+    for outcome in outcomes:
+        if check:
+            differences += len(outcome.differences)
+            verdict = "matches" if not outcome.differences else f"{len(outcome.differences)} difference(s)"
+            out.print(f"{outcome.projection}: rebuilt {outcome.events:,} events; live {verdict}")
+            for difference in outcome.differences:
+                row = json.dumps(difference.row, sort_keys=True, default=str)
+                out.print(f"  {difference.table} {difference.side}: {row}", markup=False)
+        else:
+            rate = outcome.events / outcome.seconds if outcome.seconds else 0
+            out.print(
+                f"{outcome.projection}: rebuilt from {outcome.events:,} events in {outcome.seconds:.1f} s "
+                f"({rate:,.0f} events/s) and swapped in at {outcome.position}"
+            )
+    if differences:
+        raise typer.Exit(int(ExitCode.DIFFERENCES))
+
+
+class ReportFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+@handles_errors
+def report_command(
+    name: Annotated[str | None, typer.Argument(help="The report to print; none lists them.")] = None,
+    output: Annotated[ReportFormat, typer.Option("--format", help="table, json or csv.")] = ReportFormat.TABLE,
+) -> None:
+    """List the reports (SQL views over projections in schema `reports`), or print one."""
+    settings = load_settings()
+    url = open_database(settings).url
+
+    async def fetch() -> tuple[list[str], list[list[object]]]:
+        async with EventStore.open(url) as store:
+            if name is None:
+                reports = await list_reports(store.pool)
+                return ["report", "description"], [[item.name, item.description] for item in reports]
+            report = await fetch_report(store.pool, name)
+            return report.columns, [[row.get(column) for column in report.columns] for row in report.rows]
+
+    columns, rows = run_async(fetch())
+    if output is ReportFormat.JSON:
+        write_line(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+    elif output is ReportFormat.CSV:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("" if value is None else str(value) for value in row))
+        out.print(table)

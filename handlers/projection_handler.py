@@ -1,0 +1,22 @@
+"""A projection hosted by the handler runner: the live instance, writing into the `projections` schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from handlers.handler import HandlerBatch
+from projections.projection import LIVE_SCHEMA, Projection
+
+
+class ProjectionHandler:
+    """Runs `projection.apply` on each batch; its checkpoint carries the projection's name."""
+
+    def __init__(self, projection: Projection) -> None:
+        self.projection = projection
+        self.name = projection.name
+        self.event_types = projection.event_types
+        # The session looks up unqualified table names in the live schema (the runner's own SQL is qualified).
+        self.session_settings: Mapping[str, str] = {"search_path": LIVE_SCHEMA}
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        await self.projection.apply(batch.connection, batch.events)

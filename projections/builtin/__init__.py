@@ -1,0 +1,1 @@
+"""The projections agentlog ships: over the log itself, before any domain projection exists."""

@@ -1,0 +1,75 @@
+"""stream_summary: one row per stream — category, current version, event count, last event type, first and last
+recorded time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from eventstore import RecordedEvent
+from eventstore.postgres.connections import Connection
+
+UPSERT = """
+INSERT INTO stream_summary AS s
+       (stream_id, category, current_version, event_count, last_event_type, first_recorded_at, last_recorded_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[])
+ON CONFLICT (stream_id) DO UPDATE
+   SET current_version   = excluded.current_version,
+       event_count       = s.event_count + excluded.event_count,
+       last_event_type   = excluded.last_event_type,
+       first_recorded_at = least(s.first_recorded_at, excluded.first_recorded_at),
+       last_recorded_at  = greatest(s.last_recorded_at, excluded.last_recorded_at)
+"""
+
+
+@dataclass(slots=True)
+class _StreamDelta:
+    category: str
+    version: int
+    count: int
+    event_type: str
+    first: datetime
+    last: datetime
+
+
+class StreamSummary:
+    name: ClassVar[str] = "stream_summary"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ("stream_summary",)
+    event_types: ClassVar[frozenset[str] | None] = None
+
+    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+        # Canonical order keeps each stream in version order, so the last event of a stream in the batch is its
+        # newest: one row per stream per batch, one statement per batch.
+        deltas: dict[str, _StreamDelta] = {}
+        for event in events:
+            delta = deltas.get(event.stream_id)
+            if delta is None:
+                deltas[event.stream_id] = _StreamDelta(
+                    event.category, event.stream_version, 1, event.event_type, event.recorded_at, event.recorded_at
+                )
+                continue
+            delta.version = event.stream_version
+            delta.count += 1
+            delta.event_type = event.event_type
+            delta.first = min(delta.first, event.recorded_at)
+            delta.last = max(delta.last, event.recorded_at)
+        if not deltas:
+            return
+        rows = list(deltas.values())
+        await connection.execute(
+            UPSERT,
+            list(deltas),
+            [row.category for row in rows],
+            [row.version for row in rows],
+            [row.count for row in rows],
+            [row.event_type for row in rows],
+            [row.first for row in rows],
+            [row.last for row in rows],
+        )
+
+
+projection = StreamSummary()

@@ -1,0 +1,91 @@
+-- Named queries of the read side, loaded by `projections.queries`. Identifiers (schemas, tables, reports) never
+-- enter SQL text here: they go as values to the server-side functions of migration 0002, which check and quote
+-- them with format('%I').
+
+-- create_shadow --
+-- An empty copy of a projection's tables in its shadow schema, replacing an earlier one.
+-- $1 live schema, $2 shadow schema, $3 tables
+SELECT agentlog.create_shadow($1, $2, $3::text[]);
+
+-- drop_shadow --
+-- Remove a shadow schema.
+-- $1 shadow schema
+SELECT agentlog.drop_shadow($1);
+
+-- shadow_exists --
+-- Whether a shadow schema holds every table of the projection (a rebuild that can resume).
+-- $1 shadow schema, $2 tables
+SELECT count(*) = cardinality($2::text[])
+  FROM information_schema.tables
+ WHERE table_schema = $1 AND table_name = ANY ($2::text[]);
+
+-- checkpoint_exists --
+-- $1 checkpoint name
+SELECT EXISTS (SELECT 1 FROM agentlog.checkpoints WHERE name = $1);
+
+-- forget_rebuilds --
+-- Remove the checkpoints of a projection's rebuilds (of any version).
+-- $1 pattern of checkpoint names (replay.NAME.v%)
+DELETE FROM agentlog.checkpoints WHERE name LIKE $1;
+
+-- select_checkpoint_row --
+-- A checkpoint with what the lag and the swap need; with FOR UPDATE, the live runner's next commit waits.
+-- $1 checkpoint name
+SELECT transaction_id, global_position, last_recorded_at, events_applied
+  FROM agentlog.checkpoints WHERE name = $1 FOR UPDATE;
+
+-- swap_projection --
+-- Replace the live tables by the shadow's (locks the live tables first), in the caller's transaction.
+-- $1 live schema, $2 shadow schema, $3 tables
+SELECT agentlog.swap_projection($1, $2, $3::text[]);
+
+-- adopt_checkpoint --
+-- The live projection continues from where its rebuild stopped.
+-- $1 live checkpoint name, $2 rebuild checkpoint name
+INSERT INTO agentlog.checkpoints AS live
+       (name, transaction_id, global_position, last_recorded_at, events_applied, updated_at)
+SELECT $1, transaction_id, global_position, last_recorded_at, events_applied, now()
+  FROM agentlog.checkpoints WHERE name = $2
+ON CONFLICT (name) DO UPDATE
+   SET transaction_id = excluded.transaction_id, global_position = excluded.global_position,
+       last_recorded_at = excluded.last_recorded_at, events_applied = excluded.events_applied,
+       updated_at = now();
+
+-- record_version --
+-- The live tables of a projection are now built by this version.
+-- $1 projection name, $2 version, $3 rebuilt (true after a rebuild, false when first registered)
+INSERT INTO agentlog.projections AS p (name, version, rebuilt_at)
+VALUES ($1, $2, CASE WHEN $3 THEN now() END)
+ON CONFLICT (name) DO UPDATE SET version = excluded.version, rebuilt_at = coalesce(excluded.rebuilt_at, p.rebuilt_at);
+
+-- select_versions --
+-- The version each registered projection's live tables were built by.
+SELECT name, version FROM agentlog.projections;
+
+-- count_events_after --
+-- How many events come after a position (the progress bar's total).
+-- $1 transaction_id, $2 global_position
+SELECT count(*) FROM agentlog.events WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint);
+
+-- table_differences --
+-- Rows only live or only rebuilt, for one table.
+-- $1 live schema, $2 shadow schema, $3 table, $4 most rows per side
+SELECT side, row_data FROM agentlog.table_differences($1, $2, $3, $4);
+
+-- list_reports --
+-- Every report view with its description.
+SELECT c.relname AS name, coalesce(obj_description(c.oid, 'pg_class'), '') AS description
+  FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'reports' AND c.relkind = 'v'
+ ORDER BY c.relname;
+
+-- report_columns --
+-- A report's columns in order.
+-- $1 report name
+SELECT column_name FROM information_schema.columns
+ WHERE table_schema = 'reports' AND table_name = $1 ORDER BY ordinal_position;
+
+-- report_rows --
+-- A report's rows as JSON objects in column order.
+-- $1 report name
+SELECT agentlog.report_rows($1);

@@ -1,0 +1,256 @@
+"""Rebuilding a projection from the log without stopping anything, and proving a rebuild matches the live one.
+
+A rebuild writes into the projection's shadow schema from the start of the log, batch by batch, each batch in one
+transaction with the rebuild's own checkpoint (so a rebuild killed at any point resumes where it stopped, and the
+live tables are never touched). Caught up with the head, it swaps in one transaction: the live tables are locked
+(a live batch in flight finishes first, the next one waits), replaced by the shadow's, the views over them are
+recreated, and the live checkpoint is set to the rebuild's. The live runner's next compare-and-set then fails,
+and it resumes from the rebuilt position: nothing is applied twice or skipped.
+
+`verify` builds the same shadow, then holds the live checkpoint row (the live runner cannot commit meanwhile),
+brings the shadow to exactly the live position and compares the tables row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from eventstore import START, EventStore, LogPosition, RecordedEvent
+from eventstore.errors import AgentlogError
+from eventstore.postgres import recorder
+from eventstore.postgres.connections import Connection, connect
+from projections.projection import LIVE_SCHEMA, Projection, replay_checkpoint, shadow_schema
+from projections.queries import QUERIES
+
+log = structlog.get_logger("projections.replay")
+
+
+class RebuildAlreadyRunningError(AgentlogError):
+    """Another process is rebuilding this projection; wait for it or stop it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    projection: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    table: str
+    side: str
+    """'live only' or 'rebuilt only'."""
+    row: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RebuildOutcome:
+    projection: str
+    events: int
+    seconds: float
+    position: LogPosition
+    differences: list[Difference] = field(default_factory=list)
+
+
+class ShadowBuild:
+    """One projection's rebuild into its shadow schema, on a dedicated connection holding the rebuild lock."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        *,
+        batch_size: int = 5000,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.projection = projection
+        self.schema = shadow_schema(projection.name)
+        self.checkpoint = replay_checkpoint(projection)
+        self.position = START
+        self.events = 0
+        self._batch_size = batch_size
+        self._on_progress = on_progress
+        self._total = 0
+        self._connection: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the shadow build is not open; use `async with build.opened():`")
+        return self._connection
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[ShadowBuild]:
+        # Asynchronous commits: the shadow is derived state and its checkpoint moves with it (see the runner).
+        self._connection = await connect(
+            self.store.url,
+            application_name=f"agentlog replay {self.projection.name}",
+            synchronous_commit="off",
+            search_path=self.schema,
+        )
+        try:
+            if not await recorder.try_lock_handler(self._connection, self.checkpoint):
+                raise RebuildAlreadyRunningError(
+                    f"another process is rebuilding {self.projection.name}; wait for it or stop it"
+                )
+            yield self
+        finally:
+            await self._connection.close()
+            self._connection = None
+
+    async def prepare(self, *, resume: bool = True) -> bool:
+        """Resume an interrupted rebuild of this version (if `resume`), or start afresh; True when resuming."""
+        connection = self.connection
+        tables = list(self.projection.tables)
+        resumable = (
+            resume
+            and await connection.fetchval(QUERIES["shadow_exists"], self.schema, tables)
+            and await connection.fetchval(QUERIES["checkpoint_exists"], self.checkpoint)
+        )
+        if not resumable:
+            async with connection.transaction():
+                await connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
+                await connection.execute(QUERIES["create_shadow"], LIVE_SCHEMA, self.schema, tables)
+        self.position = await recorder.load_checkpoint(connection, self.checkpoint)
+        row = await connection.fetchrow(QUERIES["select_checkpoint_row"], self.checkpoint)
+        self.events = int(row["events_applied"]) if row else 0
+        self._total = self.events + int(await connection.fetchval(QUERIES["count_events_after"], *self.position))
+        log.info(
+            "replay.started",
+            projection=self.projection.name,
+            resumed=bool(resumable),
+            from_position=str(self.position),
+            events_to_go=self._total - self.events,
+        )
+        self._report()
+        return bool(resumable)
+
+    async def catch_up(self, until: LogPosition | None = None) -> None:
+        """Apply the log after the shadow's position: up to `until`, or until a read comes back short."""
+        while until is None or self.position < until:
+            events = await recorder.select_log(self.connection, self.position, self._batch_size)
+            if until is not None:
+                events = [event for event in events if event.position <= until]
+            if not events:
+                if until is not None or await recorder.select_held_back(self.connection, self.position):
+                    await asyncio.sleep(0.01)  # committed events wait behind the barrier
+                    continue
+                return
+            async with self.connection.transaction():
+                await self._apply(events)
+            if until is None and len(events) < self._batch_size:
+                return
+
+    async def _apply(self, events: Sequence[RecordedEvent]) -> None:
+        """Apply a batch and move the rebuild's checkpoint, in the caller's transaction."""
+        wanted = self.projection.event_types
+        selected = [event for event in events if wanted is None or event.event_type in wanted]
+        if selected:
+            await self.projection.apply(self.connection, selected)
+        last = events[-1]
+        moved = await recorder.advance_checkpoint(
+            self.connection, self.checkpoint, self.position, last.position, last.recorded_at, len(events)
+        )
+        if not moved:
+            raise RebuildAlreadyRunningError(f"the rebuild checkpoint of {self.projection.name} moved under us")
+        self.position = last.position
+        self.events += len(events)
+        self._report()
+
+    def _report(self) -> None:
+        self._total = max(self._total, self.events)
+        if self._on_progress is not None:
+            self._on_progress(Progress(self.projection.name, self.events, self._total))
+
+    async def swap(self) -> None:
+        """Make the shadow the live projection, in one transaction, and record its version."""
+        connection = self.connection
+        async with connection.transaction():
+            await recorder.commit_durably(connection)
+            await connection.execute(
+                QUERIES["swap_projection"], LIVE_SCHEMA, self.schema, list(self.projection.tables)
+            )
+            await connection.execute(QUERIES["adopt_checkpoint"], self.projection.name, self.checkpoint)
+            await connection.execute(QUERIES["record_version"], self.projection.name, self.projection.version, True)
+            await connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
+        log.info("replay.swapped", projection=self.projection.name, position=str(self.position))
+
+    async def compare(self, max_rows: int) -> list[Difference]:
+        """Row-by-row differences between the live tables and the shadow, both at the live checkpoint."""
+        connection = self.connection
+        differences: list[Difference] = []
+        async with connection.transaction():
+            live = await connection.fetchrow(QUERIES["select_checkpoint_row"], self.projection.name)
+            live_position = START if live is None else LogPosition(live["transaction_id"], live["global_position"])
+            if self.position > live_position:
+                raise AgentlogError(
+                    f"the rebuild of {self.projection.name} passed the live checkpoint; verify again"
+                )
+            while self.position < live_position:
+                events = await recorder.select_log(connection, self.position, self._batch_size)
+                events = [event for event in events if event.position <= live_position]
+                if not events:
+                    raise AgentlogError(f"events up to {live_position} are not readable; verify again")
+                await self._apply(events)
+            for table in self.projection.tables:
+                for row in await connection.fetch(
+                    QUERIES["table_differences"], LIVE_SCHEMA, self.schema, table, max_rows
+                ):
+                    differences.append(Difference(table, row["side"], orjson.loads(row["row_data"])))
+        return differences
+
+    async def discard(self) -> None:
+        async with self.connection.transaction():
+            await self.connection.execute(QUERIES["drop_shadow"], self.schema)
+            await self.connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
+
+
+async def rebuild(
+    store: EventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 5000,
+    on_progress: ProgressCallback | None = None,
+) -> RebuildOutcome:
+    """Rebuild `projection` from the log into its shadow and swap it in, while everything keeps running."""
+    started = time.monotonic()
+    build = ShadowBuild(store, projection, batch_size=batch_size, on_progress=on_progress)
+    async with build.opened():
+        await build.prepare()
+        first_event = build.events
+        await build.catch_up()
+        await build.swap()
+    return RebuildOutcome(projection.name, build.events - first_event, time.monotonic() - started, build.position)
+
+
+async def verify(
+    store: EventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 5000,
+    on_progress: ProgressCallback | None = None,
+    max_rows: int = 20,
+) -> RebuildOutcome:
+    """Rebuild `projection` into its shadow and compare it with the live tables; the live ones stay as they are."""
+    started = time.monotonic()
+    build = ShadowBuild(store, projection, batch_size=batch_size, on_progress=on_progress)
+    async with build.opened():
+        await build.prepare(resume=False)  # a resumed shadow could be past the live position
+        target = await recorder.select_checkpoint(store.pool, projection.name) or START
+        await build.catch_up(until=target)
+        differences = await build.compare(max_rows)
+        await build.discard()
+    return RebuildOutcome(projection.name, build.events, time.monotonic() - started, build.position, differences)
