@@ -26,7 +26,8 @@ from eventstore.errors import (
     WrongExpectedVersionError,
 )
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is read by programs and people with wide screens: don't cut tables to 80 columns there.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -198,7 +198,7 @@ COMMENT ON SCHEMA reports IS 'Report views over the projections; `agentlog repor
 CREATE VIEW reports.categories AS
 SELECT category,
        count(*)               AS streams,
-       sum(event_count)       AS events,
+       sum(event_count)::bigint AS events,
        max(current_version)   AS longest_stream,
        min(first_recorded_at) AS first_recorded_at,
        max(last_recorded_at)  AS last_recorded_at
@@ -215,14 +215,14 @@ SELECT stream_id, category, current_version, last_event_type, last_recorded_at
 COMMENT ON VIEW reports.recent_streams IS 'The 50 streams with the most recent events.';
 
 CREATE VIEW reports.event_types_daily AS
-SELECT day, event_type, sum(events) AS events
+SELECT day, event_type, sum(events)::bigint AS events
   FROM projections.event_counts_daily
  GROUP BY day, event_type
  ORDER BY day DESC, event_type;
 COMMENT ON VIEW reports.event_types_daily IS 'Events per type and day (UTC).';
 
 CREATE VIEW reports.categories_daily AS
-SELECT day, category, sum(events) AS events
+SELECT day, category, sum(events)::bigint AS events
   FROM projections.event_counts_daily
  GROUP BY day, category
  ORDER BY day DESC, category;

@@ -64,9 +64,8 @@ def test_migrating_again_keeps_every_event(database_url: str) -> None:
 
 def test_the_first_migration_keeps_events_when_the_next_one_runs(empty_database_url: str) -> None:
     """Upgrade step by step, with events and a checkpoint in between: nothing is lost, lag counts are right."""
-    from alembic import command
-
     from agentlog.database import _alembic_config
+    from alembic import command
 
     config = _alembic_config(empty_database_url)
     command.upgrade(config, "0001_event_log")

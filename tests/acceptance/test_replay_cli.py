@@ -1,0 +1,125 @@
+"""`agentlog replay` and `agentlog report` as a person runs them, including a rebuild killed half way."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from eventstore import EventStore
+from eventstore.postgres import recorder
+from tests.acceptance.test_cli import AGENTLOG, ROOT, agentlog, environment
+from tests.integration.test_projections import BUILTINS, NAMES, everything, live_until_caught_up
+from tests.support.events import test_catalogue, ticks
+from tests.support.projection_model import fold, tables
+
+EVENTS = 30_000
+
+
+@pytest.fixture
+async def built(database_url: str) -> AsyncIterator[EventStore]:
+    """A log of 30,000 events with its projections built live."""
+    async with EventStore.open(database_url, catalogue=test_catalogue, notify_interval=0.001) as store:
+        for start in range(0, EVENTS, 1_000):
+            await store.append(f"agent-{start // 1_000}", ticks(1_000, start=start))
+        await live_until_caught_up(store, 2_000)
+        yield store
+
+
+async def live_state(store: EventStore) -> tuple[dict[str, set[Any]], list[Any]]:
+    checkpoints = [await recorder.select_checkpoint(store.pool, name) for name in NAMES]
+    return await tables(store.pool, NAMES), checkpoints
+
+
+async def rebuild_progress(store: EventStore) -> int:
+    value = await store.pool.fetchval(
+        "SELECT events_applied FROM agentlog.checkpoints WHERE name LIKE 'replay.stream_summary.v%'"
+    )
+    return int(value or 0)
+
+
+def start_replay(env: dict[str, str], *arguments: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*AGENTLOG, "replay", *arguments], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interruption", [signal.SIGKILL, signal.SIGINT])
+async def test_an_interrupted_rebuild_leaves_the_live_projection_untouched_and_a_rerun_succeeds(
+    built: EventStore, database_url: str, interruption: signal.Signals
+) -> None:
+    env = environment(AGENTLOG_DATABASE_URL=database_url)
+    before = await live_state(built)
+    replay = start_replay(env, "stream_summary", "--batch-size", "100")
+    try:
+        async with asyncio.timeout(60):
+            while await rebuild_progress(built) < 3_000:
+                await asyncio.sleep(0.02)
+        replay.send_signal(interruption)
+        _, stderr = replay.communicate(timeout=30)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+    assert replay.returncode != 0
+    if interruption == signal.SIGINT:
+        assert "interrupted: the live projections are untouched" in stderr
+    assert await rebuild_progress(built) < EVENTS
+    assert await live_state(built) == before
+
+    rerun = agentlog("replay", "stream_summary", env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed_from = int(rerun.stdout.split("rebuilt from ")[1].split(" events")[0].replace(",", ""))
+    assert resumed_from < EVENTS, "the rerun started over instead of resuming"
+    assert await tables(built.pool, NAMES) == fold(await everything(built))
+    checked = agentlog("replay", "--verify", env=env, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("live matches") == len(BUILTINS)
+
+
+async def test_verify_exits_non_zero_on_a_difference(built: EventStore, database_url: str) -> None:
+    env = environment(AGENTLOG_DATABASE_URL=database_url)
+    await built.pool.execute("UPDATE projections.log_head SET events = events + 1")
+    result = agentlog("replay", "--verify", "log_head", env=env, timeout=120)
+    assert result.returncode == 6
+    assert "log_head: rebuilt 30,000 events; live 2 difference(s)" in result.stdout
+    assert '"events": 30001' in result.stdout and '"events": 30000' in result.stdout
+
+
+async def test_reports_print_as_table_json_and_csv(built: EventStore, database_url: str) -> None:
+    env = environment(AGENTLOG_DATABASE_URL=database_url)
+    listing = agentlog("report", env=env)
+    assert listing.returncode == 0 and "categories" in listing.stdout and "handler_lag" in listing.stdout
+    as_json = json.loads(agentlog("report", "categories", "--format", "json", env=env).stdout)
+    assert as_json == [
+        {
+            "category": "agent",
+            "streams": 30,
+            "events": EVENTS,
+            "longest_stream": 1_000,
+            "first_recorded_at": as_json[0]["first_recorded_at"],
+            "last_recorded_at": as_json[0]["last_recorded_at"],
+        }
+    ]
+    rows = list(csv.reader(io.StringIO(agentlog("report", "event_types_daily", "--format", "csv", env=env).stdout)))
+    assert rows[0] == ["day", "event_type", "events"] and rows[1][1:] == ["Tick", str(EVENTS)]
+    table = agentlog("report", "handler_lag", env=env)
+    assert all(name in table.stdout for name in NAMES)
+    missing = agentlog("report", "nope", env=env)
+    assert missing.returncode == 3 and missing.stderr.strip() == (
+        "agentlog: error: no report named 'nope'; `agentlog report` lists them"
+    )
+
+
+def test_replay_needs_names_or_all(database_url: str) -> None:
+    env = environment(AGENTLOG_DATABASE_URL=database_url)
+    assert agentlog("replay", env=env).returncode == 2
+    unknown = agentlog("replay", "nope", env=env)
+    assert unknown.returncode == 3 and "no projection named 'nope'" in unknown.stderr
