@@ -35,6 +35,10 @@ class Event(BaseModel):
     def to_data(self) -> Payload:
         return self.model_dump(mode="json")
 
+    def to_json(self) -> bytes:
+        """The payload as JSON, straight from pydantic's serializer (the append path sends these bytes)."""
+        return self.model_dump_json().encode()
+
 
 E = TypeVar("E", bound=type[Event])
 

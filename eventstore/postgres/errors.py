@@ -37,6 +37,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 """Errors after which the connection (or the server) is gone: back off, reconnect, resume."""
 
 
+def is_stream_version_race(error: BaseException) -> bool:
+    """Another append took the stream version this one computed from an older snapshot."""
+    return (
+        isinstance(error, asyncpg.UniqueViolationError)
+        and getattr(error, "constraint_name", None) == "events_stream_version_key"
+    )
+
+
 def is_retryable(error: BaseException) -> bool:
     """True for errors a fresh transaction may not hit again: the order guard, deadlocks, a racing duplicate."""
     if not isinstance(error, asyncpg.PostgresError):

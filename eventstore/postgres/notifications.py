@@ -48,7 +48,9 @@ class Notifier:
             self._pending = False
             try:
                 if self._connection is None or self._connection.is_closed():
-                    self._connection = await connect(self._url)
+                    # A NOTIFY takes a transaction id, so its commit would wait for a WAL flush: a wake-up hint
+                    # has nothing durable in it, and subscribers poll anyway.
+                    self._connection = await connect(self._url, synchronous_commit="off")
                 await recorder.notify_appended(self._connection)
             except CONNECTION_ERRORS as error:
                 # Subscribers' fallback poll covers a lost wake-up; the next commit reconnects.

@@ -19,6 +19,26 @@ SELECT event_id, stream_id, stream_version, global_position, transaction_id, dup
   FROM agentlog.append_events(ARRAY[$1::text], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::text],
                               ARRAY[$5::integer], ARRAY[$6::jsonb], ARRAY[$7::jsonb], false);
 
+-- append_event_fast --
+-- The common case of a one-event append in its own transaction, as one statement: lock the stream, read its
+-- head, insert. It only ever succeeds plainly: it returns no row when the expected version does not hold or the
+-- event id is recorded, and fails on the (stream_id, stream_version) key when a racing append got there first
+-- (this statement's snapshot predates the lock). In every such case the caller runs `append_event`, which
+-- decides with a fresh snapshot and raises the right error. Running in its own transaction, its transaction id
+-- is taken after the lock, so the order guard of append_events has nothing to guard here.
+-- $1 stream_id, $2 expected_version, $3 event_id, $4 event_type, $5 schema_version, $6 data, $7 metadata
+WITH head AS (
+    SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text)) AS locked,
+           coalesce((SELECT e.stream_version FROM agentlog.events AS e
+                      WHERE e.stream_id = $1::text ORDER BY e.stream_version DESC LIMIT 1), 0) AS version
+)
+INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+SELECT $3::uuid, $1::text, head.version + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
+  FROM head
+ WHERE $2::bigint IS NULL OR head.version = $2::bigint
+ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
+RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+
 -- select_stream --
 -- Events of one stream in version order, from a version on.
 -- $1 stream_id, $2 first stream_version to return, $3 limit

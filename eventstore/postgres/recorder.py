@@ -36,8 +36,9 @@ class EventRows:
     event_ids: list[UUID]
     event_types: list[str]
     schema_versions: list[int]
-    data: list[dict[str, Any]]
-    metadata: list[dict[str, Any]]
+    data: list[bytes]
+    """Each payload as JSON, encoded once by the caller."""
+    metadata: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,21 @@ async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Rec
             rows.data,
             rows.metadata,
         )
+
+
+async def insert_event_fast(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
+    """The one-statement append of a single event in its own transaction: a row when it simply succeeded, no row
+    (or a unique violation on the stream version) when `insert_events` must decide."""
+    return await executor.fetch(
+        QUERIES["append_event_fast"],
+        rows.stream_ids[0],
+        rows.expected_versions[0],
+        rows.event_ids[0],
+        rows.event_types[0],
+        rows.schema_versions[0],
+        rows.data[0],
+        rows.metadata[0],
+    )
 
 
 async def select_stream(executor: Executor, stream_id: str, from_version: int, limit: int) -> list[RecordedEvent]:
