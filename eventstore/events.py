@@ -37,7 +37,7 @@ class Event(BaseModel):
 
     def to_json(self) -> bytes:
         """The payload as JSON, straight from pydantic's serializer (the append path sends these bytes)."""
-        return self.model_dump_json().encode()
+        return self.__pydantic_serializer__.to_json(self)
 
 
 E = TypeVar("E", bound=type[Event])

@@ -68,8 +68,7 @@ class StreamAppend:
     expected_version: StreamVersionExpectation = ExpectedVersion.ANY
 
 
-@dataclass(frozen=True, slots=True)
-class AppendedEvent:
+class AppendedEvent(NamedTuple):
     """Where one appended event landed. `duplicate` is true when its id was already recorded."""
 
     event_id: UUID
@@ -97,9 +96,12 @@ class AppendResult:
         return all(event.duplicate for event in self.events)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """An event as the log holds it. `data` is the payload as stored (its own schema version)."""
+class RecordedEvent(NamedTuple):
+    """An event as the log holds it. `data` is the payload as stored (its own schema version).
+
+    A named tuple: as immutable as a frozen dataclass, and several times cheaper to build, which counts here:
+    one is built for every event every reader reads.
+    """
 
     global_position: int
     transaction_id: int

@@ -20,7 +20,7 @@ from eventstore.errors import (
     UnknownEventTypeError,
 )
 from eventstore.events import Event, EventCatalogue, catalogue
-from eventstore.identifiers import validate_stream_id
+from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, Pool, create_pool
 from eventstore.postgres.errors import is_retryable, is_stream_version_race, translate
@@ -66,6 +66,8 @@ class EventStore:
         self._notifier = Notifier(url, notify_interval)
         self._wakeups: Wakeups | None = None
         self._closed = False
+        self._registered_classes: set[type[Event]] = set()
+        """Event classes already found in the catalogue (the check costs a metaclass isinstance per event)."""
 
     @classmethod
     @asynccontextmanager
@@ -185,20 +187,23 @@ class EventStore:
                 raise InvalidEventError(f"nothing to append to stream {append.stream_id!r}: no events")
             expected: int | None = expected_version_argument(append.expected_version)
             for item in append.events:
-                new_event = item if isinstance(item, NewEvent) else NewEvent(item)
-                event = new_event.event
-                self._check_registered(event)
+                if isinstance(item, NewEvent):
+                    event, event_id, metadata = item.event, item.event_id, _plain_metadata(item.metadata)
+                else:
+                    event, event_id, metadata = item, new_event_id(), EMPTY_OBJECT
+                event_class = type(event)
+                if event_class not in self._registered_classes:
+                    self._check_registered(event)
+                    self._registered_classes.add(event_class)
                 data = event.to_json()
-                size = len(data)
-                if size > MAX_EVENT_DATA_BYTES:
+                if len(data) > MAX_EVENT_DATA_BYTES:
                     raise InvalidEventError(
-                        f"{event.event_type} payload is {size} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
+                        f"{event.event_type} payload is {len(data)} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
                         "Store large content elsewhere and reference it from the event."
                     )
-                metadata = _plain_metadata(new_event.metadata)
                 rows.stream_ids.append(append.stream_id)
                 rows.expected_versions.append(expected)
-                rows.event_ids.append(new_event.event_id)
+                rows.event_ids.append(event_id)
                 rows.event_types.append(event.event_type)
                 rows.schema_versions.append(event.schema_version)
                 rows.data.append(data)
