@@ -24,7 +24,7 @@ from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, Pool, create_pool
 from eventstore.postgres.errors import is_retryable, is_stream_version_race, translate
-from eventstore.postgres.notifications import Notifier, Wakeups
+from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
 from eventstore.postgres.recorder import EventRows, Executor
 from eventstore.records import (
     START,
@@ -258,6 +258,22 @@ class EventStore:
         except EventSchemaError as error:
             raise EventSchemaError(f"event {recorded.global_position}: {error}") from error
 
+    async def waiter(self) -> Waiter:
+        """A wake-up for a reader of its own (the handler runner): set on NOTIFY, on reconnect, never lost."""
+        return (await self._started_wakeups()).waiter()
+
+    def forget_waiter(self, waiter: Waiter) -> None:
+        if self._wakeups is not None:
+            self._wakeups.forget(waiter)
+
+    async def _started_wakeups(self) -> Wakeups:
+        if self._closed:
+            raise ClosedError("cannot follow the log: the event store is closed")
+        if self._wakeups is None:
+            self._wakeups = Wakeups(self.url)
+            await self._wakeups.start()
+        return self._wakeups
+
     async def subscribe(
         self,
         *,
@@ -272,14 +288,10 @@ class EventStore:
         `reader` is the connection to read through (a handler reads on the connection it applies on); the pool
         by default.
         """
-        if self._closed:
-            raise ClosedError("cannot subscribe: the event store is closed")
-        if self._wakeups is None:
-            self._wakeups = Wakeups(self.url)
-            await self._wakeups.start()
+        wakeups = await self._started_wakeups()
         return Subscription(
             self._pool if reader is None else reader,
-            self._wakeups,
+            wakeups,
             after=after,
             category=category,
             batch_size=batch_size,

@@ -15,15 +15,17 @@ import contextlib
 import enum
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
-from eventstore import ConcurrencyRetryError, EventStore, LogPosition, RecordedEvent
+from eventstore import ConcurrencyRetryError, EventStore, LogPosition
 from eventstore.errors import AgentlogError, DatabaseUnavailableError
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, connect
 from eventstore.postgres.errors import CONNECTION_ERRORS
+from eventstore.postgres.notifications import Waiter
+from eventstore.subscription import HELD_BACK_FIRST_RETRY_S
 from handlers.handler import Handler, HandlerBatch
 
 log = structlog.get_logger("handlers.runner")
@@ -107,22 +109,12 @@ class HandlerInstance:
             if not await self._acquire_lock(connection):
                 return
             self.state = HandlerState.ACTIVE
-            position = await recorder.load_checkpoint(connection, self.handler.name)
-            self.position = position
-            log.info("handler.active", handler=self.handler.name, checkpoint=str(position))
-            subscription = await self.store.subscribe(
-                after=position, batch_size=self._batch_size, reader=connection
-            )
-            stopper = asyncio.get_running_loop().create_task(_close_on(self._stop, subscription.close))
+            self.position = await recorder.load_checkpoint(connection, self.handler.name)
+            log.info("handler.active", handler=self.handler.name, checkpoint=str(self.position))
             reporter = asyncio.get_running_loop().create_task(self._report_lag())
             try:
-                async for events in subscription:
-                    position = await self._apply(connection, events, position)
-                    self.position = position
-                    if self._stop.is_set():
-                        break
+                await self._follow(connection)
             finally:
-                stopper.cancel()
                 reporter.cancel()
         finally:
             with contextlib.suppress(Exception):
@@ -140,24 +132,56 @@ class HandlerInstance:
             await _sleep_unless(self._stop, self._lock_retry_interval)
         return False
 
-    async def _apply(
-        self, connection: Connection, events: Sequence[RecordedEvent], position: LogPosition
-    ) -> LogPosition:
-        """Apply one batch and move the checkpoint, in one transaction; return the new checkpoint."""
+    async def _follow(self, connection: Connection) -> None:
+        """Apply batches until stopped: at once while there is work, else after a wake-up or the fallback poll.
+
+        Listening starts (the waiter) before the first read, so no NOTIFY can fall in between. When committed
+        events wait behind the barrier, the next read comes soon rather than at the next NOTIFY: the transaction
+        holding the barrier may never notify.
+        """
+        waiter = await self.store.waiter()
+        held_back_retry = HELD_BACK_FIRST_RETRY_S
+        try:
+            while not self._stop.is_set():
+                waiter.clear()  # a wake-up arriving during the batch sets it again
+                applied = await self._apply_next_batch(connection)
+                if applied == self._batch_size:
+                    continue
+                if applied:
+                    held_back_retry = HELD_BACK_FIRST_RETRY_S
+                    continue
+                assert self.position is not None
+                if await recorder.select_held_back(connection, self.position):
+                    await _sleep_unless(self._stop, held_back_retry)
+                    held_back_retry = min(held_back_retry * 2, self.store.poll_interval)
+                    continue
+                held_back_retry = HELD_BACK_FIRST_RETRY_S
+                await _wait_unless(self._stop, waiter, self.store.poll_interval)
+        finally:
+            self.store.forget_waiter(waiter)
+
+    async def _apply_next_batch(self, connection: Connection) -> int:
+        """Claim the next batch, apply it and commit, in one transaction; return how many events it held.
+
+        The claim reads the events and moves the checkpoint past them in one statement; the handler's writes
+        and any events it appends join the same transaction, so all of it commits or none of it does.
+        """
+        assert self.position is not None
         wanted = self.handler.event_types
-        selected = [event for event in events if wanted is None or event.event_type in wanted]
-        last = events[-1]
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            batch = HandlerBatch(self.handler.name, selected, connection, self.store)
             try:
                 async with connection.transaction():
-                    if selected:
-                        await self.handler.handle(batch)
-                    moved = await recorder.advance_checkpoint(
-                        connection, self.handler.name, position, last.position, last.recorded_at, len(events)
+                    events, moved = await recorder.claim_batch(
+                        connection, self.handler.name, self.position, self._batch_size
                     )
+                    if not events:
+                        return 0
                     if not moved:
                         raise CheckpointMovedError()
+                    selected = [event for event in events if wanted is None or event.event_type in wanted]
+                    batch = HandlerBatch(self.handler.name, selected, connection, self.store)
+                    if selected:
+                        await self.handler.handle(batch)
                     if batch.appended:
                         await recorder.commit_durably(connection)
             except ConcurrencyRetryError:
@@ -166,15 +190,16 @@ class HandlerInstance:
                 continue
             if batch.appended:
                 self.store.committed()
+            self.position = events[-1].position
             self.batches_applied += 1
             log.debug(
                 "handler.batch_applied",
                 handler=self.handler.name,
                 events=len(events),
                 applied=len(selected),
-                checkpoint=str(last.position),
+                checkpoint=str(self.position),
             )
-            return last.position
+            return len(events)
         raise AssertionError("unreachable")
 
     async def _report_lag(self) -> None:
@@ -242,6 +267,12 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _close_on(stop: asyncio.Event, close: Callable[[], None]) -> None:
-    await stop.wait()
-    close()
+async def _wait_unless(stop: asyncio.Event, waiter: Waiter, poll_interval: float) -> None:
+    """Wait for a wake-up, the fallback poll or the stop, whichever comes first."""
+    woken = asyncio.ensure_future(waiter.wait(poll_interval))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (woken, stopped):
+            task.cancel()

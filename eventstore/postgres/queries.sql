@@ -131,6 +131,36 @@ RETURNING name;
 -- Make the open transaction's commit wait for its WAL flush, on a session that commits asynchronously otherwise.
 SET LOCAL synchronous_commit TO on;
 
+-- claim_batch --
+-- Inside a handler's batch transaction: read the next events after its checkpoint (canonical order, below the
+-- barrier) and move the checkpoint past them, compare-and-set, in one round trip. `moved` is 0 on every row if
+-- another instance moved the checkpoint (the caller rolls back); no rows means nothing to do.
+-- $1 handler name, $2 transaction_id, $3 global_position (the checkpoint), $4 limit
+WITH batch AS MATERIALIZED (
+    SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
+           schema_version, data, metadata, recorded_at
+      FROM agentlog.events
+     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+       AND (transaction_id, global_position) > ($2::xid8, $3::bigint)
+     ORDER BY transaction_id, global_position
+     LIMIT $4
+), last AS (
+    SELECT transaction_id, global_position, recorded_at, (SELECT count(*) FROM batch) AS events
+      FROM batch
+     ORDER BY transaction_id DESC, global_position DESC
+     LIMIT 1
+), moved AS (
+    UPDATE agentlog.checkpoints AS c
+       SET transaction_id = last.transaction_id, global_position = last.global_position,
+           last_recorded_at = last.recorded_at, events_applied = c.events_applied + last.events, updated_at = now()
+      FROM last
+     WHERE c.name = $1 AND c.transaction_id = $2::xid8 AND c.global_position = $3::bigint
+    RETURNING c.name
+)
+SELECT batch.*, (SELECT count(*) FROM moved) AS moved
+  FROM batch
+ ORDER BY transaction_id, global_position;
+
 -- select_handler_lag --
 -- Lag of every handler, or of the named ones.
 -- $1 handler names (NULL for all)

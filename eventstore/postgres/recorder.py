@@ -168,6 +168,17 @@ async def advance_checkpoint(
     return row is not None
 
 
+async def claim_batch(
+    executor: Executor, name: str, checkpoint: LogPosition, limit: int
+) -> tuple[list[RecordedEvent], bool]:
+    """In the caller's transaction: the events after `checkpoint` and whether the checkpoint moved past them."""
+    with translated_errors():
+        rows = await executor.fetch(QUERIES["claim_batch"], name, checkpoint[0], checkpoint[1], limit)
+    if not rows:
+        return [], True
+    return [RecordedEvent(*row[:11]) for row in rows], rows[0]["moved"] == 1
+
+
 async def commit_durably(executor: Executor) -> None:
     await executor.execute(QUERIES["commit_durably"])
 
