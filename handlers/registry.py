@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 
 from eventstore.errors import NotFoundError
+from eventstore.loading import load_object
 from handlers.handler import Handler
 
 ENTRY_POINT_GROUP = "agentlog.handlers"
@@ -34,9 +34,8 @@ def installed_handlers() -> dict[str, Handler]:
 def resolve_handler(spec: str) -> Handler:
     """A handler by installed name, or by `package.module:attribute` (a handler or a factory of one)."""
     if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
         try:
-            target = getattr(importlib.import_module(module_name), attribute)
+            target = load_object(spec)
         except (ImportError, AttributeError) as error:
             raise HandlerNotFoundError(f"cannot load handler {spec!r}: {error}") from error
         return _as_handler(target, spec)

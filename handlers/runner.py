@@ -140,6 +140,7 @@ class HandlerInstance:
         holding the barrier may never notify.
         """
         waiter = await self.store.waiter()
+        stop_watch = asyncio.get_running_loop().create_task(_wake_on(self._stop, waiter))
         held_back_retry = HELD_BACK_FIRST_RETRY_S
         try:
             while not self._stop.is_set():
@@ -156,8 +157,9 @@ class HandlerInstance:
                     held_back_retry = min(held_back_retry * 2, self.store.poll_interval)
                     continue
                 held_back_retry = HELD_BACK_FIRST_RETRY_S
-                await _wait_unless(self._stop, waiter, self.store.poll_interval)
+                await waiter.wait(self.store.poll_interval)  # a stop wakes it too
         finally:
+            stop_watch.cancel()
             self.store.forget_waiter(waiter)
 
     async def _apply_next_batch(self, connection: Connection) -> int:
@@ -267,12 +269,7 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _wait_unless(stop: asyncio.Event, waiter: Waiter, poll_interval: float) -> None:
-    """Wait for a wake-up, the fallback poll or the stop, whichever comes first."""
-    woken = asyncio.ensure_future(waiter.wait(poll_interval))
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (woken, stopped):
-            task.cancel()
+async def _wake_on(stop: asyncio.Event, waiter: Waiter) -> None:
+    """Wake `waiter` when the runner is stopped, so a wait for events ends at once (no extra task per wait)."""
+    await stop.wait()
+    waiter.wake()

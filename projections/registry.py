@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 
 from eventstore.errors import NotFoundError
+from eventstore.loading import load_object
 from projections.projection import Projection, check_projection
 
 ENTRY_POINT_GROUP = "agentlog.projections"
@@ -27,9 +27,8 @@ def installed_projections() -> dict[str, Projection]:
 
 def resolve_projection(spec: str) -> Projection:
     if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
         try:
-            candidate = getattr(importlib.import_module(module_name), attribute)
+            candidate = load_object(spec)
         except (ImportError, AttributeError) as error:
             raise ProjectionNotFoundError(f"cannot load projection {spec!r}: {error}") from error
         if not isinstance(candidate, Projection):

@@ -58,16 +58,7 @@ def _recorded(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
 async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
     with translated_errors():
         if len(rows.event_ids) == 1:
-            return await executor.fetch(
-                QUERIES["append_event"],
-                rows.stream_ids[0],
-                rows.expected_versions[0],
-                rows.event_ids[0],
-                rows.event_types[0],
-                rows.schema_versions[0],
-                rows.data[0],
-                rows.metadata[0],
-            )
+            return await executor.fetch(QUERIES["append_event"], *_single_event(rows))
         return await executor.fetch(
             QUERIES["append_events"],
             rows.stream_ids,
@@ -83,8 +74,12 @@ async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Rec
 async def insert_event_fast(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
     """The one-statement append of a single event in its own transaction: a row when it simply succeeded, no row
     (or a unique violation on the stream version) when `insert_events` must decide."""
-    return await executor.fetch(
-        QUERIES["append_event_fast"],
+    return await executor.fetch(QUERIES["append_event_fast"], *_single_event(rows))
+
+
+def _single_event(rows: EventRows) -> tuple[Any, ...]:
+    """The scalar parameters of a one-event append, in the order of the one-event queries."""
+    return (
         rows.stream_ids[0],
         rows.expected_versions[0],
         rows.event_ids[0],
