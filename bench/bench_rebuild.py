@@ -836,7 +836,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="embedded server home")
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]:,} and {QUICK_SIZES[1]:,}")
     parser.add_argument("--sizes", help="comma-separated log sizes, ascending (default 1000000,3000000)")
-    parser.add_argument("--batch-size", type=int, default=5000, help="rebuild batch and raw page size")
+    parser.add_argument(
+        "--batch-size", type=int, default=50_000, help="rebuild batch and raw page size (agentlog replay's default)"
+    )
     parser.add_argument("--streams", type=int, default=10_000, help="streams the events are spread over")
     parser.add_argument("--projections", help="comma-separated projection names (default: all installed)")
     parser.add_argument("--worker", choices=("rebuild", "raw-keyset", "raw-cursor"), help=argparse.SUPPRESS)

@@ -72,7 +72,7 @@ class ShadowBuild:
         store: EventStore,
         projection: Projection,
         *,
-        batch_size: int = 5000,
+        batch_size: int = 50_000,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         self.store = store
@@ -222,7 +222,7 @@ async def rebuild(
     store: EventStore,
     projection: Projection,
     *,
-    batch_size: int = 5000,
+    batch_size: int = 50_000,
     on_progress: ProgressCallback | None = None,
 ) -> RebuildOutcome:
     """Rebuild `projection` from the log into its shadow and swap it in, while everything keeps running."""
@@ -240,7 +240,7 @@ async def verify(
     store: EventStore,
     projection: Projection,
     *,
-    batch_size: int = 5000,
+    batch_size: int = 50_000,
     on_progress: ProgressCallback | None = None,
     max_rows: int = 20,
 ) -> RebuildOutcome:

@@ -19,7 +19,8 @@ CREATE TABLE agentlog.projections (
 CREATE SCHEMA projections;
 COMMENT ON SCHEMA projections IS 'Read models derived from agentlog.events; rebuilt by `agentlog replay`.';
 
--- stream_summary: one row per stream.
+-- stream_summary: one row per stream, updated by almost every event. No index but the key and room left in each
+-- page, so that those updates stay HOT (no new index entries); the reports over it read it whole.
 CREATE TABLE projections.stream_summary (
     stream_id         text        PRIMARY KEY,
     category          text        NOT NULL,
@@ -28,8 +29,7 @@ CREATE TABLE projections.stream_summary (
     last_event_type   text        NOT NULL,
     first_recorded_at timestamptz NOT NULL,
     last_recorded_at  timestamptz NOT NULL
-);
-CREATE INDEX stream_summary_category_idx ON projections.stream_summary (category, last_recorded_at);
+) WITH (fillfactor = 70);
 
 -- event_counts_daily: events per day (UTC), category and type.
 CREATE TABLE projections.event_counts_daily (
@@ -142,6 +142,7 @@ CREATE FUNCTION agentlog.create_shadow(live_schema text, shadow_schema text, tab
 LANGUAGE plpgsql AS $$
 DECLARE
     one_table text;
+    storage   text;
 BEGIN
     IF live_schema !~ '^[a-z][a-z0-9_]{0,62}$' OR shadow_schema !~ '^agentlog_shadow_[a-z0-9_]{1,46}$' THEN
         RAISE EXCEPTION 'create_shadow: invalid schema name' USING ERRCODE = 'AL003';
@@ -151,6 +152,12 @@ BEGIN
     FOREACH one_table IN ARRAY tables LOOP
         EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL)', shadow_schema, one_table, live_schema,
                        one_table);
+        -- LIKE does not copy storage parameters (fillfactor...): copy them, or a swap would drop them.
+        SELECT array_to_string(c.reloptions, ', ') INTO storage
+          FROM pg_class AS c WHERE c.oid = format('%I.%I', live_schema, one_table)::regclass;
+        IF storage IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I.%I SET (%s)', shadow_schema, one_table, storage);
+        END IF;
     END LOOP;
 END
 $$;
