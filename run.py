@@ -35,16 +35,19 @@ def ensure_environment(extras: str) -> None:
     if not (BIN / "python").exists():
         say(f"creating {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    project = (ROOT / "pyproject.toml").read_bytes()
+    digest = hashlib.sha256(project + extras.encode()).hexdigest()
+    # A development install (extras "dev") also serves `up`, as long as it was made from this pyproject.toml.
+    good_enough = {digest, hashlib.sha256(project + b"dev").hexdigest()} if extras == "" else {digest}
     stamp = VENV / ".agentlog-installed"
-    if stamp.exists() and (stamp.read_text() == digest or (extras == "" and "dev" in stamp.read_text())):
+    if stamp.exists() and stamp.read_text() in good_enough:
         return
     say(f"installing agentlog{f'[{extras}]' if extras else ''} into {VENV}")
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "-U", "pip"], check=True)
     target = f".[{extras}]" if extras else "."
     subprocess.run([*pip, "install", "-e", target], cwd=ROOT, check=True)
-    stamp.write_text(digest + (" dev" if extras == "dev" else ""))
+    stamp.write_text(digest)
 
 
 def run(command: list[str]) -> int:
