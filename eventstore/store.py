@@ -22,10 +22,10 @@ from eventstore.errors import (
 from eventstore.events import Event, EventCatalogue, catalogue
 from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, Pool, create_pool
+from eventstore.postgres.connections import Connection, StatementPool, create_pool
 from eventstore.postgres.errors import is_retryable, is_stream_version_race, translate
 from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
-from eventstore.postgres.recorder import EventRows, Executor
+from eventstore.postgres.recorder import EventRows
 from eventstore.records import (
     START,
     AppendedEvent,
@@ -53,7 +53,7 @@ class EventStore:
     def __init__(
         self,
         url: str,
-        pool: Pool,
+        pool: StatementPool,
         *,
         catalogue: EventCatalogue,
         notify_interval: float,
@@ -99,7 +99,7 @@ class EventStore:
         await self._pool.close()
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> StatementPool:
         return self._pool
 
     # -- writing ---------------------------------------------------------------------------------------------
@@ -281,16 +281,11 @@ class EventStore:
         category: str | None = None,
         batch_size: int = 500,
         poll_interval: float | None = None,
-        reader: Executor | None = None,
     ) -> Subscription:
-        """Follow the log (or one category) after `after`: catch up, then live, in batches.
-
-        `reader` is the connection to read through (a handler reads on the connection it applies on); the pool
-        by default.
-        """
+        """Follow the log (or one category) after `after`: catch up, then live, in batches."""
         wakeups = await self._started_wakeups()
         return Subscription(
-            self._pool if reader is None else reader,
+            self._pool,
             wakeups,
             after=after,
             category=category,

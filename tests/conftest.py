@@ -8,6 +8,7 @@ janitor, dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -90,3 +91,18 @@ def empty_database_url(postgres_server: PostgresServer) -> Iterator[str]:
 async def store(database_url: str) -> AsyncIterator[EventStore]:
     async with EventStore.open(database_url, notify_interval=0.001, poll_interval=0.2) as opened:
         yield opened
+
+
+@pytest.fixture
+def loop_and_store(database_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, EventStore]]:
+    """A store on an event loop of its own, for synchronous tests (hypothesis) that drive it step by step."""
+    from tests.support.events import test_catalogue
+
+    loop = asyncio.new_event_loop()
+    context = EventStore.open(database_url, catalogue=test_catalogue, notify_interval=0.001, poll_interval=0.1)
+    store = loop.run_until_complete(context.__aenter__())
+    try:
+        yield loop, store
+    finally:
+        loop.run_until_complete(context.__aexit__(None, None, None))
+        loop.close()

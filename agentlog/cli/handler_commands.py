@@ -9,32 +9,15 @@ import typer
 from rich.table import Table
 
 from agentlog.cli.common import handles_errors, load_settings, out, run_async, write_line
-from agentlog.config import Settings
 from agentlog.database import open_database
+from agentlog.system import run_system
 from eventstore import EventStore
 from eventstore.postgres import recorder
-from handlers import Handler, HandlerRunner
 from handlers.projection_handler import ProjectionHandler
 from handlers.registry import installed_handlers, resolve_handler
 from projections import installed_projections
 
 app = typer.Typer(no_args_is_help=True, help="Handlers: reactions to the log, one active instance each.")
-
-
-async def run_handlers(settings: Settings, url: str, handlers: list[Handler]) -> None:
-    """Host `handlers` until SIGINT/SIGTERM; the batch in progress finishes first."""
-    async with EventStore.open(
-        url, poll_interval=settings.poll_interval_s, notify_interval=settings.notify_interval_s
-    ) as store:
-        runner = HandlerRunner(
-            store,
-            handlers,
-            batch_size=settings.handler_batch_size,
-            lock_retry_interval=settings.handler_lock_retry_s,
-            lag_log_interval=settings.lag_log_interval_s,
-        )
-        runner.stop_on_signals()
-        await runner.run()
 
 
 @app.command("run")
@@ -48,7 +31,7 @@ def run_command(
         ProjectionHandler(projections[name]) if name in projections else resolve_handler(name) for name in names
     ]
     settings = load_settings()
-    run_async(run_handlers(settings, open_database(settings).url, handlers))
+    run_async(run_system(settings, open_database(settings).url, handlers, []))
 
 
 @app.command("list")

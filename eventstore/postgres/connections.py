@@ -172,8 +172,6 @@ class StatementPool:
                 waiter.set_result(None)
 
 
-Pool = StatementPool
-
 
 async def create_pool(url: str, *, max_size: int = 10) -> StatementPool:
     """A pool whose first connection is opened now, so a wrong URL fails here with a clear error."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -34,7 +33,7 @@ from eventstore import (
 )
 from eventstore.postgres.connections import connect
 from eventstore.records import StreamVersionExpectation
-from tests.support.events import Tick, test_catalogue
+from tests.support.events import Tick
 
 STREAM_COUNT = 4
 EXPECTATIONS = ("any", "no_stream", "exact", "wrong")
@@ -190,20 +189,8 @@ class LogMachine(RuleBasedStateMachine):
             assert [event.data["n"] for event in recorded] == [self.model.content[i] for i in event_ids]
 
 
-@pytest.fixture
-def machine_store(database_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, EventStore]]:
-    loop = asyncio.new_event_loop()
-    context = EventStore.open(database_url, catalogue=test_catalogue, notify_interval=0.001)
-    store = loop.run_until_complete(context.__aenter__())
-    try:
-        yield loop, store
-    finally:
-        loop.run_until_complete(context.__aexit__(None, None, None))
-        loop.close()
-
-
-def test_the_log_behaves_like_its_model(machine_store: tuple[asyncio.AbstractEventLoop, EventStore]) -> None:
-    LogMachine.loop, LogMachine.store = machine_store
+def test_the_log_behaves_like_its_model(loop_and_store: tuple[asyncio.AbstractEventLoop, EventStore]) -> None:
+    LogMachine.loop, LogMachine.store = loop_and_store
     run_state_machine_as_test(
         LogMachine,
         settings=settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -70,18 +70,6 @@ async def insert_directly(connection: asyncpg.Connection, transactions: list[lis
                     ["Opened", "Closed", "Noted"][event_type],
                     DAY_ZERO + timedelta(minutes=minutes),
                 )
-
-
-@pytest.fixture
-def loop_and_store(database_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, EventStore]]:
-    loop = asyncio.new_event_loop()
-    context = EventStore.open(database_url, catalogue=test_catalogue, notify_interval=0.001, poll_interval=0.1)
-    store = loop.run_until_complete(context.__aenter__())
-    try:
-        yield loop, store
-    finally:
-        loop.run_until_complete(context.__aexit__(None, None, None))
-        loop.close()
 
 
 EVENT = st.tuples(st.integers(0, 4), st.integers(0, 2), st.integers(0, 2), st.integers(0, 4 * 24 * 60))
