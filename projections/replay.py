@@ -2,8 +2,8 @@
 
 A rebuild writes into the projection's shadow schema from the start of the log, batch by batch, each batch in one
 transaction with the rebuild's own checkpoint (so a rebuild killed at any point resumes where it stopped, and the
-live tables are never touched). Caught up with the head, it swaps in one transaction: the live tables are locked
-(a live batch in flight finishes first, the next one waits), replaced by the shadow's, the views over them are
+live tables are never touched). Caught up with the head, it swaps in one transaction: the live checkpoint row and
+then the live tables are locked (a live batch in flight finishes first, the next one waits), replaced by the shadow's, the views over them are
 recreated, and the live checkpoint is set to the rebuild's. The live runner's next compare-and-set then fails,
 and it resumes from the rebuilt position: nothing is applied twice or skipped.
 
@@ -180,6 +180,9 @@ class ShadowBuild:
         connection = self.connection
         async with connection.transaction():
             await recorder.commit_durably(connection)
+            # Lock order, the same as the live runner's: its checkpoint row first (a batch claims it before it
+            # writes), then its tables. A live batch in flight commits first; the next one waits at its claim.
+            await connection.execute(QUERIES["select_checkpoint_row"], self.projection.name)
             await connection.execute(
                 QUERIES["swap_projection"], LIVE_SCHEMA, self.schema, list(self.projection.tables)
             )

@@ -66,7 +66,8 @@ BEGIN
         RAISE EXCEPTION 'swap_projection: invalid schema name' USING ERRCODE = 'AL003';
     END IF;
 
-    -- The live tables first: a live batch in flight finishes before the swap, the next one waits for it.
+    -- The live tables before anything else (the caller already holds the live checkpoint row, which a live batch
+    -- claims before it writes: the same lock order, so no deadlock).
     FOREACH one_table IN ARRAY tables LOOP
         EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', live_schema, one_table);
     END LOOP;
