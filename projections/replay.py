@@ -3,9 +3,10 @@
 A rebuild writes into the projection's shadow schema from the start of the log, batch by batch, each batch in one
 transaction with the rebuild's own checkpoint (so a rebuild killed at any point resumes where it stopped, and the
 live tables are never touched). Caught up with the head, it swaps in one transaction: the live checkpoint row and
-then the live tables are locked (a live batch in flight finishes first, the next one waits), replaced by the shadow's, the views over them are
-recreated, and the live checkpoint is set to the rebuild's. The live runner's next compare-and-set then fails,
-and it resumes from the rebuilt position: nothing is applied twice or skipped.
+then the live tables are locked (a live batch in flight finishes first, the next one waits), replaced by the
+shadow's, the views over them are recreated, and the live checkpoint is set to the rebuild's. The live runner's
+next claim then finds its checkpoint moved, and it resumes from the rebuilt position: nothing is applied twice or
+skipped.
 
 `verify` builds the same shadow, then holds the live checkpoint row (the live runner cannot commit meanwhile),
 brings the shadow to exactly the live position and compares the tables row by row.
