@@ -59,6 +59,7 @@ def test(arguments: list[str]) -> int:
     for name, check in (
         ("ruff", [str(BIN / "ruff"), "check", "."]),
         ("mypy", [str(BIN / "mypy")]),
+        ("mypy on the benchmarks", [str(BIN / "mypy"), "--strict", "bench"]),
         ("import contracts", [str(BIN / "lint-imports")]),
     ):
         say(f"checking {name}")

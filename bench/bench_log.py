@@ -48,7 +48,7 @@ from agentlog.database import migrate
 from agentlog.embedded import EmbeddedPostgres
 from agentlog.logs import configure_logging
 from eventstore import ANY, Event, EventCatalogue, EventStore, LogPosition, new_event_id
-from eventstore.postgres.connections import Pool, configure_connection
+from eventstore.postgres.connections import StatementPool, configure_connection
 from eventstore.postgres.queries import QUERIES
 from handlers import HandlerBatch, HandlerInstance, HandlerRunner
 
@@ -403,7 +403,7 @@ def agentlog_batch_step(store: EventStore, stream_id: str) -> AsyncStep:
     return step
 
 
-def agentlog_sql_step(pool: Pool, stream_id: str, query: str) -> AsyncStep:
+def agentlog_sql_step(pool: StatementPool, stream_id: str, query: str) -> AsyncStep:
     """agentlog's one-event statement through the store's pool: no EventStore encoding, results, post-commit NOTIFY."""
     n = 0
 
@@ -416,7 +416,7 @@ def agentlog_sql_step(pool: Pool, stream_id: str, query: str) -> AsyncStep:
     return step
 
 
-def agentlog_sql_batch_step(pool: Pool, stream_id: str) -> AsyncStep:
+def agentlog_sql_batch_step(pool: StatementPool, stream_id: str) -> AsyncStep:
     """agentlog's batch statement (`append_events` with arrays) through the store's pool, as EventStore sends it."""
     n = 0
 
