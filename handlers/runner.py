@@ -98,10 +98,14 @@ class HandlerInstance:
         # Batches that append nothing commit asynchronously: their effects are derived state, atomic with the
         # checkpoint, so a server crash that loses the last few commits loses both together and the events are
         # applied again. Batches that append to the log commit durably (see `_apply`).
+        # Between batches the session idles in a transaction that has run nothing (see `_follow`) for at most a
+        # poll interval; the timeout that guards against forgotten transactions must outlast that.
+        idle_timeout_ms = max(60_000, int(self.store.poll_interval * 4_000))
         connection = await connect(
             self.store.url,
             application_name=f"agentlog handler {self.handler.name}",
             synchronous_commit="off",
+            idle_in_transaction_session_timeout=str(idle_timeout_ms),
             **dict(getattr(self.handler, "session_settings", {})),
         )
         try:
@@ -138,21 +142,25 @@ class HandlerInstance:
         Listening starts (the waiter) before the first read, so no NOTIFY can fall in between. When committed
         events wait behind the barrier, the next read comes soon rather than at the next NOTIFY: the transaction
         holding the barrier may never notify.
+
+        Between batches the connection sits in a transaction that has run nothing yet (`recorder.begin_batch`),
+        opened in the same round trip as the previous COMMIT: after a wake-up, the batch's first round trip is
+        already the claim. Such a transaction holds no snapshot, transaction id or lock.
         """
         waiter = await self.store.waiter()
         stop_watch = asyncio.get_running_loop().create_task(_wake_on(self._stop, waiter))
         held_back_retry = HELD_BACK_FIRST_RETRY_S
         try:
+            await recorder.begin_batch(connection)
             while not self._stop.is_set():
                 waiter.clear()  # a wake-up arriving during the batch sets it again
-                applied = await self._apply_next_batch(connection)
+                applied, held_back = await self._apply_next_batch(connection)
                 if applied == self._batch_size:
                     continue
                 if applied:
                     held_back_retry = HELD_BACK_FIRST_RETRY_S
                     continue
-                assert self.position is not None
-                if await recorder.select_held_back(connection, self.position):
+                if held_back:
                     await _sleep_unless(self._stop, held_back_retry)
                     held_back_retry = min(held_back_retry * 2, self.store.poll_interval)
                     continue
@@ -162,33 +170,38 @@ class HandlerInstance:
             stop_watch.cancel()
             self.store.forget_waiter(waiter)
 
-    async def _apply_next_batch(self, connection: Connection) -> int:
-        """Claim the next batch, apply it and commit, in one transaction; return how many events it held.
+    async def _apply_next_batch(self, connection: Connection) -> tuple[int, bool]:
+        """Claim the next batch, apply it and commit, in one transaction.
 
-        The claim reads the events and moves the checkpoint past them in one statement; the handler's writes
-        and any events it appends join the same transaction, so all of it commits or none of it does.
+        Returns how many events the batch held and, when it held none, whether committed events wait behind
+        the barrier. The claim reads the events and moves the checkpoint past them in one statement; the
+        handler's writes and any events it appends join the same transaction, so all of it commits or none of
+        it does. The transaction was opened beforehand, and the next one is opened as this one ends.
         """
         assert self.position is not None
         wanted = self.handler.event_types
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             try:
-                async with connection.transaction():
-                    events, moved = await recorder.claim_batch(
-                        connection, self.handler.name, self.position, self._batch_size
-                    )
-                    if not events:
-                        return 0
-                    if not moved:
-                        raise CheckpointMovedError()
-                    selected = [event for event in events if wanted is None or event.event_type in wanted]
-                    batch = HandlerBatch(self.handler.name, selected, connection, self.store)
-                    if selected:
-                        await self.handler.handle(batch)
-                    if batch.appended:
-                        await recorder.commit_durably(connection)
+                events, moved = await recorder.claim_batch(
+                    connection, self.handler.name, self.position, self._batch_size
+                )
+                if not events:
+                    held_back = await recorder.select_held_back(connection, self.position)
+                    await recorder.abandon_batch(connection)  # releases the locks the reads took
+                    return 0, held_back
+                if not moved:
+                    raise CheckpointMovedError()
+                selected = [event for event in events if wanted is None or event.event_type in wanted]
+                batch = HandlerBatch(self.handler.name, selected, connection, self.store)
+                if selected:
+                    await self.handler.handle(batch)
+                if batch.appended:
+                    await recorder.commit_durably(connection)
+                await recorder.commit_batch(connection)
             except ConcurrencyRetryError:
                 if attempt == BATCH_ATTEMPTS:
                     raise
+                await recorder.abandon_batch(connection)
                 continue
             if batch.appended:
                 self.store.committed()
@@ -201,7 +214,7 @@ class HandlerInstance:
                 applied=len(selected),
                 checkpoint=str(self.position),
             )
-            return len(events)
+            return len(events), False
         raise AssertionError("unreachable")
 
     async def _report_lag(self) -> None:

@@ -127,6 +127,22 @@ UPDATE agentlog.checkpoints
  WHERE name = $1 AND transaction_id = $2::xid8 AND global_position = $3
 RETURNING name;
 
+-- begin_batch --
+-- Open a handler's next batch transaction ahead of time. A transaction that has run no statement holds no
+-- snapshot, no transaction id and no lock, so it holds back neither vacuum nor subscribers nor DDL.
+BEGIN;
+
+-- commit_batch --
+-- Commit a handler's batch and open the next one's transaction in the same round trip. If the COMMIT fails, the
+-- BEGIN is not run (a multi-statement query stops at its first error) and the session is left outside a
+-- transaction.
+COMMIT; BEGIN;
+
+-- abandon_batch --
+-- Roll a handler's batch back (or end a claim that found nothing, releasing the locks its statement took) and
+-- open the next one's transaction, in one round trip.
+ROLLBACK; BEGIN;
+
 -- commit_durably --
 -- Make the open transaction's commit wait for its WAL flush, on a session that commits asynchronously otherwise.
 SET LOCAL synchronous_commit TO on;

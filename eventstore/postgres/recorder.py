@@ -174,6 +174,23 @@ async def claim_batch(
     return [RecordedEvent(*row[:11]) for row in rows], rows[0]["moved"] == 1
 
 
+async def begin_batch(connection: asyncpg.Connection) -> None:
+    with translated_errors():
+        await connection.execute(QUERIES["begin_batch"])
+
+
+async def commit_batch(connection: asyncpg.Connection) -> None:
+    """Commit the open batch and begin the next (see `begin_batch`): one round trip on the latency path."""
+    with translated_errors():
+        await connection.execute(QUERIES["commit_batch"])
+
+
+async def abandon_batch(connection: asyncpg.Connection) -> None:
+    """Roll the open batch back and begin the next."""
+    with translated_errors():
+        await connection.execute(QUERIES["abandon_batch"])
+
+
 async def commit_durably(executor: Executor) -> None:
     await executor.execute(QUERIES["commit_durably"])
 

@@ -1,0 +1,94 @@
+"""The runner in this process: what an idle handler's session holds, and batches retried after a transient failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from eventstore import ANY, ConcurrencyRetryError, EventStore, RecordedEvent
+from handlers import HandlerBatch, HandlerRunner
+from tests.support.events import test_catalogue, ticks
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    async with EventStore.open(database_url, catalogue=test_catalogue, poll_interval=0.2) as opened:
+        yield opened
+
+
+class Recording:
+    """Notes every event it is handed; fails its first `failures` batches with a retryable error."""
+
+    name = "recording"
+    event_types: frozenset[str] | None = None
+
+    def __init__(self, failures: int = 0) -> None:
+        self.seen: list[RecordedEvent] = []
+        self.failures = failures
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        # A write inside the batch's transaction: rolled back with it when the batch fails.
+        await batch.connection.execute("SELECT pg_advisory_xact_lock(42)")
+        if self.failures:
+            self.failures -= 1
+            raise ConcurrencyRetryError("a serialization failure, as the server would report it")
+        self.seen.extend(batch.events)
+
+
+async def wait_for_count(handler: Recording, count: int) -> None:
+    async with asyncio.timeout(20):
+        while len(handler.seen) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_an_idle_handler_holds_no_lock_snapshot_or_transaction_id(store: EventStore) -> None:
+    """Between batches the handler's session waits in a transaction that has run nothing: it must not hold back
+    vacuum or the visibility barrier (no xmin, no xid) nor block DDL (no table lock)."""
+    handler = Recording()
+    runner = HandlerRunner(store, [handler])
+    task = asyncio.create_task(runner.run())
+    try:
+        await store.append("test-1", ticks(3), ANY)
+        await wait_for_count(handler, 3)
+        await asyncio.sleep(0.2)  # the claim after the batch finds nothing and ends its transaction
+        other = await asyncpg.connect(store.url)
+        try:
+            session = await other.fetchrow(
+                "SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE application_name = $1",
+                "agentlog handler recording",
+            )
+            assert session is not None
+            assert (session["backend_xid"], session["backend_xmin"]) == (None, None)
+            async with other.transaction():
+                await other.execute("SET LOCAL lock_timeout = '2s'")
+                await other.execute(
+                    "LOCK TABLE agentlog.events, agentlog.checkpoints IN ACCESS EXCLUSIVE MODE"
+                )  # raises LockNotAvailableError if the idle handler still held a lock
+        finally:
+            await other.close()
+        await store.append("test-1", ticks(2, start=3), ANY)
+        await wait_for_count(handler, 5)
+    finally:
+        runner.stop.set()
+        await task
+    assert [event.stream_version for event in handler.seen] == [1, 2, 3, 4, 5]
+
+
+async def test_a_batch_failing_with_a_retryable_error_is_rolled_back_and_applied_once(store: EventStore) -> None:
+    handler = Recording(failures=2)
+    runner = HandlerRunner(store, [handler])
+    task = asyncio.create_task(runner.run())
+    try:
+        await store.append("test-1", ticks(4), ANY)
+        await wait_for_count(handler, 4)
+        await store.append("test-1", ticks(1, start=4), ANY)
+        await wait_for_count(handler, 5)
+    finally:
+        runner.stop.set()
+        await task
+    assert handler.failures == 0
+    assert [event.stream_version for event in handler.seen] == [1, 2, 3, 4, 5]
+    assert runner.instances[0].batches_applied == 2
