@@ -1,5 +1,5 @@
 """agentlog's own event types, one module per stream category. Importing this package registers them all."""
 
-from eventstore.event_types import documents
+from eventstore.event_types import agents, documents, timers
 
-__all__ = ["documents"]
+__all__ = ["agents", "documents", "timers"]

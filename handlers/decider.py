@@ -1,0 +1,268 @@
+"""Deciders: control decisions as pure functions of the log, and the handler that records them.
+
+A decider folds the events it listens to into a state (`evolve`) and, after each one, says what should happen
+next (`decide`), one decision at a time until it has nothing more to say; each decision is folded into the state
+at once, so the next one sees it. There is no clock, no randomness and no I/O in a decider: time arrives as
+`TimerFired` events, and ids of new things are derived from the id of the event that caused them. The same log
+therefore always yields the same decisions, which is what `verify_decider` checks.
+
+`DecisionHandler` hosts a decider in the handler runner. Decisions are appended in the batch's transaction with
+ids derived from (decider, causing event, index), so a batch retried after a crash appends nothing twice, and with
+the decider's name and the causing event's id in their metadata. When the handler later reads its own decisions
+back from the log it skips them: they are already in its state. The state is saved with every batch (compare-and-
+set on a sequence number, in the same transaction as the checkpoint), so a restarted handler resumes from it
+instead of refolding the whole log; a missing or outdated snapshot is rebuilt by folding the log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+import structlog
+from pydantic import BaseModel
+
+from eventstore import (
+    ANY,
+    START,
+    ConcurrencyRetryError,
+    Event,
+    EventStore,
+    LogPosition,
+    NewEvent,
+    RecordedEvent,
+    derived_event_id,
+)
+from eventstore.postgres.connections import Connection
+from handlers.handler import HandlerBatch
+
+log = structlog.get_logger("handlers.decider")
+
+S = TypeVar("S", bound=BaseModel)
+
+MAX_DECISIONS_PER_EVENT = 10_000
+"""A decider that keeps deciding after this many decisions for one event has a bug (a decision that does not
+change the state it was decided from); failing loudly beats appending forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An event as a decider sees it. `position` is its global position (a logical clock for recency); None for
+    the decider's own decisions, folded before they reach the log."""
+
+    event: Event
+    event_id: uuid.UUID
+    stream_id: str
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    stream_id: str
+    event: Event
+
+
+class Decider(Protocol[S]):
+    name: str
+    input_types: frozenset[str]
+    state_model: type[S]
+    state_version: int
+    """Bump when the state's shape or meaning changes: saved states of another version are refolded."""
+
+    def initial_state(self) -> S: ...
+
+    def evolve(self, state: S, fact: Fact) -> S:
+        """Fold one event (an input, or one of the decider's own decisions) into the state; may update in place."""
+        ...
+
+    def decide(self, state: S, fact: Fact) -> Decision | None:
+        """The next decision after `fact`, given a state that already includes it and every earlier decision."""
+        ...
+
+
+def decision_id(decider: str, cause: uuid.UUID, index: int) -> uuid.UUID:
+    return derived_event_id(decider, cause, index)
+
+
+def step(decider: Decider[S], state: S, fact: Fact) -> tuple[S, list[Decision]]:
+    """Fold one input event and every decision it leads to; return the new state and the decisions, in order."""
+    state = decider.evolve(state, fact)
+    decisions: list[Decision] = []
+    while (decision := decider.decide(state, fact)) is not None:
+        if len(decisions) >= MAX_DECISIONS_PER_EVENT:
+            raise RuntimeError(f"decider {decider.name} made {len(decisions)} decisions for {fact.event_id}")
+        own = Fact(decision.event, decision_id(decider.name, fact.event_id, len(decisions)), decision.stream_id, None)
+        state = decider.evolve(state, own)
+        decisions.append(decision)
+    return state, decisions
+
+
+def is_own_decision(decider_name: str, event: RecordedEvent) -> bool:
+    return bool(event.metadata) and event.metadata.get("decider") == decider_name
+
+
+def fact_of(store: EventStore, event: RecordedEvent) -> Fact:
+    return Fact(store.decode(event), event.event_id, event.stream_id, event.global_position)
+
+
+class DecisionHandler(Generic[S]):
+    """Hosts a decider in the handler runner: folds each batch, appends the decisions, saves the state."""
+
+    def __init__(self, decider: Decider[S]) -> None:
+        self.decider = decider
+        self.name = decider.name
+        self.event_types: frozenset[str] | None = decider.input_types
+        self._state: S | None = None
+        self._sequence = 0
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        state, self._state = self._state, None  # whatever goes wrong below, the next batch reloads
+        if state is None:
+            state, self._sequence = await _load_state(batch, self.decider)
+        appends: list[tuple[str, NewEvent]] = []
+        for event in batch.events:
+            if is_own_decision(self.name, event):
+                continue
+            fact = fact_of(batch.store, event)
+            state, decisions = step(self.decider, state, fact)
+            metadata = {"decider": self.name, "causation_id": str(event.event_id)}
+            for index, decision in enumerate(decisions):
+                new = NewEvent(decision.event, decision_id(self.name, event.event_id, index), metadata)
+                appends.append((decision.stream_id, new))
+                log.info(
+                    "decider.decided",
+                    decider=self.name,
+                    decision=decision.event.event_type,
+                    stream=decision.stream_id,
+                    **_loggable(decision.event),
+                )
+        for stream_id, new in appends:
+            await batch.append(stream_id, [new], ANY)
+        if not await _save_state(batch.connection, self.decider, state, self._sequence):
+            raise ConcurrencyRetryError(f"the saved state of decider {self.name} moved; reloading it")
+        self._sequence += 1
+        self._state = state
+
+
+def _loggable(event: Event) -> dict[str, Any]:
+    data = event.to_data()
+    return {key: value for key, value in data.items() if key in {"document_id", "agent_id", "manager_id", "reason"}}
+
+
+# -- the saved state --------------------------------------------------------------------------------------------
+
+LOAD_STATE = """
+SELECT sequence, state_version, state FROM agentlog.decider_states WHERE name = $1
+"""
+
+SAVE_STATE = """
+INSERT INTO agentlog.decider_states AS d (name, sequence, state_version, state, updated_at)
+VALUES ($1, 1, $3, $4::jsonb, now())
+ON CONFLICT (name) DO UPDATE
+   SET sequence = d.sequence + 1, state_version = excluded.state_version, state = excluded.state, updated_at = now()
+ WHERE d.sequence = $2
+RETURNING sequence
+"""
+
+
+async def _load_state(batch: HandlerBatch, decider: Decider[S]) -> tuple[S, int]:
+    row = await batch.connection.fetchrow(LOAD_STATE, decider.name)
+    if row is not None and row["state_version"] == decider.state_version:
+        return decider.state_model.model_validate(row["state"]), row["sequence"]
+    # No snapshot (first run) or one of another shape: fold everything before this batch again.
+    sequence = 0 if row is None else row["sequence"]
+    until = batch.events[0].position if batch.events else None
+    state = await fold_log(batch.store, decider, until=until)
+    log.info("decider.state_rebuilt", decider=decider.name, until=str(until))
+    return state, sequence
+
+
+async def _save_state(connection: Connection, decider: Decider[S], state: S, sequence: int) -> bool:
+    saved = await connection.fetchval(
+        SAVE_STATE, decider.name, sequence, decider.state_version, state.model_dump_json().encode()
+    )
+    return saved is not None
+
+
+# -- folding and verifying ---------------------------------------------------------------------------------------
+
+
+async def _read_log(store: EventStore, until: LogPosition | None) -> list[RecordedEvent]:
+    """Every event before `until` (all when None), in canonical order."""
+    found: list[RecordedEvent] = []
+    after = START
+    while True:
+        page = await store.read_all(after=after, limit=5_000)
+        if not page:
+            return found
+        for event in page:
+            if until is not None and event.position >= until:
+                return found
+            found.append(event)
+        after = page[-1].position
+
+
+async def fold_log(store: EventStore, decider: Decider[S], *, until: LogPosition | None = None) -> S:
+    """The decider's state after every input event before `until` (all of them when None)."""
+    state = decider.initial_state()
+    for event in await _read_log(store, until):
+        if event.event_type in decider.input_types and not is_own_decision(decider.name, event):
+            state, _ = step(decider, state, fact_of(store, event))
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionDifference:
+    """One input event after which the decider would now decide differently from what the log records."""
+
+    cause_id: uuid.UUID
+    cause_position: int
+    cause_type: str
+    recorded: tuple[tuple[str, str, str], ...]
+    refolded: tuple[tuple[str, str, str], ...]
+
+    def describe(self) -> str:
+        def show(items: Sequence[tuple[str, str, str]]) -> str:
+            return "; ".join(f"{stream} {kind} {data}" for stream, kind, data in items) or "(nothing)"
+
+        return (
+            f"after {self.cause_type} {self.cause_id} at position {self.cause_position}: "
+            f"recorded {show(self.recorded)} / refolded {show(self.refolded)}"
+        )
+
+
+async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPosition) -> list[DecisionDifference]:
+    """Refold the decider over the log up to its checkpoint and compare every decision with the recorded one."""
+    events = await _read_log(store, None)
+    recorded: dict[uuid.UUID, list[tuple[str, str, str]]] = {}
+    for event in events:
+        if is_own_decision(decider.name, event):
+            cause = uuid.UUID(str(event.metadata["causation_id"]))
+            recorded.setdefault(cause, []).append((event.stream_id, event.event_type, _canonical(event.data)))
+    differences: list[DecisionDifference] = []
+    state = decider.initial_state()
+    for event in events:
+        if event.position > until:
+            break
+        if event.event_type not in decider.input_types or is_own_decision(decider.name, event):
+            continue
+        state, decisions = step(decider, state, fact_of(store, event))
+        refolded = [(d.stream_id, d.event.event_type, _canonical(d.event.to_data())) for d in decisions]
+        if refolded != recorded.get(event.event_id, []):
+            differences.append(
+                DecisionDifference(
+                    event.event_id,
+                    event.global_position,
+                    event.event_type,
+                    tuple(recorded.get(event.event_id, [])),
+                    tuple(refolded),
+                )
+            )
+    return differences
+
+
+def _canonical(data: Any) -> str:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()

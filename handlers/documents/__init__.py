@@ -1,0 +1,1 @@
+"""Reactions to documents: their activity (active, grace period, idle) decided from people joining and leaving."""

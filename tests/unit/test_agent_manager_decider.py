@@ -1,0 +1,297 @@
+"""The agent manager decider, against a simulated world of documents, managers and worker processes.
+
+Hypothesis drives random sequences of what the world does (documents become active and idle, people come and go,
+managers start and stop, workers start, crash or exit when asked, timers fire) and checks, after every event:
+no manager ever runs more agents than it allows; every active document has an agent unless it lost to more
+recently active documents (or waits for a restart, or failed); and the same events always give the same
+decisions, also when the state is saved and loaded in between (the handler's snapshot).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventstore import Event
+from eventstore.event_types.agents import (
+    AgentDetachRequested,
+    AgentFailed,
+    AgentProcessExited,
+    AgentProcessStarted,
+    AgentSpawnRequested,
+    ManagerStarted,
+    ManagerStopped,
+)
+from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined
+from eventstore.event_types.timers import TimerFired, TimerScheduled
+from handlers.agents.manager import AGENT_RESTART, AgentManager, ManagerState
+from handlers.decider import Decision, Fact, step
+
+DOCUMENTS = [f"doc{i}" for i in range(6)]
+MANAGERS = ["m1", "m2"]
+
+
+@dataclass
+class World:
+    """What really happened, kept apart from the decider's state so the checks do not trust it."""
+
+    decider: AgentManager = field(default_factory=lambda: AgentManager(max_restarts=2))
+    state: ManagerState = field(default_factory=ManagerState)
+    facts: list[Fact] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    position: int = 0
+    active: set[str] = field(default_factory=set)
+    last_activity: dict[str, int] = field(default_factory=dict)
+    managers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Live managers: id → (incarnation, max agents)."""
+    incarnations: int = 0
+    running: dict[str, AgentSpawnRequested] = field(default_factory=dict)
+    """Agents holding a slot: spawned, not yet exited, their manager incarnation still alive."""
+    incarnation_of: dict[str, str] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    detaching: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    pending_restart: dict[str, str] = field(default_factory=dict)
+    """timer id → document."""
+
+    def feed(self, stream_id: str, event: Event) -> None:
+        self.position += 1
+        fact = Fact(event, uuid.UUID(int=self.position), stream_id, self.position)
+        self.facts.append(fact)
+        self.state, decisions = step(self.decider, self.state, fact)
+        self.decisions.extend(decisions)
+        for decision in decisions:
+            self.observe(decision.event)
+
+    def observe(self, event: Event) -> None:
+        match event:
+            case AgentSpawnRequested():
+                assert event.manager_id in self.managers, "spawned on a manager that is not running"
+                self.running[event.agent_id] = event
+                self.incarnation_of[event.agent_id] = self.managers[event.manager_id][0]
+                self.failed.discard(event.document_id)
+            case AgentDetachRequested():
+                assert event.agent_id in self.running
+                if event.cause == "evicted":
+                    serving = {spawn.document_id for a, spawn in self.running.items() if a not in self.detaching}
+                    victim = self.last_activity[event.document_id]
+                    assert any(
+                        self.last_activity[document] > victim for document in self.active - serving
+                    ), f"{event.document_id} was evicted though no more recently active document was waiting"
+                self.detaching.add(event.agent_id)
+            case AgentFailed():
+                self.failed.add(event.document_id)
+            case TimerScheduled():
+                assert event.purpose == AGENT_RESTART
+                self.pending_restart[event.timer_id] = event.subject
+
+    # -- what the world can do ---------------------------------------------------------------------------------
+
+    def activate(self, document: str) -> None:
+        if document in self.active:
+            return
+        self.active.add(document)
+        self.failed.discard(document)
+        self.last_activity[document] = self.position + 1  # before feeding: decisions are checked as they come
+        self.feed(f"document-{document}", DocumentActivated(document_id=document, people_present=1))
+
+    def touch(self, document: str) -> None:
+        if document in self.active:
+            self.last_activity[document] = self.position + 1
+        self.feed(
+            f"document-{document}",
+            PersonJoined(user_id="u", people_present=2, connection_id=f"c{self.position}", server_id="m1"),
+        )
+
+    def idle(self, document: str) -> None:
+        if document not in self.active:
+            return
+        self.active.discard(document)
+        self.feed(f"document-{document}", DocumentIdled(document_id=document, reason="test"))
+
+    def start_manager(self, manager: str, max_agents: int) -> None:
+        self.incarnations += 1
+        incarnation = f"i{self.incarnations}"
+        self._drop_agents_of(manager)
+        self.managers[manager] = (incarnation, max_agents)
+        self.feed(
+            f"manager-{manager}",
+            ManagerStarted(manager_id=manager, incarnation=incarnation, host="h", pid=1, max_agents=max_agents),
+        )
+
+    def stop_manager(self, manager: str) -> None:
+        if manager not in self.managers:
+            return
+        incarnation, _ = self.managers.pop(manager)
+        self._drop_agents_of(manager)
+        self.feed(
+            f"manager-{manager}",
+            ManagerStopped(manager_id=manager, incarnation=incarnation, how="lost", reason="test"),
+        )
+
+    def _drop_agents_of(self, manager: str) -> None:
+        for agent_id in [a for a, spawn in self.running.items() if spawn.manager_id == manager]:
+            del self.running[agent_id]
+            self.detaching.discard(agent_id)
+
+    def process_started(self, pick: int) -> None:
+        waiting = sorted(a for a in self.running if a not in self.started)
+        if waiting:
+            agent_id = waiting[pick % len(waiting)]
+            self.started.add(agent_id)
+            spawn = self.running[agent_id]
+            self.feed(
+                f"agent-{agent_id}",
+                AgentProcessStarted(agent_id=agent_id, document_id=spawn.document_id, manager_id=spawn.manager_id, pid=1),
+            )
+
+    def process_exited(self, pick: int, crash: bool) -> None:
+        agents = sorted(self.running)
+        if not agents:
+            return
+        agent_id = agents[pick % len(agents)]
+        spawn = self.running.pop(agent_id)
+        expected = agent_id in self.detaching and not crash
+        self.detaching.discard(agent_id)
+        self.feed(
+            f"agent-{agent_id}",
+            AgentProcessExited(
+                agent_id=agent_id,
+                document_id=spawn.document_id,
+                manager_id=spawn.manager_id,
+                pid=1,
+                exit_code=0 if expected else 1,
+                expected=expected,
+                reason="test",
+            ),
+        )
+
+    def fire_timer(self, pick: int) -> None:
+        if not self.pending_restart:
+            return
+        timer_id = sorted(self.pending_restart)[pick % len(self.pending_restart)]
+        document = self.pending_restart.pop(timer_id)
+        self.feed(
+            f"agent-{document}",
+            TimerFired(timer_id=timer_id, purpose=AGENT_RESTART, subject=document, due_at=datetime(2026, 1, 1, tzinfo=UTC)),
+        )
+
+    # -- the checks --------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        per_manager: dict[str, int] = {}
+        for spawn in self.running.values():
+            per_manager[spawn.manager_id] = per_manager.get(spawn.manager_id, 0) + 1
+        for manager, count in per_manager.items():
+            assert manager in self.managers, f"agents still counted on stopped manager {manager}"
+            assert count <= self.managers[manager][1], f"{manager} runs {count} agents, limit {self.managers[manager][1]}"
+        serving = {spawn.document_id for a, spawn in self.running.items() if a not in self.detaching}
+        waiting_for_restart = set(self.pending_restart.values())
+        capacity = sum(max_agents for _, max_agents in self.managers.values())
+        for document in self.active - serving - self.failed - waiting_for_restart:
+            if self.detaching or capacity == 0:
+                continue  # a slot is on its way back, or there is nowhere to run anything
+            holders = [
+                self.last_activity.get(spawn.document_id, 0)
+                for a, spawn in self.running.items()
+                if a not in self.detaching
+            ]
+            assert len(self.running) >= capacity, f"{document} is active without an agent while a slot is free"
+            assert all(holder >= self.last_activity[document] for holder in holders), (
+                f"{document} lost its slot to a less recently active document"
+            )
+
+
+ACTIONS = st.one_of(
+    st.tuples(st.just("activate"), st.sampled_from(DOCUMENTS)),
+    st.tuples(st.just("touch"), st.sampled_from(DOCUMENTS)),
+    st.tuples(st.just("idle"), st.sampled_from(DOCUMENTS)),
+    st.tuples(st.just("start_manager"), st.sampled_from(MANAGERS), st.integers(0, 3)),
+    st.tuples(st.just("stop_manager"), st.sampled_from(MANAGERS)),
+    st.tuples(st.just("process_started"), st.integers(0, 10)),
+    st.tuples(st.just("process_exited"), st.integers(0, 10), st.booleans()),
+    st.tuples(st.just("fire_timer"), st.integers(0, 10)),
+)
+
+
+def run(actions: list[tuple[object, ...]]) -> World:
+    world = World()
+    for name, *arguments in actions:
+        getattr(world, str(name))(*arguments)
+        world.check()
+    return world
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ACTIONS, max_size=80))
+def test_limits_hold_and_only_more_recent_documents_win_slots(actions: list[tuple[object, ...]]) -> None:
+    run(actions)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(ACTIONS, max_size=60), st.integers(0, 60))
+def test_the_same_events_give_the_same_decisions_also_across_a_saved_state(
+    actions: list[tuple[object, ...]], cut: int
+) -> None:
+    world = run(actions)
+    decider = AgentManager(max_restarts=2)
+    state = decider.initial_state()
+    replayed: list[Decision] = []
+    for index, fact in enumerate(world.facts):
+        if index == cut:  # what the handler does between batches: save the state as JSON, load it back
+            state = ManagerState.model_validate_json(state.model_dump_json())
+        state, decisions = step(decider, state, fact)
+        replayed.extend(decisions)
+    assert replayed == world.decisions
+
+
+def test_eviction_picks_the_least_recently_active_document_and_says_why() -> None:
+    world = World()
+    world.start_manager("m1", 2)
+    world.activate("a")
+    world.activate("b")
+    world.touch("a")  # a is now more recently active than b
+    world.activate("c")
+    evictions = [d.event for d in world.decisions if isinstance(d.event, AgentDetachRequested)]
+    assert [(e.document_id, e.cause) for e in evictions] == [("b", "evicted")]
+    assert "document c was active more recently than b" in evictions[0].reason
+    spawned_before = [d.event.document_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)]
+    assert spawned_before == ["a", "b"]  # c waits for b's agent to exit
+    b_agent = next(a for a, spawn in world.running.items() if spawn.document_id == "b")
+    world.process_exited(sorted(world.running).index(b_agent), crash=False)
+    spawned = [d.event.document_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)]
+    assert spawned == ["a", "b", "c"]
+
+
+def test_a_crashing_worker_is_restarted_with_backoff_then_marked_failed() -> None:
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("a")
+    delays = []
+    for _ in range(3):
+        world.process_exited(0, crash=True)
+        timers = [d.event for d in world.decisions if isinstance(d.event, TimerScheduled)]
+        if len(timers) > len(delays):
+            delays.append(timers[-1].delay_s)
+            world.fire_timer(0)
+    assert delays == [1.0, 2.0]
+    failures = [d.event for d in world.decisions if isinstance(d.event, AgentFailed)]
+    assert len(failures) == 1 and failures[0].attempts == 3
+    assert "a" in world.failed and not world.running
+
+
+def test_a_lost_manager_s_documents_move_to_the_other_manager() -> None:
+    world = World()
+    world.start_manager("m1", 2)
+    world.start_manager("m2", 2)
+    for document in ["a", "b", "c"]:
+        world.activate(document)
+    placed = {d.event.document_id: d.event.manager_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)}
+    assert sorted(placed.values()) == ["m1", "m1", "m2"]  # spread by free slots
+    world.stop_manager("m1")
+    moved = [d.event for d in world.decisions if isinstance(d.event, AgentSpawnRequested)][3:]
+    assert {e.manager_id for e in moved} == {"m2"} and len(moved) == 1  # m2 has one free slot left

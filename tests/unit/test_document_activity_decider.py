@@ -1,0 +1,128 @@
+"""The document activity decider: active on the first person in, idle after a grace nobody came back in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventstore import Event
+from eventstore.event_types.agents import ManagerStarted, ManagerStopped
+from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined, PersonLeft
+from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
+from handlers.decider import Decision, Fact, step
+from handlers.documents.activity import IDLE_GRACE, ActivityState, DocumentActivity
+
+
+class Log:
+    def __init__(self) -> None:
+        self.decider = DocumentActivity(idle_grace_s=30)
+        self.state = self.decider.initial_state()
+        self.facts: list[Fact] = []
+        self.decisions: list[Decision] = []
+
+    def feed(self, stream_id: str, event: Event) -> list[Event]:
+        fact = Fact(event, uuid.UUID(int=len(self.facts) + 1), stream_id, len(self.facts) + 1)
+        self.facts.append(fact)
+        self.state, decisions = step(self.decider, self.state, fact)
+        self.decisions.extend(decisions)
+        return [decision.event for decision in decisions]
+
+    def join(self, connection: str, server: str = "s1", document: str = "d") -> list[Event]:
+        return self.feed(
+            f"document-{document}",
+            PersonJoined(user_id="ada", people_present=1, connection_id=connection, server_id=server),
+        )
+
+    def leave(self, connection: str, server: str = "s1", document: str = "d") -> list[Event]:
+        return self.feed(
+            f"document-{document}",
+            PersonLeft(user_id="ada", people_present=0, connection_id=connection, server_id=server),
+        )
+
+    def fire(self, timer: TimerScheduled, document: str = "d") -> list[Event]:
+        return self.feed(
+            f"document-{document}",
+            TimerFired(
+                timer_id=timer.timer_id, purpose=IDLE_GRACE, subject=document, due_at=datetime(2026, 1, 1, tzinfo=UTC)
+            ),
+        )
+
+
+def test_first_in_activates_last_out_schedules_grace_and_a_return_cancels_it() -> None:
+    log = Log()
+    assert [type(e) for e in log.join("c1")] == [DocumentActivated]
+    assert log.join("c2") == []
+    assert log.leave("c1") == []
+    (first_timer,) = log.leave("c2")
+    assert isinstance(first_timer, TimerScheduled) and first_timer.delay_s == 30
+    (cancelled,) = log.join("c3")
+    assert cancelled == TimerCancelled(timer_id=first_timer.timer_id)
+    assert log.fire(first_timer) == []  # fired after it was cancelled: ignored
+    (second_timer,) = log.leave("c3")
+    assert isinstance(second_timer, TimerScheduled) and second_timer.timer_id != first_timer.timer_id
+    (idled,) = log.fire(second_timer)
+    assert isinstance(idled, DocumentIdled) and "30 s" in idled.reason
+    assert log.state.documents == {}  # nothing left to remember about a quiet document
+    assert [type(e) for e in log.join("c4")] == [DocumentActivated]
+
+
+def test_a_server_that_restarts_or_is_lost_takes_its_people_with_it() -> None:
+    log = Log()
+    log.feed("manager-s1", ManagerStarted(manager_id="s1", incarnation="i1", host="h", pid=1, max_agents=1))
+    log.feed("manager-s2", ManagerStarted(manager_id="s2", incarnation="i3", host="h", pid=3, max_agents=1))
+    log.join("c1", server="s1", document="a")
+    log.join("c2", server="s2", document="b")
+    restarted = log.feed(
+        "manager-s1", ManagerStarted(manager_id="s1", incarnation="i2", host="h", pid=2, max_agents=1)
+    )
+    assert [(type(e), e.subject) for e in restarted if isinstance(e, TimerScheduled)] == [(TimerScheduled, "a")]
+    lost = log.feed("manager-s2", ManagerStopped(manager_id="s2", incarnation="i3", how="lost", reason="gone"))
+    assert [e.subject for e in lost if isinstance(e, TimerScheduled)] == ["b"]
+
+
+ACTIONS = st.lists(
+    st.tuples(st.sampled_from(["join", "leave", "fire"]), st.integers(0, 3), st.sampled_from(["a", "b"])),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ACTIONS)
+def test_active_exactly_while_someone_is_in_or_within_grace_and_deterministic(actions: list[tuple[str, int, str]]) -> None:
+    log = Log()
+    present: dict[str, set[str]] = {"a": set(), "b": set()}
+    timers: dict[str, list[TimerScheduled]] = {"a": [], "b": []}
+    active = {"a": False, "b": False}
+    for action, number, document in actions:
+        connection = f"{document}{number}"
+        if action == "join" and connection not in present[document]:
+            present[document].add(connection)
+            out = log.join(connection, document=document)
+        elif action == "leave" and connection in present[document]:
+            present[document].discard(connection)
+            out = log.leave(connection, document=document)
+        elif action == "fire" and timers[document]:
+            out = log.fire(timers[document][number % len(timers[document])], document=document)
+        else:
+            continue
+        for event in out:
+            if isinstance(event, TimerScheduled):
+                timers[document].append(event)
+            if isinstance(event, DocumentActivated):
+                assert not active[document]
+                active[document] = True
+            if isinstance(event, DocumentIdled):
+                assert active[document] and not present[document]
+                active[document] = False
+        if present[document]:
+            assert active[document], "someone is in an inactive document"
+    replay = DocumentActivity(idle_grace_s=30)
+    state = ActivityState()
+    again: list[Decision] = []
+    for fact in log.facts:
+        state, decisions = step(replay, ActivityState.model_validate_json(state.model_dump_json()), fact)
+        again.extend(decisions)
+    assert again == log.decisions
