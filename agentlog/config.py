@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_manager_id() -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", socket.gethostname().lower()).strip("-._")
+    return (name or "manager")[:64]
 
 
 class Settings(BaseSettings):
@@ -21,3 +28,26 @@ class Settings(BaseSettings):
     handler_batch_size: int = Field(default=500, ge=1, le=100_000)
     handler_lock_retry_s: float = Field(default=1.0, gt=0, description="standby's retry of the handler lock")
     lag_log_interval_s: float = Field(default=10.0, gt=0)
+
+    # The document server and the agents (`agentlog up`).
+    host: str = Field(default="127.0.0.1", description="address the document server listens on")
+    port: int = Field(default=8787, ge=0, le=65535, description="document server port (0 = any free port)")
+    manager_id: str = Field(
+        default_factory=_default_manager_id, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="this manager's id; unique among the managers sharing a database",
+    )
+    max_agents: int = Field(default=10, ge=0, le=10_000, description="agents this manager runs at once")
+    idle_grace_s: float = Field(default=30.0, ge=0, description="wait after the last person left before idle")
+    ping_s: float = Field(default=30.0, gt=0, description="worker health check interval")
+    metrics_s: float = Field(default=30.0, gt=0, description="worker metrics interval")
+    stats_log_s: float = Field(default=60.0, gt=0, description="system stats log interval")
+    max_restarts: int = Field(default=5, ge=0, description="restarts in a row before an agent is marked failed")
+    restart_backoff_s: float = Field(default=1.0, gt=0, description="first restart delay (doubles, at most 30 s)")
+    document_layout: Literal["tiptap", "text"] = Field(
+        default="tiptap", description="tiptap: XmlFragment 'default' of paragraphs; text: a Y.Text named 'text'"
+    )
+    llm_provider: Literal["gazetteer", "openai"] = "gazetteer"
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
+    llm_model: str | None = None
+    token_ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="lifetime of `agentlog token` tokens")
+

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Sequence
 
 import structlog
 
+from agentlog.agent_system import AgentSystem
 from agentlog.config import Settings
 from eventstore import EventStore
 from eventstore.errors import AgentlogError
@@ -27,35 +29,48 @@ async def run_system(
     projections: Sequence[Projection],
     *,
     stop: asyncio.Event | None = None,
+    agents: bool = False,
 ) -> None:
     """Host `handlers` and `projections` until `stop` is set (by default: SIGINT/SIGTERM); rebuild projections
-    whose version changed meanwhile."""
+    whose version changed meanwhile. With `agents`, also the document server, this manager's supervisor, the
+    deciders and the timer service (`agentlog up`); they stop first, so every agent is detached and recorded."""
     async with EventStore.open(
         url, poll_interval=settings.poll_interval_s, notify_interval=settings.notify_interval_s
     ) as store:
         stale = await projections_to_rebuild(store.pool, projections)
+        system = AgentSystem(settings) if agents else None
+        hosted = [*handlers, *(await system.start(store) if system is not None else [])]
         runner = HandlerRunner(
             store,
-            [*handlers, *(ProjectionHandler(projection) for projection in projections)],
+            [*hosted, *(ProjectionHandler(projection) for projection in projections)],
             batch_size=settings.handler_batch_size,
             lock_retry_interval=settings.handler_lock_retry_s,
             lag_log_interval=settings.lag_log_interval_s,
         )
         loop = asyncio.get_running_loop()
         if stop is None:
-            runner.stop_on_signals()
-            stopper = None
-        else:
-            stopper = loop.create_task(_set_when(stop, runner.stop))
+            stop = asyncio.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, _stopping, stop, signum)
+        running = loop.create_task(runner.run())
         rebuilding = loop.create_task(_rebuild_all(store, stale))
+        stopping = loop.create_task(stop.wait())
         try:
-            await runner.run()
+            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (rebuilding, stopper):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            if system is not None:
+                await system.shutdown()
+            runner.stop.set()
+            for task in (rebuilding, stopping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await running
+
+
+def _stopping(stop: asyncio.Event, signum: int) -> None:
+    log.info("agentlog.stopping", signal=signal.Signals(signum).name)
+    stop.set()
 
 
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:

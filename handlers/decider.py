@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -66,10 +66,10 @@ class Decision:
 
 
 class Decider(Protocol[S]):
-    name: str
-    input_types: frozenset[str]
-    state_model: type[S]
-    state_version: int
+    name: ClassVar[str]
+    input_types: ClassVar[frozenset[str]]
+    state_model: ClassVar[type[S]]
+    state_version: ClassVar[int]
     """Bump when the state's shape or meaning changes: saved states of another version are refolded."""
 
     def initial_state(self) -> S: ...

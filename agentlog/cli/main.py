@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 import typer
 
-from agentlog.cli import db_commands, handler_commands, log_commands, read_commands
+from agentlog.cli import db_commands, handler_commands, log_commands, read_commands, token_commands
 from agentlog.cli.common import handles_errors, load_settings, out, run_async
 from agentlog.database import migrate, open_database
 from agentlog.system import run_system
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(db_commands.app, name="db")
 app.add_typer(handler_commands.app, name="handler")
+app.add_typer(token_commands.app, name="token")
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)
@@ -57,7 +58,7 @@ def up_command() -> None:
             projections=[projection.name for projection in projections],
             hint="psql \"$(agentlog db url)\" to query; Ctrl-C to stop",
         )
-        run_async(run_system(settings, database.url, handlers, projections))
+        run_async(run_system(settings, database.url, handlers, projections, agents=True))
     finally:
         if database.embedded is not None and database.started_here:
             database.embedded.stop()

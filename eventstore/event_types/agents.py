@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from eventstore.event_types.documents import DocumentId
 from eventstore.events import Event, catalogue
 
-ManagerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ManagerId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -45,6 +45,8 @@ class ManagerStarted(Event):
     host: str
     pid: int
     max_agents: Annotated[int, Field(ge=0, le=10_000)]
+    document_url: str
+    """Where its document server serves `/{document_id}` (agents of documents whose people are here join there)."""
 
 
 @catalogue.register
@@ -70,6 +72,10 @@ class AgentSpawnRequested(Event):
     agent_id: AgentId
     document_id: DocumentId
     manager_id: ManagerId
+    incarnation: str
+    """The manager's life this agent belongs to: a restarted manager ignores requests made to its previous life."""
+    document_url: str
+    """The document server the agent joins: the one holding the document's people."""
     attempt: Annotated[int, Field(ge=1)]
     reason: Reason
 

@@ -98,6 +98,8 @@ class DocumentActivated(Event):
 
     document_id: DocumentId
     people_present: Annotated[int, Field(ge=1)]
+    server_id: ServerId
+    """The document server of the most recent person in: the one an agent should join."""
 
 
 @catalogue.register

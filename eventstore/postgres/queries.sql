@@ -107,6 +107,15 @@ SELECT pg_notify('agentlog_events', '');
 -- $1 handler name
 SELECT pg_try_advisory_lock(1095524685, hashtext($1));
 
+-- handler_lock_held --
+-- Whether some session holds the lock `try_lock_handler` takes for this name (without trying to take it).
+-- $1 handler name
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+     WHERE locktype = 'advisory' AND granted AND objsubid = 2
+       AND classid = 1095524685::oid AND objid = hashtext($1)::oid
+);
+
 -- ensure_checkpoint --
 -- Create a handler's checkpoint at the start of the log if it has none.
 -- $1 handler name

@@ -137,6 +137,10 @@ async def try_lock_handler(executor: Executor, name: str) -> bool:
     return bool(await executor.fetchval(QUERIES["try_lock_handler"], name))
 
 
+async def handler_lock_held(executor: Executor, name: str) -> bool:
+    return bool(await executor.fetchval(QUERIES["handler_lock_held"], name))
+
+
 async def load_checkpoint(executor: Executor, name: str) -> LogPosition:
     """The handler's checkpoint, created at the start of the log the first time."""
     with translated_errors():

@@ -53,6 +53,8 @@ MAX_BACKOFF_S = 30.0
 class DocumentWants(BaseModel):
     active: bool = False
     last_activity: int = 0
+    server_id: str = ""
+    """The document server holding its people (most recent join)."""
     agent_id: str | None = None
     failures: int = 0
     """Abnormal exits in a row since the document became active."""
@@ -74,6 +76,7 @@ class AgentSlot(BaseModel):
 class ManagerSeat(BaseModel):
     incarnation: str
     max_agents: int
+    document_url: str
     alive: bool = True
 
 
@@ -123,9 +126,12 @@ class AgentManager:
                 document = state.documents.get(fact.stream_id.removeprefix("document-"))
                 if document is not None and fact.position is not None:
                     document.last_activity = fact.position
+                    if isinstance(event, PersonJoined):
+                        document.server_id = event.server_id
             case DocumentActivated():
                 document = state.documents.setdefault(event.document_id, DocumentWants())
                 document.active, document.failed, document.failures = True, False, 0
+                document.server_id = event.server_id
                 document.last_activity = max(document.last_activity, fact.position or 0)
             case DocumentIdled():
                 if (document := state.documents.get(event.document_id)) is not None:
@@ -143,7 +149,7 @@ class AgentManager:
                     if agent.manager_id == event.manager_id and agent.incarnation != event.incarnation:
                         self._exited(state, agent_id, abnormal=False)
                 state.managers[event.manager_id] = ManagerSeat(
-                    incarnation=event.incarnation, max_agents=event.max_agents
+                    incarnation=event.incarnation, max_agents=event.max_agents, document_url=event.document_url
                 )
             case ManagerStopped():
                 seat = state.managers.get(event.manager_id)
@@ -167,11 +173,10 @@ class AgentManager:
         match event:
             case AgentSpawnRequested():
                 state.spawns += 1
-                seat = state.managers[event.manager_id]
                 state.agents[event.agent_id] = AgentSlot(
                     document_id=event.document_id,
                     manager_id=event.manager_id,
-                    incarnation=seat.incarnation,
+                    incarnation=event.incarnation,
                     attempt=event.attempt,
                 )
                 document = state.documents[event.document_id]
@@ -290,6 +295,8 @@ class AgentManager:
                         agent_id=agent_id,
                         document_id=document_id,
                         manager_id=manager_id,
+                        incarnation=live[manager_id].incarnation,
+                        document_url=_document_url(live, document.server_id, manager_id),
                         attempt=attempt,
                         reason=_spawn_reason(fact, attempt),
                     ),
@@ -316,6 +323,12 @@ class AgentManager:
                     document_stream(document_id), AgentDeferred(document_id=document_id, reason=_why_not(live))
                 )
         return None
+
+
+def _document_url(live: dict[str, ManagerSeat], server_id: str, manager_id: str) -> str:
+    """The server holding the document's people if it is alive, else the agent's own manager's."""
+    seat = live.get(server_id) or live[manager_id]
+    return seat.document_url
 
 
 def _why_not(live: dict[str, ManagerSeat]) -> str:

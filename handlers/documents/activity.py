@@ -121,7 +121,10 @@ class DocumentActivity:
         stream = document_stream(document_id)
         present = len(document.connections)
         if present and not document.active:
-            return Decision(stream, DocumentActivated(document_id=document_id, people_present=present))
+            server_id = list(document.connections.values())[-1]
+            return Decision(
+                stream, DocumentActivated(document_id=document_id, people_present=present, server_id=server_id)
+            )
         if present and document.grace_timer is not None:
             return Decision(stream, TimerCancelled(timer_id=document.grace_timer))
         if not present and document.active and document.grace_timer is None:

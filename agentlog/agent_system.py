@@ -1,0 +1,116 @@
+"""Documents and agents in one `agentlog up` process: the document server, this manager's supervisor, the two
+deciders and the timer service, wired around the handler runner.
+
+Start order: the document server listens (its URL goes into `ManagerStarted`), the supervisor takes the manager's
+lock and records the start, then the runner hosts the deciders and the supervisor's handler. Stop order, on
+Ctrl-C/SIGTERM: the supervisor records the stop and detaches every agent, the document server closes, then the
+handlers finish their batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from agentlog.config import Settings
+from agentlog.documents.server import DocumentRooms, DocumentServer, Presence, serve_documents
+from agentlog.documents.tokens import issue, signing_key
+from eventstore import EventStore
+from eventstore.event_types.agents import AgentSpawnRequested
+from handlers import Handler
+from handlers.agents.manager import AgentManager
+from handlers.agents.supervisor import Supervisor, SupervisorSettings
+from handlers.decider import Decider, DecisionHandler
+from handlers.documents.activity import DocumentActivity
+from handlers.timers import TimerService
+
+log = structlog.get_logger("agentlog.agents")
+
+AGENT_TOKEN_TTL_S = 30 * 24 * 3600
+
+
+def deciders(settings: Settings) -> list[Decider[Any]]:
+    """The deciders as configured (`agentlog replay --verify` refolds these)."""
+    return [
+        DocumentActivity(idle_grace_s=settings.idle_grace_s),
+        AgentManager(max_restarts=settings.max_restarts, restart_backoff_s=settings.restart_backoff_s),
+    ]
+
+
+class AgentSystem:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.documents: DocumentServer | None = None
+        self.supervisor: Supervisor | None = None
+        self.document_url = ""
+        self._stop_documents = asyncio.Event()
+        self._stop_timers = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, store: EventStore) -> list[Handler]:
+        """Start serving documents and supervising workers; return the handlers the runner must host."""
+        settings = self.settings
+        key = await signing_key(store.pool)
+        rooms = DocumentRooms(store.pool, unload_after_s=settings.idle_grace_s + 10)
+        self.documents = DocumentServer(store, settings.manager_id, key, rooms, Presence(store, settings.manager_id))
+        listening = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        serving = loop.create_task(
+            serve_documents(self.documents, settings.host, settings.port, self._stop_documents, listening)
+        )
+        waiting = loop.create_task(listening.wait())
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            waiting.cancel()
+            await serving  # raises why it could not listen
+        self._tasks.append(serving)
+        self.document_url = self.documents.url
+        self.supervisor = Supervisor(
+            store,
+            SupervisorSettings(
+                manager_id=settings.manager_id,
+                max_agents=settings.max_agents,
+                document_url=self.document_url,
+                ping_s=settings.ping_s,
+                stats_log_s=settings.stats_log_s,
+            ),
+            command=self._worker_command,
+            token=lambda spawn: issue(key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S,
+                                      document_id=spawn.document_id),
+        )
+        await self.supervisor.start()
+        timers = TimerService(store, self._stop_timers)
+        self._tasks.append(loop.create_task(timers.run()))
+        return [*(DecisionHandler(decider) for decider in deciders(settings)), self.supervisor.handler]
+
+    def _worker_command(self, spawn: AgentSpawnRequested) -> Sequence[str]:
+        settings = self.settings
+        command = [
+            sys.executable, "-m", "agentlog.agents.worker",
+            "--document", spawn.document_id,
+            "--agent", spawn.agent_id,
+            "--url", spawn.document_url,
+            "--layout", settings.document_layout,
+            "--metrics-interval", str(settings.metrics_s),
+            "--llm-provider", settings.llm_provider,
+            "--cache-dir", str(settings.home.resolve() / "cache"),
+        ]  # fmt: skip
+        if settings.llm_base_url:
+            command += ["--llm-base-url", settings.llm_base_url]
+        if settings.llm_model:
+            command += ["--llm-model", settings.llm_model]
+        return command
+
+    async def shutdown(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.shutdown()
+        self._stop_documents.set()
+        self._stop_timers.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)

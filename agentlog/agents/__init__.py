@@ -1,0 +1,1 @@
+"""Agent workers: the processes that join documents and annotate them."""

@@ -1,0 +1,97 @@
+"""Access tokens for document sockets: signed, expiring, and saying whether the holder is a person or an agent.
+
+A token is `al1.<payload>.<signature>`: the payload is base64url JSON (`k` kind, `sub` name, `exp` expiry in Unix
+seconds, `doc` the one document an agent token is good for), the signature an HMAC-SHA256 over it with a key kept
+in the database (`agentlog.secrets`), so every agentlog process on that database accepts the same tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from eventstore.postgres.connections import StatementPool
+
+PREFIX = "al1"
+KEY_NAME = "token-signing-key"
+
+Kind = Literal["user", "agent"]
+
+ENSURE_KEY = """
+WITH made AS (
+    INSERT INTO agentlog.secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value
+)
+SELECT value FROM made UNION ALL SELECT value FROM agentlog.secrets WHERE name = $1 LIMIT 1
+"""
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, forged, expired or not good for this use; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    kind: Kind
+    name: str
+    expires_at: float
+    document_id: str | None = None
+
+
+async def signing_key(pool: StatementPool) -> bytes:
+    """The database's token key, made on first use (concurrent first uses agree on one)."""
+    value = await pool.fetchval(ENSURE_KEY, KEY_NAME, secrets.token_bytes(32))
+    return bytes(value)
+
+
+def issue(key: bytes, kind: Kind, name: str, *, ttl_s: float, document_id: str | None = None) -> str:
+    if not name or len(name) > 200:
+        raise ValueError("a token's name must have 1 to 200 characters")
+    if ttl_s <= 0:
+        raise ValueError("a token's lifetime must be positive")
+    claims: dict[str, object] = {"k": kind, "sub": name, "exp": int(time.time() + ttl_s)}
+    if document_id is not None:
+        claims["doc"] = document_id
+    payload = _encode(orjson.dumps(claims))
+    return f"{PREFIX}.{payload}.{_sign(key, payload)}"
+
+
+def verify(key: bytes, token: str | None, *, now: float | None = None) -> Identity:
+    if not token:
+        raise TokenError("no token: connect with ?token=… (`agentlog token user NAME` prints one)")
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise TokenError("unknown token format")
+    _, payload, signature = parts
+    if not hmac.compare_digest(_sign(key, payload), signature):
+        raise TokenError("unknown token (bad signature)")
+    try:
+        claims = orjson.loads(_decode(payload))
+        kind, name, expires = claims["k"], str(claims["sub"]), float(claims["exp"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise TokenError("unknown token (unreadable claims)") from error
+    if kind not in ("user", "agent"):
+        raise TokenError(f"unknown token kind {kind!r}")
+    if expires <= (time.time() if now is None else now):
+        raise TokenError("expired token")
+    document = claims.get("doc")
+    return Identity(kind, name, expires, None if document is None else str(document))
+
+
+def _sign(key: bytes, payload: str) -> str:
+    return _encode(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,466 @@
+"""The supervisor: the effector that runs one manager's agent workers as OS processes and records what happens.
+
+It carries out the spawn and detach decisions addressed to its manager (a handler named `supervisor.<manager>`,
+so each manager follows the log from its own checkpoint), and records facts as events: process started, worker
+connected, places marked, tokens spent, metrics, missed pongs, process exited. It never decides anything; the
+agent manager decider reacts to these facts.
+
+Life of a manager:
+
+1. Take the manager's lock (a session advisory lock): a second process with the same manager id refuses to start.
+2. Record `ManagerStarted` with a new incarnation, then reconcile: workers the log says run here but that belong
+   to the previous life are stopped if still alive (their pipes are gone with the old process), and their exit is
+   recorded. Spawn requests addressed to a previous life are ignored.
+3. Run: ping every worker every `ping_s`; a worker that misses two pongs is recorded as unresponsive and killed.
+   Watch the other managers: one whose lock is free has died, and is recorded as lost (its documents' agents are
+   then placed elsewhere by the decider).
+4. Shut down (SIGINT/SIGTERM): record `ManagerStopped`, ask every worker to stop, kill those that do not, record
+   each exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import structlog
+
+from eventstore import ANY, Event, EventStore, NewEvent
+from eventstore.errors import AgentlogError
+from eventstore.event_types.agents import (
+    AgentConnected,
+    AgentDetachRequested,
+    AgentMetricsReported,
+    AgentProcessExited,
+    AgentProcessStarted,
+    AgentSpawnRequested,
+    AgentUnresponsive,
+    LocationsMarked,
+    ManagerStarted,
+    ManagerStopped,
+    MarkedPlace,
+    TokensSpent,
+    agent_stream,
+    manager_stream,
+)
+from eventstore.postgres import recorder
+from eventstore.postgres.connections import Connection, connect
+from eventstore.postgres.errors import CONNECTION_ERRORS
+from handlers.handler import HandlerBatch
+
+log = structlog.get_logger("handlers.supervisor")
+
+SUPERVISOR_NAMESPACE = uuid.UUID("0f6f3a4e-8d0c-4b53-9c9e-2b7c1d2e5a77")
+STOP_GRACE_S = 5.0
+RECORD_ERRORS: tuple[type[BaseException], ...] = (AgentlogError, *CONNECTION_ERRORS)
+
+WorkerCommand = Callable[[AgentSpawnRequested], Sequence[str]]
+"""The command line of a worker for a spawn request (the application edge knows the program)."""
+AgentToken = Callable[[AgentSpawnRequested], str]
+"""A token that lets the worker into its document."""
+
+RUNNING_HERE = """
+SELECT agent_id, document_id, agent_pid FROM projections.agent_connections
+ WHERE manager_id = $1 AND status NOT IN ('disconnected', 'error')
+"""
+
+MANAGERS_ALIVE = """
+SELECT DISTINCT ON (stream_id) stream_id, event_type, data
+  FROM agentlog.events
+ WHERE category = 'manager' AND event_type IN ('ManagerStarted', 'ManagerStopped')
+ ORDER BY stream_id, stream_version DESC
+"""
+
+SYSTEM_STATS = "SELECT * FROM reports.agent_system_stats"
+
+
+def manager_lock_name(manager_id: str) -> str:
+    return f"manager.{manager_id}"
+
+
+@dataclass(slots=True)
+class WorkerProcess:
+    spawn: AgentSpawnRequested
+    process: asyncio.subprocess.Process
+    started_at: float
+    last_pong: float
+    pings_sent: int = 0
+    stop_requested: str | None = None
+    """Why it was asked to stop (its exit is then expected)."""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SupervisorSettings:
+    manager_id: str
+    max_agents: int
+    document_url: str
+    ping_s: float = 30.0
+    missed_pongs: int = 2
+    stats_log_s: float = 60.0
+    watch_managers_s: float = 2.0
+
+
+class Supervisor:
+    """Runs one manager's workers. `start()`, then host `handler` in the runner, then `shutdown()`."""
+
+    def __init__(
+        self, store: EventStore, settings: SupervisorSettings, command: WorkerCommand, token: AgentToken
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.command = command
+        self.token = token
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.workers: dict[str, WorkerProcess] = {}
+        self.handler = SupervisorHandler(self)
+        self._lock_connection: Connection | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.stopping = False
+
+    # -- start and stop ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        manager_id = self.settings.manager_id
+        self._lock_connection = await connect(self.store.url, application_name=f"agentlog manager {manager_id}")
+        if not await recorder.try_lock_handler(self._lock_connection, manager_lock_name(manager_id)):
+            self._lock_connection.terminate()
+            raise AgentlogError(f"an agent manager with id {manager_id!r} is already running on this database")
+        await self.store.append(
+            manager_stream(manager_id),
+            [
+                ManagerStarted(
+                    manager_id=manager_id,
+                    incarnation=self.incarnation,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    max_agents=self.settings.max_agents,
+                    document_url=self.settings.document_url,
+                )
+            ],
+            ANY,
+        )
+        log.info("manager.started", manager=manager_id, incarnation=self.incarnation)
+        await self._reconcile()
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._ping_loop()),
+            loop.create_task(self._watch_managers()),
+            loop.create_task(self._log_stats()),
+        ]
+
+    async def _reconcile(self) -> None:
+        """Workers of this manager's previous life: stop any still running, record that they are gone."""
+        for row in await self.store.pool.fetch(RUNNING_HERE, self.settings.manager_id):
+            pid = row["agent_pid"]
+            alive = pid is not None and _is_our_worker(pid, row["agent_id"])
+            if alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            reason = (
+                "its manager restarted; the orphaned worker was stopped"
+                if alive
+                else "its manager restarted; the worker was no longer running"
+            )
+            await self._record(
+                agent_stream(row["agent_id"]),
+                AgentProcessExited(
+                    agent_id=row["agent_id"],
+                    document_id=row["document_id"],
+                    manager_id=self.settings.manager_id,
+                    pid=pid,
+                    exit_code=None,
+                    expected=True,
+                    reason=reason,
+                ),
+                f"reconciled/{self.incarnation}/{row['agent_id']}",
+            )
+            log.info("manager.reconciled", agent=row["agent_id"], was_running=alive)
+
+    async def shutdown(self, reason: str = "the manager was stopped (SIGINT/SIGTERM)") -> None:
+        """Record the manager's end first (so no agent is placed here again), then detach every worker."""
+        self.stopping = True
+        for task in self._background:
+            task.cancel()
+        with contextlib.suppress(*RECORD_ERRORS):
+            await self.store.append(
+                manager_stream(self.settings.manager_id),
+                [
+                    ManagerStopped(
+                        manager_id=self.settings.manager_id, incarnation=self.incarnation, how="shutdown", reason=reason
+                    )
+                ],
+                ANY,
+            )
+        await asyncio.gather(*(self._stop_worker(agent_id, "manager shutdown: detached") for agent_id in self.workers))
+        exits = [task for worker in self.workers.values() for task in worker.tasks]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*exits, return_exceptions=True), STOP_GRACE_S + 5)
+        if self._lock_connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lock_connection.close(), 2)
+            self._lock_connection.terminate()
+        log.info("manager.stopped", manager=self.settings.manager_id)
+
+    # -- decisions -----------------------------------------------------------------------------------------------
+
+    async def spawn(self, spawn: AgentSpawnRequested, batch: HandlerBatch) -> None:
+        if spawn.agent_id not in self.workers:
+            environment = {**os.environ, "AGENTLOG_AGENT_TOKEN": self.token(spawn)}
+            process = await asyncio.create_subprocess_exec(
+                *self.command(spawn),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=environment,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the manager, which detaches in order
+            )
+            now = time.monotonic()
+            worker = WorkerProcess(spawn, process, now, now)
+            self.workers[spawn.agent_id] = worker
+            worker.tasks = [
+                asyncio.get_running_loop().create_task(self._read_reports(worker)),
+                asyncio.get_running_loop().create_task(self._await_exit(worker)),
+            ]
+            log.info("agent.spawned", agent=spawn.agent_id, document=spawn.document_id, pid=process.pid)
+        worker = self.workers[spawn.agent_id]
+        await batch.append(
+            agent_stream(spawn.agent_id),
+            [
+                NewEvent(
+                    AgentProcessStarted(
+                        agent_id=spawn.agent_id,
+                        document_id=spawn.document_id,
+                        manager_id=spawn.manager_id,
+                        pid=worker.process.pid,
+                    ),
+                    self._event_id(f"started/{spawn.agent_id}"),
+                )
+            ],
+            ANY,
+        )
+
+    async def detach(self, detach: AgentDetachRequested) -> None:
+        await self._stop_worker(detach.agent_id, detach.reason)
+
+    async def _stop_worker(self, agent_id: str, reason: str) -> None:
+        worker = self.workers.get(agent_id)
+        if worker is None or worker.stop_requested is not None:
+            return
+        worker.stop_requested = reason
+        log.info("agent.detaching", agent=agent_id, reason=reason)
+        await self._send(worker, {"op": "shutdown"})
+        asyncio.get_running_loop().create_task(self._kill_later(worker))
+
+    async def _kill_later(self, worker: WorkerProcess) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.process.wait(), STOP_GRACE_S)
+            return
+        log.warning("agent.kill_after_grace", agent=worker.spawn.agent_id)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+
+    # -- what workers report ------------------------------------------------------------------------------------
+
+    async def _read_reports(self, worker: WorkerProcess) -> None:
+        assert worker.process.stdout is not None
+        spawn = worker.spawn
+        while line := await worker.process.stdout.readline():
+            try:
+                report = orjson.loads(line)
+                event = self._event_of(spawn, report, worker)
+            except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as error:
+                log.warning("agent.bad_report", agent=spawn.agent_id, error=str(error), line=line[:200])
+                continue
+            if event is not None:
+                await self._record(agent_stream(spawn.agent_id), event)
+
+    def _event_of(self, spawn: AgentSpawnRequested, report: dict[str, Any], worker: WorkerProcess) -> Event | None:
+        who = {"agent_id": spawn.agent_id, "document_id": spawn.document_id}
+        match report.get("op"):
+            case "pong":
+                worker.last_pong = time.monotonic()
+                return None
+            case "connected":
+                return AgentConnected(**who, sync_ms=report["sync_ms"])
+            case "marked":
+                return LocationsMarked(**who, places=tuple(MarkedPlace(**place) for place in report["places"]))
+            case "tokens":
+                return TokensSpent(
+                    **who,
+                    provider=report["provider"],
+                    model=report["model"],
+                    purpose="extract-locations",
+                    prompt_tokens=report["prompt_tokens"],
+                    completion_tokens=report["completion_tokens"],
+                    duration_ms=report["duration_ms"],
+                )
+            case "metrics":
+                fields = ("memory_mb", "cpu_percent", "llm_calls", "locations_marked", "websocket_latency_ms",
+                          "llm_response_time_ms")
+                return AgentMetricsReported(**who, **{name: report.get(name) for name in fields})
+        raise ValueError(f"unknown report {report.get('op')!r}")
+
+    async def _await_exit(self, worker: WorkerProcess) -> None:
+        code = await worker.process.wait()
+        spawn = worker.spawn
+        expected = worker.stop_requested is not None
+        if expected:
+            reason = worker.stop_requested or ""
+        elif code < 0:
+            reason = f"the worker was killed by signal {signal.Signals(-code).name}"
+        else:
+            reason = f"the worker exited on its own with code {code}"
+        log.log(20 if expected else 40, "agent.exited", agent=spawn.agent_id, code=code, reason=reason)
+        event = AgentProcessExited(
+            agent_id=spawn.agent_id,
+            document_id=spawn.document_id,
+            manager_id=spawn.manager_id,
+            pid=worker.process.pid,
+            exit_code=code,
+            expected=expected,
+            reason=reason,
+        )
+        await self._record(agent_stream(spawn.agent_id), event, f"exited/{spawn.agent_id}")
+        if self.workers.get(spawn.agent_id) is worker:
+            del self.workers[spawn.agent_id]
+
+    # -- health --------------------------------------------------------------------------------------------------
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ping_s)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                if worker.stop_requested is not None or worker.process.returncode is not None:
+                    continue
+                silent = now - worker.last_pong
+                if silent > self.settings.ping_s * self.settings.missed_pongs + 1:
+                    await self._unresponsive(worker, silent)
+                    continue
+                worker.pings_sent += 1
+                await self._send(worker, {"op": "ping", "n": worker.pings_sent})
+
+    async def _unresponsive(self, worker: WorkerProcess, silent: float) -> None:
+        spawn = worker.spawn
+        log.error("agent.unresponsive", agent=spawn.agent_id, silent_s=round(silent, 1))
+        await self._record(
+            agent_stream(spawn.agent_id),
+            AgentUnresponsive(
+                agent_id=spawn.agent_id,
+                document_id=spawn.document_id,
+                missed_pongs=self.settings.missed_pongs,
+                silent_s=silent,
+            ),
+        )
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()  # its exit is recorded as abnormal: the decider restarts it
+
+    async def _send(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        stdin = worker.process.stdin
+        if stdin is None or stdin.is_closing():
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            stdin.write(orjson.dumps(message) + b"\n")
+            await asyncio.wait_for(stdin.drain(), 5)
+
+    async def _watch_managers(self) -> None:
+        """Record as lost every manager the log says is running but whose lock nobody holds (twice in a row)."""
+        suspects: set[str] = set()
+        while True:
+            await asyncio.sleep(self.settings.watch_managers_s)
+            with contextlib.suppress(*RECORD_ERRORS):
+                for row in await self.store.pool.fetch(MANAGERS_ALIVE):
+                    data = orjson.loads(row["data"]) if isinstance(row["data"], str | bytes) else row["data"]
+                    manager_id = data["manager_id"]
+                    if row["event_type"] != "ManagerStarted" or manager_id == self.settings.manager_id:
+                        continue
+                    if await recorder.handler_lock_held(self.store.pool, manager_lock_name(manager_id)):
+                        suspects.discard(manager_id)
+                        continue
+                    if manager_id not in suspects:
+                        suspects.add(manager_id)
+                        continue
+                    suspects.discard(manager_id)
+                    await self._record(
+                        manager_stream(manager_id),
+                        ManagerStopped(
+                            manager_id=manager_id,
+                            incarnation=data["incarnation"],
+                            how="lost",
+                            reason=f"its database session ended (noticed by manager {self.settings.manager_id})",
+                        ),
+                        f"lost/{data['incarnation']}",
+                    )
+                    log.warning("manager.lost", manager=manager_id, incarnation=data["incarnation"])
+
+    async def _log_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_log_s)
+            with contextlib.suppress(*RECORD_ERRORS):
+                row = await self.store.pool.fetchrow(SYSTEM_STATS)
+                if row is not None:
+                    log.info("system.stats", manager=self.settings.manager_id, workers_here=len(self.workers),
+                             **{key: _plain(value) for key, value in dict(row).items()})
+
+    # -- recording -----------------------------------------------------------------------------------------------
+
+    def _event_id(self, key: str) -> uuid.UUID:
+        return uuid.uuid5(SUPERVISOR_NAMESPACE, f"{self.settings.manager_id}/{self.incarnation}/{key}")
+
+    async def _record(self, stream_id: str, event: Event, key: str | None = None) -> None:
+        """Append a fact, retrying while the database is away: a fact that is not recorded is lost for good."""
+        new = NewEvent(event, self._event_id(key)) if key is not None else NewEvent(event)
+        delay = 0.2
+        while True:
+            try:
+                await self.store.append(stream_id, [new], ANY)
+                return
+            except RECORD_ERRORS as error:
+                log.warning("supervisor.record_failed", event=event.event_type, error=str(error), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+class SupervisorHandler:
+    """The supervisor's view of the log: the spawn and detach decisions addressed to its manager."""
+
+    event_types: frozenset[str] | None = frozenset({"AgentSpawnRequested", "AgentDetachRequested"})
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.name = f"supervisor.{supervisor.settings.manager_id}"
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        supervisor = self.supervisor
+        for recorded in batch.events:
+            event = batch.store.decode(recorded)
+            if isinstance(event, AgentSpawnRequested):
+                if event.manager_id != supervisor.settings.manager_id or supervisor.stopping:
+                    continue
+                if event.incarnation != supervisor.incarnation:
+                    continue  # addressed to this manager's previous life, whose agents are gone
+                await supervisor.spawn(event, batch)
+            elif isinstance(event, AgentDetachRequested) and event.manager_id == supervisor.settings.manager_id:
+                await supervisor.detach(event)
+
+
+def _is_our_worker(pid: int, agent_id: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return agent_id.encode() in cmdline.read()
+    except OSError:
+        return False
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value

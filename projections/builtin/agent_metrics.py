@@ -1,0 +1,37 @@
+"""agent_metrics: the figures every worker reports (memory, CPU, LLM calls, places marked, latencies)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from eventstore import RecordedEvent
+from eventstore.postgres.connections import Connection
+
+INSERT = """
+INSERT INTO agent_metrics (global_position, agent_id, document_id, memory_mb, cpu_percent, llm_calls,
+                           locations_marked, websocket_latency_ms, llm_response_time_ms, recorded_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::bigint[], $7::bigint[],
+                     $8::float8[], $9::float8[], $10::timestamptz[])
+ON CONFLICT (global_position) DO NOTHING
+"""
+
+FIELDS = ("agent_id", "document_id", "memory_mb", "cpu_percent", "llm_calls", "locations_marked",
+          "websocket_latency_ms", "llm_response_time_ms")
+
+
+class AgentMetrics:
+    name: ClassVar[str] = "agent_metrics"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ("agent_metrics",)
+    event_types: ClassVar[frozenset[str] | None] = frozenset({"AgentMetricsReported"})
+
+    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+        rows = [
+            (event.global_position, *(event.data.get(name) for name in FIELDS), event.recorded_at) for event in events
+        ]
+        if rows:
+            await connection.execute(INSERT, *map(list, zip(*rows, strict=True)))
+
+
+projection = AgentMetrics()
