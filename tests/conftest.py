@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -47,15 +50,21 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     external = os.environ.get("AGENTLOG_TEST_DATABASE_URL")
     if external:
         yield PostgresServer(external)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), server_settings=TEST_SERVER_SETTINGS)
-    url, _ = server.ensure_running()
-    yield PostgresServer(url)
-    server.stop()
+    # Not under pytest's basetemp: pytest deletes all but the newest three of those, so a few test runs started
+    # meanwhile would delete this one's data directory under the running server (which then shuts down).
+    home = Path(tempfile.mkdtemp(prefix="agentlog-test-postgres-"))
+    server = EmbeddedPostgres(home, server_settings=TEST_SERVER_SETTINGS)
+    try:
+        url, _ = server.ensure_running()
+        yield PostgresServer(url)
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

