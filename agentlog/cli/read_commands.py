@@ -23,9 +23,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from agentlog.agent_system import deciders
 from agentlog.cli.common import ExitCode, err, fail, handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
 from eventstore import EventStore
+from eventstore.postgres import recorder
+from handlers.decider import DecisionDifference, verify_decider
 from projections import installed_projections, resolve_projection
 from projections.projection import Projection
 from projections.replay import Progress as ReplayProgress
@@ -64,18 +67,30 @@ def replay_command(
         int, typer.Option("--batch-size", min=1, max=500_000, help="Events per transaction: memory for speed.")
     ] = 50_000,
 ) -> None:
-    """Rebuild projections from the log while everything keeps running, then swap them in."""
+    """Rebuild projections from the log while everything keeps running, then swap them in.
+
+    With --verify, deciders are checked too: each is refolded over the log up to its checkpoint and every
+    decision it would make differently from the recorded one is reported.
+    """
     if every and names:
         fail("name the projections, or give --all, not both", ExitCode.USAGE)
     if not every and not names and not check:
         fail("name the projections to rebuild, or give --all", ExitCode.USAGE)
     everything = every or (check and not names)
+    settings = load_settings()
+    known_deciders = {decider.name: decider for decider in deciders(settings)}
+    if not check and any(name in known_deciders for name in names or []):
+        fail("deciders are verified (--verify), not rebuilt: their decisions are in the log", ExitCode.USAGE)
     chosen: list[Projection] = (
         list(installed_projections().values())
         if everything
-        else [resolve_projection(name) for name in names or []]
+        else [resolve_projection(name) for name in names or [] if name not in known_deciders]
     )
-    settings = load_settings()
+    chosen_deciders = (
+        list(known_deciders.values())
+        if everything and check
+        else [known_deciders[name] for name in names or [] if name in known_deciders]
+    )
     url = open_database(settings).url
 
     async def replay_all() -> list[RebuildOutcome]:
@@ -92,11 +107,27 @@ def replay_command(
                     outcomes.append(await run(store, projection, batch_size=batch_size, on_progress=show))
         return outcomes
 
+    async def verify_deciders() -> list[tuple[str, list[DecisionDifference]]]:
+        found = []
+        async with EventStore.open(url) as store:
+            for decider in chosen_deciders:
+                checkpoint = await recorder.select_checkpoint(store.pool, decider.name)
+                if checkpoint is not None:  # a decider that never ran has decided nothing
+                    found.append((decider.name, await verify_decider(store, decider, until=checkpoint)))
+        return found
+
     try:
         outcomes = run_async(replay_all())
+        decider_outcomes = run_async(verify_deciders()) if check else []
     except KeyboardInterrupt:
         fail("interrupted: the live projections are untouched; run the same command to resume", ExitCode.FAILED)
     differences = 0
+    for name, found in decider_outcomes:
+        differences += len(found)
+        out.print(f"decider {name}: refolded over the log; " + ("every decision matches" if not found else
+                  f"{len(found)} decision(s) differ"))
+        for decision in found:
+            out.print(f"  {decision.describe()}", markup=False)
     for outcome in outcomes:
         if check:
             differences += len(outcome.differences)

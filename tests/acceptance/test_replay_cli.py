@@ -15,8 +15,9 @@ import pytest
 
 from eventstore import EventStore
 from eventstore.postgres import recorder
+from projections import installed_projections
 from tests.acceptance.test_cli import AGENTLOG, ROOT, agentlog, environment
-from tests.integration.test_projections import BUILTINS, NAMES, everything, live_until_caught_up
+from tests.integration.test_projections import NAMES, everything, live_until_caught_up
 from tests.support.events import test_catalogue, ticks
 from tests.support.projection_model import fold, tables
 
@@ -81,7 +82,7 @@ async def test_an_interrupted_rebuild_leaves_the_live_projection_untouched_and_a
     assert await tables(built.pool, NAMES) == fold(await everything(built))
     checked = agentlog("replay", "--verify", env=env, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.count("live matches") == len(BUILTINS)
+    assert checked.stdout.count("live matches") == len(installed_projections())
 
 
 async def test_verify_exits_non_zero_on_a_difference(built: EventStore, database_url: str) -> None:

@@ -79,9 +79,9 @@ class World:
                 if event.cause == "evicted":
                     serving = {spawn.document_id for a, spawn in self.running.items() if a not in self.detaching}
                     victim = self.last_activity[event.document_id]
-                    assert any(
-                        self.last_activity[document] > victim for document in self.active - serving
-                    ), f"{event.document_id} was evicted though no more recently active document was waiting"
+                    assert any(self.last_activity[document] > victim for document in self.active - serving), (
+                        f"{event.document_id} was evicted though no more recently active document was waiting"
+                    )
                 self.detaching.add(event.agent_id)
             case AgentFailed():
                 self.failed.add(event.document_id)
@@ -120,7 +120,14 @@ class World:
         self.managers[manager] = (incarnation, max_agents)
         self.feed(
             f"manager-{manager}",
-            ManagerStarted(manager_id=manager, incarnation=incarnation, host="h", pid=1, max_agents=max_agents, document_url="ws://x/doc"),
+            ManagerStarted(
+                manager_id=manager,
+                incarnation=incarnation,
+                host="h",
+                pid=1,
+                max_agents=max_agents,
+                document_url="ws://x/doc",
+            ),
         )
 
     def stop_manager(self, manager: str) -> None:
@@ -146,7 +153,9 @@ class World:
             spawn = self.running[agent_id]
             self.feed(
                 f"agent-{agent_id}",
-                AgentProcessStarted(agent_id=agent_id, document_id=spawn.document_id, manager_id=spawn.manager_id, pid=1),
+                AgentProcessStarted(
+                    agent_id=agent_id, document_id=spawn.document_id, manager_id=spawn.manager_id, pid=1
+                ),
             )
 
     def process_exited(self, pick: int, crash: bool) -> None:
@@ -177,7 +186,9 @@ class World:
         document = self.pending_restart.pop(timer_id)
         self.feed(
             f"agent-{document}",
-            TimerFired(timer_id=timer_id, purpose=AGENT_RESTART, subject=document, due_at=datetime(2026, 1, 1, tzinfo=UTC)),
+            TimerFired(
+                timer_id=timer_id, purpose=AGENT_RESTART, subject=document, due_at=datetime(2026, 1, 1, tzinfo=UTC)
+            ),
         )
 
     # -- the checks --------------------------------------------------------------------------------------------
@@ -188,7 +199,9 @@ class World:
             per_manager[spawn.manager_id] = per_manager.get(spawn.manager_id, 0) + 1
         for manager, count in per_manager.items():
             assert manager in self.managers, f"agents still counted on stopped manager {manager}"
-            assert count <= self.managers[manager][1], f"{manager} runs {count} agents, limit {self.managers[manager][1]}"
+            assert count <= self.managers[manager][1], (
+                f"{manager} runs {count} agents, limit {self.managers[manager][1]}"
+            )
         serving = {spawn.document_id for a, spawn in self.running.items() if a not in self.detaching}
         waiting_for_restart = set(self.pending_restart.values())
         capacity = sum(max_agents for _, max_agents in self.managers.values())
@@ -290,7 +303,9 @@ def test_a_lost_manager_s_documents_move_to_the_other_manager() -> None:
     world.start_manager("m2", 2)
     for document in ["a", "b", "c"]:
         world.activate(document)
-    placed = {d.event.document_id: d.event.manager_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)}
+    placed = {
+        d.event.document_id: d.event.manager_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)
+    }
     assert sorted(placed.values()) == ["m1", "m1", "m2"]  # spread by free slots
     world.stop_manager("m1")
     moved = [d.event for d in world.decisions if isinstance(d.event, AgentSpawnRequested)][3:]

@@ -107,10 +107,16 @@ def test_type_names_are_checked() -> None:
 
 
 def test_events_are_frozen_values() -> None:
-    event = catalogue.parse("PersonJoined", {"user_id": "ada", "people_present": 2})
+    payload = {"user_id": "ada", "people_present": 2, "connection_id": "c1", "server_id": "s1"}
+    event = catalogue.parse("PersonJoined", payload)
     with pytest.raises(Exception, match="frozen"):
         event.people_present = 3  # type: ignore[misc]
-    assert event.to_data() == {"user_id": "ada", "people_present": 2}
+    assert event.to_data() == payload
+
+
+def test_version_1_presence_is_upcast_to_version_2() -> None:
+    joined = catalogue.decode("PersonJoined", 1, {"user_id": "ada", "people_present": 1})
+    assert joined.to_data() == {"user_id": "ada", "people_present": 1, "connection_id": "ada", "server_id": ""}
 
 
 def test_a_specific_schema_version_is_looked_up_exactly() -> None:

@@ -71,12 +71,19 @@ def test_first_in_activates_last_out_schedules_grace_and_a_return_cancels_it() -
 
 def test_a_server_that_restarts_or_is_lost_takes_its_people_with_it() -> None:
     log = Log()
-    log.feed("manager-s1", ManagerStarted(manager_id="s1", incarnation="i1", host="h", pid=1, max_agents=1, document_url="ws://x/doc"))
-    log.feed("manager-s2", ManagerStarted(manager_id="s2", incarnation="i3", host="h", pid=3, max_agents=1, document_url="ws://x/doc"))
+    log.feed(
+        "manager-s1",
+        ManagerStarted(manager_id="s1", incarnation="i1", host="h", pid=1, max_agents=1, document_url="ws://x/doc"),
+    )
+    log.feed(
+        "manager-s2",
+        ManagerStarted(manager_id="s2", incarnation="i3", host="h", pid=3, max_agents=1, document_url="ws://x/doc"),
+    )
     log.join("c1", server="s1", document="a")
     log.join("c2", server="s2", document="b")
     restarted = log.feed(
-        "manager-s1", ManagerStarted(manager_id="s1", incarnation="i2", host="h", pid=2, max_agents=1, document_url="ws://x/doc")
+        "manager-s1",
+        ManagerStarted(manager_id="s1", incarnation="i2", host="h", pid=2, max_agents=1, document_url="ws://x/doc"),
     )
     assert [(type(e), e.subject) for e in restarted if isinstance(e, TimerScheduled)] == [(TimerScheduled, "a")]
     lost = log.feed("manager-s2", ManagerStopped(manager_id="s2", incarnation="i3", how="lost", reason="gone"))
@@ -91,7 +98,9 @@ ACTIONS = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(ACTIONS)
-def test_active_exactly_while_someone_is_in_or_within_grace_and_deterministic(actions: list[tuple[str, int, str]]) -> None:
+def test_active_exactly_while_someone_is_in_or_within_grace_and_deterministic(
+    actions: list[tuple[str, int, str]],
+) -> None:
     log = Log()
     present: dict[str, set[str]] = {"a": set(), "b": set()}
     timers: dict[str, list[TimerScheduled]] = {"a": [], "b": []}

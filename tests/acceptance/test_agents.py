@@ -1,0 +1,268 @@
+"""Documents and agents end to end, as a user would: `agentlog up` processes, WebSocket clients, worker processes.
+
+People open documents over real WebSockets (pycrdt as a y-websocket client, and the npm `yjs` + `y-websocket`
+client run by Node); the system spawns real worker processes that mark places in the documents; tests kill
+workers and managers with SIGKILL and read what happened from the projections, as an operator would from psql.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.node_client import node_available, run_yjs_client
+from tests.support.system import RunningSystem, open_document, query, token_for, wait_until
+
+pytestmark = pytest.mark.slow
+
+FAST = {"idle_grace_s": "1", "ping_s": "1", "metrics_s": "0.5", "restart_backoff_s": "0.2"}
+SENTENCE = "We flew from Paris to Tokyo."
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    """Shared by the module's systems: workers build the gazetteer index there once."""
+    with tempfile.TemporaryDirectory(prefix="agentlog-agents-") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture
+def system(database_url: str, home: Path, tmp_path: Path) -> Iterator[RunningSystem]:
+    running = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", **FAST).start()
+    yield running
+    running.stop()
+
+
+def worker_alive(pid: int, agent_id: str) -> bool:
+    try:
+        return agent_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def places(marks: list[tuple[str, dict[str, object]]]) -> set[str]:
+    return {name for name, _ in marks}
+
+
+async def agent_rows(database_url: str, document_id: str) -> list[dict[str, object]]:
+    rows = await query(
+        database_url,
+        "SELECT * FROM projections.agent_connections WHERE document_id = $1 ORDER BY requested_at",
+        document_id,
+    )
+    return [dict(row) for row in rows]
+
+
+async def test_an_agent_marks_places_and_detaches_after_the_grace(system: RunningSystem, database_url: str) -> None:
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "trip", token) as ada:
+        ada.type_paragraph(SENTENCE)
+        marks = await ada.wait_for_marks(2)
+        assert places(marks) == {"Paris", "Tokyo"}
+        paris = dict(marks)["Paris"]
+        assert abs(float(paris["lat"]) - 48.85) < 0.1 and abs(float(paris["lon"]) - 2.35) < 0.1  # type: ignore[arg-type]
+        (agent,) = await wait_until(
+            database_url,
+            "SELECT * FROM projections.agent_connections WHERE document_id = 'trip' AND status = 'active'"
+            " AND locations_marked_count = 2",
+        )
+        assert agent["llm_calls_count"] == 1 and agent["tokens_spent"] > 0 and agent["agent_pid"] > 0
+        assert agent["manager_id"] == "m1"
+        await wait_until(database_url, "SELECT 1 FROM projections.agent_metrics WHERE agent_id = $1", agent["agent_id"])
+    # Back within the grace: the document stays active and keeps its agent.
+    async with open_document(system.document_url, "trip", token) as ada:
+        await asyncio.sleep(0.3)
+    idle_row = await wait_until(
+        database_url, "SELECT * FROM projections.agent_connections WHERE status = 'disconnected'", timeout=20
+    )
+    assert idle_row[0]["agent_id"] == agent["agent_id"] and idle_row[0]["end_reason"] == "the document became idle"
+    history = await query(
+        database_url,
+        "SELECT event_type FROM projections.document_activity WHERE document_id = 'trip' ORDER BY global_position",
+    )
+    assert [row["event_type"] for row in history] == [
+        "user_joined", "active", "user_left", "user_joined", "user_left", "idle",
+    ]  # fmt: skip
+    (stats,) = await query(database_url, "SELECT * FROM reports.agent_system_stats")
+    assert (stats["total_agents"], stats["running_agents"], stats["unique_documents"]) == (1, 0, 1)
+    assert (stats["total_llm_calls"], stats["total_locations"]) == (1, 2)
+    assert system.stop() == 0
+
+
+async def test_bad_tokens_are_refused_with_a_reason_and_append_nothing(
+    system: RunningSystem, database_url: str
+) -> None:
+    expired = await token_for(database_url, "ada", ttl_s=0.5)
+    await asyncio.sleep(1.1)
+    valid = await token_for(database_url, "ada")
+    forged = valid[:-4] + ("AAAA" if not valid.endswith("AAAA") else "BBBB")
+    cases = [("", "no token"), ("?token=nonsense", "unknown token format"), (f"?token={forged}", "bad signature"),
+             (f"?token={expired}", "expired token")]  # fmt: skip
+    for query_string, reason in cases:
+        async with connect(f"{system.document_url}/secret{query_string}") as websocket:
+            with pytest.raises(ConnectionClosed) as closed:
+                await websocket.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401 and reason in closed.value.rcvd.reason
+    agent_token = await token_for(database_url, "intruder", "agent", document_id="other")
+    async with connect(f"{system.document_url}/secret?token={agent_token}") as websocket:
+        with pytest.raises(ConnectionClosed) as closed:
+            await websocket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert await query(database_url, "SELECT 1 FROM agentlog.events WHERE stream_id = 'document-secret'") == []
+
+
+async def test_garbage_closes_only_its_socket(system: RunningSystem, database_url: str) -> None:
+    ada_token, bob_token = await token_for(database_url, "ada"), await token_for(database_url, "bob")
+    async with (
+        open_document(system.document_url, "shared", ada_token) as ada,
+        open_document(system.document_url, "shared", bob_token) as bob,
+    ):
+        async with connect(f"{system.document_url}/shared?token={bob_token}") as rogue:
+            await rogue.recv()  # the server's sync step 1
+            await rogue.send(b"\x00\x07\xff\xff\xff garbage")
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await rogue.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+        ada.type_paragraph("Then we drove to Berlin.")
+        assert places(await bob.wait_for_marks(1)) == {"Berlin"}
+
+
+async def test_a_killed_worker_is_respawned(system: RunningSystem, database_url: str) -> None:
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "crash", token) as ada:
+        (first,) = await wait_until(
+            database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_pid > 0"
+        )
+        os.kill(first["agent_pid"], signal.SIGKILL)
+        (second,) = await wait_until(
+            database_url,
+            "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_id <> $1",
+            first["agent_id"],
+        )
+        assert second["attempt"] == 2 and second["document_id"] == "crash"
+        ada.type_paragraph("The replacement marks Rome.")
+        assert places(await ada.wait_for_marks(1)) == {"Rome"}
+    rows = {row["agent_id"]: row for row in await agent_rows(database_url, "crash")}
+    assert rows[first["agent_id"]]["status"] == "error"
+    assert "SIGKILL" in str(rows[first["agent_id"]]["end_reason"])
+
+
+async def test_a_killed_manager_reconciles_when_it_restarts(database_url: str, home: Path, tmp_path: Path) -> None:
+    first = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", **FAST).start()
+    token = await token_for(database_url, "ada")
+    async with open_document(first.document_url, "survivor", token):
+        (agent,) = await wait_until(database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'")
+        first.stop(signal.SIGKILL)
+    second = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", **FAST).start()
+    try:
+        second.wait_for_log(lambda line: line.get("event") == "manager.reconciled", 20)
+        (old,) = await wait_until(
+            database_url,
+            "SELECT * FROM projections.agent_connections WHERE agent_id = $1 AND status = 'disconnected'",
+            agent["agent_id"],
+        )
+        assert "its manager restarted" in old["end_reason"]
+        assert not worker_alive(agent["agent_pid"], agent["agent_id"])  # it left when its supervisor died
+        async with open_document(second.document_url, "survivor", token) as ada:  # people reconnect
+            ada.type_paragraph("Back in Madrid.")
+            assert places(await ada.wait_for_marks(1)) == {"Madrid"}
+    finally:
+        assert second.stop() == 0
+
+
+async def test_two_managers_share_the_work_and_take_over_from_a_dead_one(
+    database_url: str, home: Path, tmp_path: Path
+) -> None:
+    m1 = RunningSystem(database_url, home, tmp_path / "m1.log", manager_id="m1", max_agents="2", **FAST).start()
+    m2 = RunningSystem(database_url, home, tmp_path / "m2.log", manager_id="m2", max_agents="2", **FAST).start()
+    try:
+        token = await token_for(database_url, "ada")
+        async with (
+            open_document(m2.document_url, "alpha", token),
+            open_document(m2.document_url, "beta", token),
+        ):
+            running = await wait_until(
+                database_url,
+                "SELECT count(*) FROM projections.agent_connections WHERE status = 'active' HAVING count(*) = 2",
+            )
+            rows = await query(
+                database_url,
+                "SELECT document_id, manager_id, agent_id FROM projections.agent_connections WHERE status = 'active'",
+            )
+            assert sorted(row["manager_id"] for row in rows) == ["m1", "m2"]  # spread by load
+            spawns = await query(
+                database_url,
+                "SELECT data->>'document_id' AS document, count(*) FROM agentlog.events"
+                " WHERE event_type = 'AgentSpawnRequested' GROUP BY 1 ORDER BY 1",
+            )
+            assert [(row["document"], row["count"]) for row in spawns] == [("alpha", 1), ("beta", 1)]
+            on_m1 = next(row for row in rows if row["manager_id"] == "m1")
+            started = time.monotonic()
+            m1.stop(signal.SIGKILL)
+            (moved,) = await wait_until(
+                database_url,
+                "SELECT * FROM projections.agent_connections WHERE document_id = $1 AND manager_id = 'm2'"
+                " AND status = 'active'",
+                on_m1["document_id"],
+                timeout=30,
+            )
+            assert moved["agent_id"] != on_m1["agent_id"]
+            assert time.monotonic() - started < 20
+            (lost,) = await query(database_url, "SELECT data FROM agentlog.events WHERE event_type = 'ManagerStopped'")
+            assert '"lost"' in str(lost["data"])
+        assert running
+    finally:
+        m2.stop()
+
+
+@pytest.mark.skipif(not node_available(), reason="node and npm are needed for the y-websocket client")
+async def test_a_real_yjs_client_sees_the_agents_marks(system: RunningSystem, database_url: str) -> None:
+    token = await token_for(database_url, "grace")
+    result = await run_yjs_client(
+        system.document_url,
+        "node-trip",
+        token,
+        mode="tiptap",
+        sentence="From Lisbon we took a train to Porto.",
+        expect_marks=2,
+        timeout_s=45,
+    )
+    assert result.ok, result.describe()
+    assert {mark["text"] for mark in result.marks} == {"Lisbon", "Porto"}
+    assert all({"name", "lat", "lon"} <= set(mark["geo"]) for mark in result.marks)
+    refused = await run_yjs_client(
+        system.document_url,
+        "node-trip",
+        "forged",
+        mode="tiptap",
+        sentence="x",
+        expect_marks=0,
+        timeout_s=15,
+        expect_close=True,
+    )
+    assert refused.closed is not None and refused.closed["code"] == 4401, refused.describe()
+
+
+async def test_plain_text_documents(database_url: str, home: Path, tmp_path: Path) -> None:
+    system = RunningSystem(
+        database_url, home, tmp_path / "up.log", manager_id="m1", document_layout="text", **FAST
+    ).start()
+    try:
+        token = await token_for(database_url, "ada")
+        async with open_document(system.document_url, "notes", token, layout="text") as ada:
+            ada.type_paragraph("Ça commence à Zürich! Puis Wien.")
+            marks = await ada.wait_for_marks(2)
+            assert places(marks) == {"Zürich", "Wien"}
+    finally:
+        assert system.stop() == 0
