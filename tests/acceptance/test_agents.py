@@ -266,3 +266,71 @@ async def test_plain_text_documents(database_url: str, home: Path, tmp_path: Pat
             assert places(marks) == {"Zürich", "Wien"}
     finally:
         assert system.stop() == 0
+
+
+async def test_the_least_recently_active_document_loses_its_agent_and_ctrl_c_detaches_all(
+    database_url: str, home: Path, tmp_path: Path
+) -> None:
+    system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", max_agents="1", **FAST).start()
+    token = await token_for(database_url, "ada")
+    try:
+        async with open_document(system.document_url, "older", token):
+            (older,) = await wait_until(
+                database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'"
+            )
+            async with open_document(system.document_url, "newer", token) as person:
+                (newer,) = await wait_until(
+                    database_url,
+                    "SELECT * FROM projections.agent_connections WHERE status = 'active' AND document_id = 'newer'",
+                )
+                evicted = await agent_rows(database_url, "older")
+                assert evicted[0]["status"] == "disconnected"
+                assert "evicted" in str(evicted[0]["end_reason"]) and "newer" in str(evicted[0]["end_reason"])
+                deferred = await query(
+                    database_url,
+                    "SELECT data->>'reason' AS reason FROM agentlog.events"
+                    " WHERE event_type = 'AgentDeferred' AND stream_id = 'document-older'",
+                )
+                assert "more recently active" in deferred[0]["reason"]
+                person.type_paragraph("Only the newer one marks Oslo.")
+                assert places(await person.wait_for_marks(1)) == {"Oslo"}
+                assert system.stop(signal.SIGINT) == 0
+        rows = await query(
+            database_url,
+            "SELECT status, end_reason FROM projections.agent_connections WHERE agent_id = $1",
+            newer["agent_id"],
+        )
+        assert rows[0]["status"] == "disconnected" and str(rows[0]["end_reason"]).startswith("manager shutdown")
+        exits = await query(
+            database_url,
+            "SELECT data FROM agentlog.events WHERE event_type = 'AgentProcessExited' AND stream_id = $1",
+            f"agent-{newer['agent_id']}",
+        )
+        assert len(exits) == 1 and "manager shutdown: detached" in str(exits[0]["data"])
+        assert not worker_alive(newer["agent_pid"], newer["agent_id"])
+        stopped = await query(
+            database_url, "SELECT data->>'how' AS how FROM agentlog.events WHERE event_type = 'ManagerStopped'"
+        )
+        assert [row["how"] for row in stopped] == ["shutdown"]
+        assert older["agent_id"] != newer["agent_id"]
+    finally:
+        system.stop()
+
+
+async def test_a_hung_worker_misses_its_pongs_and_is_replaced(system: RunningSystem, database_url: str) -> None:
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "hang", token):
+        (first,) = await wait_until(
+            database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_pid > 0"
+        )
+        os.kill(first["agent_pid"], signal.SIGSTOP)  # alive, but answers nothing
+        (second,) = await wait_until(
+            database_url,
+            "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_id <> $1",
+            first["agent_id"],
+            timeout=30,
+        )
+    unresponsive = await query(database_url, "SELECT data FROM agentlog.events WHERE event_type = 'AgentUnresponsive'")
+    assert len(unresponsive) == 1 and first["agent_id"] in str(unresponsive[0]["data"])
+    assert not worker_alive(first["agent_pid"], first["agent_id"])
+    assert second["attempt"] == 2
