@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import uvicorn
 from pycrdt import Doc, Subscription, Text, XmlElement, XmlFragment, XmlText
 from pycrdt.websocket import ASGIServer, WebsocketServer, YRoom
 
+from tests.support.asgi import serving
 from tests.support.node_client import YjsClientResult, ensure_node_client, node_available, run_yjs_client
 
 pytestmark = [
@@ -108,25 +108,13 @@ async def _run_doc_server(sock: socket.socket, ready: asyncio.Future[DocServer],
     must be exited by the task that entered them, and pytest-asyncio may run fixture teardown in another task."""
     port = sock.getsockname()[1]
     refused: list[str] = []
-    async with WebsocketServer(auto_clean_rooms=False) as websocket_server:
-        config = uvicorn.Config(
-            DocRouter(websocket_server, refused), lifespan="on", log_level="warning", ws="websockets-sansio"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            async with asyncio.timeout(10):
-                while not server.started:
-                    if serving.done():
-                        serving.result()
-                        raise RuntimeError("uvicorn exited before starting")
-                    await asyncio.sleep(0.02)
-            ready.set_result(DocServer(f"ws://127.0.0.1:{port}/doc", websocket_server, refused))
-            await stop.wait()
-        finally:
-            server.should_exit = True
-            async with asyncio.timeout(10):
-                await serving
+    websocket_server = WebsocketServer(auto_clean_rooms=False)
+    async with (
+        websocket_server,
+        serving(DocRouter(websocket_server, refused), sock, lifespan="on", ws="websockets-sansio"),
+    ):
+        ready.set_result(DocServer(f"ws://127.0.0.1:{port}/doc", websocket_server, refused))
+        await stop.wait()
 
 
 @pytest.fixture

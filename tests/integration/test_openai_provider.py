@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -23,6 +22,7 @@ from starlette.routing import Route
 
 from agentlog.llm import LLMProviderError, OpenAICompatibleExtractor, Place
 from agentlog.llm.port import INSTRUCTIONS
+from tests.support.asgi import serving
 
 API_KEY = "sk-test-123"
 MODEL = "test-model"
@@ -97,20 +97,13 @@ async def fake_llm() -> AsyncIterator[FakeLLM]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     fake = FakeLLM(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
-    server = uvicorn.Server(uvicorn.Config(_app(fake), lifespan="off", log_level="warning", ws="none"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                    raise RuntimeError("uvicorn exited before starting")
-                await asyncio.sleep(0.01)
-        yield fake
+        async with serving(_app(fake), sock, lifespan="off", ws="none"):
+            try:
+                yield fake
+            finally:
+                fake.release.set()
     finally:
-        fake.release.set()
-        server.should_exit = True
-        await serving
         sock.close()
 
 
