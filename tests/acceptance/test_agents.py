@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.integration.test_openai_provider import API_KEY, MODEL, PARIS, FakeLLM, _app
+from tests.support.asgi import serving
 from tests.support.node_client import node_available, run_yjs_client
 from tests.support.system import RunningSystem, open_document, query, token_for, wait_until
 
@@ -161,7 +164,9 @@ async def test_a_killed_worker_is_respawned(system: RunningSystem, database_url:
 async def test_a_killed_manager_reconciles_when_it_restarts(database_url: str, home: Path, tmp_path: Path) -> None:
     first = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", **FAST).start()
     token = await token_for(database_url, "ada")
-    async with open_document(first.document_url, "survivor", token):
+    async with open_document(first.document_url, "survivor", token) as before:
+        before.type_paragraph("Written before the crash in Oslo.")
+        await before.wait_for_marks(1)
         (agent,) = await wait_until(database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'")
         first.stop(signal.SIGKILL)
     second = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1", **FAST).start()
@@ -175,8 +180,9 @@ async def test_a_killed_manager_reconciles_when_it_restarts(database_url: str, h
         assert "its manager restarted" in old["end_reason"]
         assert not worker_alive(agent["agent_pid"], agent["agent_id"])  # it left when its supervisor died
         async with open_document(second.document_url, "survivor", token) as ada:  # people reconnect
+            assert places(ada.marks()) == {"Oslo"}  # the content, marks included, survived in PostgreSQL
             ada.type_paragraph("Back in Madrid.")
-            assert places(await ada.wait_for_marks(1)) == {"Madrid"}
+            assert places(await ada.wait_for_marks(2)) == {"Oslo", "Madrid"}
     finally:
         assert second.stop() == 0
 
@@ -334,3 +340,31 @@ async def test_a_hung_worker_misses_its_pongs_and_is_replaced(system: RunningSys
     assert len(unresponsive) == 1 and first["agent_id"] in str(unresponsive[0]["data"])
     assert not worker_alive(first["agent_pid"], first["agent_id"])
     assert second["attempt"] == 2
+
+
+async def test_the_openai_compatible_provider_is_chosen_by_configuration(
+    database_url: str, home: Path, tmp_path: Path
+) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    fake = FakeLLM(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+    fake.answer({**PARIS, "latitude": 48.0, "longitude": 2.0})
+    async with serving(_app(fake), sock, lifespan="off", ws="none"):
+        system = RunningSystem(
+            database_url, home, tmp_path / "up.log", manager_id="m1", llm_provider="openai",
+            llm_base_url=fake.base_url, llm_model=MODEL, llm_api_key=API_KEY, **FAST,
+        ).start()  # fmt: skip
+        try:
+            token = await token_for(database_url, "ada")
+            async with open_document(system.document_url, "llm", token) as ada:
+                ada.type_paragraph("Paris in the spring.")
+                ((name, geo),) = await ada.wait_for_marks(1)
+                assert (name, geo["lat"], geo["lon"]) == ("Paris", 48.0, 2.0)  # the fake's answer, not the gazetteer's
+            (spent,) = await wait_until(
+                database_url, "SELECT data FROM agentlog.events WHERE event_type = 'TokensSpent'"
+            )
+            assert '"openai-compatible"' in str(spent["data"]) and '"prompt_tokens": 321' in str(spent["data"])
+            assert fake.requests and fake.requests[0]["body"]["model"] == MODEL
+        finally:
+            assert system.stop() == 0
+    sock.close()
