@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -271,23 +272,45 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+class DocumentServerError(AgentlogError):
+    """The document server cannot listen (the address is taken, not ours, or malformed)."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound before uvicorn starts, so a taken port is one clear error here (uvicorn would exit the process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise DocumentServerError(
+            f"the document server cannot listen on {host}:{port}: {error.strerror or error}"
+            " (set AGENTLOG_PORT, or AGENTLOG_PORT=0 for any free port)"
+        ) from error
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
 async def serve_documents(
     server: DocumentServer, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
 ) -> None:
     """Serve until `stop` is set."""
+    sock = listening_socket(host, port)
     config = uvicorn.Config(
-        server.app(), host=host, port=port, log_config=None, lifespan="off", ws="websockets-sansio",
+        server.app(), log_config=None, lifespan="off", ws="websockets-sansio",
         ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
-    )
+    )  # fmt: skip
     web = _Uvicorn(config)
     async with server.rooms:
-        task = asyncio.get_running_loop().create_task(web.serve())
+        task = asyncio.get_running_loop().create_task(web.serve(sockets=[sock]))
         while not web.started and not task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
             await asyncio.sleep(0.01)
         if task.done():
-            await task  # it failed to start (the port is taken): say why
-            raise OSError(f"the document server could not listen on {host}:{port}")
-        bound = web.servers[0].sockets[0].getsockname()[1]
+            raise DocumentServerError(f"the document server on {host}:{port} stopped while starting")
+        bound = sock.getsockname()[1]
         reachable = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         server.url = f"ws://{reachable}:{bound}/doc"
         log.info("documents.listening", url=f"{server.url}/{{document_id}}")
@@ -298,3 +321,4 @@ async def serve_documents(
         finally:
             web.should_exit = True
             await task
+            sock.close()

@@ -11,6 +11,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.integration.test_openai_provider import API_KEY, MODEL, PARIS, FakeLLM, _app
 from tests.support.asgi import serving
 from tests.support.node_client import node_available, run_yjs_client
-from tests.support.system import RunningSystem, open_document, query, token_for, wait_until
+from tests.support.system import ROOT, RunningSystem, open_document, query, token_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +101,14 @@ async def test_an_agent_marks_places_and_detaches_after_the_grace(system: Runnin
     assert (stats["total_agents"], stats["running_agents"], stats["unique_documents"]) == (1, 0, 1)
     assert (stats["total_llm_calls"], stats["total_locations"]) == (1, 2)
     assert system.stop() == 0
+    verified = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agentlog.cli", "replay", "--verify"],
+        env=system.env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "decider document-activity: refolded over the log; every decision matches" in verified.stdout
+    assert "decider agent-manager: refolded over the log; every decision matches" in verified.stdout
 
 
 async def test_bad_tokens_are_refused_with_a_reason_and_append_nothing(
