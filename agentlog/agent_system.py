@@ -18,7 +18,14 @@ from typing import Any
 import structlog
 
 from agentlog.config import Settings
-from agentlog.documents.server import DocumentRooms, DocumentServer, Presence, serve_documents
+from agentlog.documents.server import (
+    DocumentRooms,
+    DocumentServer,
+    Presence,
+    listening_socket,
+    reachable_url,
+    serve_documents,
+)
 from agentlog.documents.tokens import issue, signing_key
 from eventstore import EventStore
 from eventstore.event_types.agents import AgentSpawnRequested
@@ -53,40 +60,55 @@ class AgentSystem:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, store: EventStore) -> list[Handler]:
-        """Start serving documents and supervising workers; return the handlers the runner must host."""
+        """Start serving documents and supervising workers; return the handlers the runner must host.
+
+        The socket is bound first (a taken port fails here, before anything is recorded), then the manager's start
+        is recorded, and only then are sockets accepted: every join is recorded after its server's
+        `ManagerStarted`, which would otherwise discard it as a connection of the server's previous life.
+        """
         settings = self.settings
         key = await signing_key(store.pool)
+        sock = listening_socket(settings.host, settings.port)
         rooms = DocumentRooms(store.pool, unload_after_s=settings.idle_grace_s + 10)
         self.documents = DocumentServer(store, settings.manager_id, key, rooms, Presence(store, settings.manager_id))
-        listening = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        serving = loop.create_task(
-            serve_documents(self.documents, settings.host, settings.port, self._stop_documents, listening)
-        )
-        waiting = loop.create_task(listening.wait())
-        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            waiting.cancel()
-            await serving  # raises why it could not listen
-        self._tasks.append(serving)
-        self.document_url = self.documents.url
+        self.documents.url = reachable_url(sock, settings.host)
         self.supervisor = Supervisor(
             store,
             SupervisorSettings(
                 manager_id=settings.manager_id,
                 max_agents=settings.max_agents,
-                document_url=self.document_url,
+                document_url=self.documents.url,
                 ping_s=settings.ping_s,
                 stats_log_s=settings.stats_log_s,
             ),
             command=self._worker_command,
-            token=lambda spawn: issue(key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S,
-                                      document_id=spawn.document_id),
+            token=lambda spawn: issue(
+                key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S, document_id=spawn.document_id
+            ),
         )
-        await self.supervisor.start()
+        try:
+            await self.supervisor.start()
+        except BaseException:
+            sock.close()
+            raise
+        listening = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        serving = loop.create_task(serve_documents(self.documents, sock, self._stop_documents, listening))
+        waiting = loop.create_task(listening.wait())
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            waiting.cancel()
+            await serving  # raises why it could not serve
+        self._tasks.append(serving)
         timers = TimerService(store, self._stop_timers)
         self._tasks.append(loop.create_task(timers.run()))
         return [*(DecisionHandler(decider) for decider in deciders(settings)), self.supervisor.handler]
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set when this manager lost its database lock (`up` then stops: another manager may be taking over)."""
+        assert self.supervisor is not None
+        return self.supervisor.lost
 
     def _worker_command(self, spawn: AgentSpawnRequested) -> Sequence[str]:
         settings = self.settings
@@ -107,6 +129,8 @@ class AgentSystem:
         return command
 
     async def shutdown(self) -> None:
+        if self.documents is not None:
+            self.documents.accepting = False
         if self.supervisor is not None:
             await self.supervisor.shutdown()
         self._stop_documents.set()

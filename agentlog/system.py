@@ -55,9 +55,14 @@ async def run_system(
         running = loop.create_task(runner.run())
         rebuilding = loop.create_task(_rebuild_all(store, stale))
         stopping = loop.create_task(stop.wait())
+        lost = loop.create_task(system.lost.wait()) if system is not None else None
         try:
-            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [t for t in (running, stopping, lost) if t is not None], return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
+            if lost is not None:
+                lost.cancel()
             if system is not None:
                 await system.shutdown()
             runner.stop.set()
@@ -66,6 +71,11 @@ async def run_system(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await running
+        if system is not None and system.lost.is_set():
+            raise AgentlogError(
+                f"manager {settings.manager_id} lost its database session (and with it its lock); its agents were"
+                " detached. Start it again: it reconciles with the log."
+            )
 
 
 def _stopping(stop: asyncio.Event, signum: int) -> None:

@@ -43,9 +43,9 @@ log = structlog.get_logger("handlers.decider")
 
 S = TypeVar("S", bound=BaseModel)
 
-MAX_DECISIONS_PER_EVENT = 10_000
-"""A decider that keeps deciding after this many decisions for one event has a bug (a decision that does not
-change the state it was decided from); failing loudly beats appending forever."""
+MAX_ROUNDS_PER_EVENT = 100_000
+"""A decider still deciding after this many rounds for one event has a bug (a decision that does not change the
+state it was decided from); failing loudly beats appending forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,12 @@ class Decider(Protocol[S]):
         """Fold one event (an input, or one of the decider's own decisions) into the state; may update in place."""
         ...
 
-    def decide(self, state: S, fact: Fact) -> Decision | None:
-        """The next decision after `fact`, given a state that already includes it and every earlier decision."""
+    def decide(self, state: S, fact: Fact) -> Sequence[Decision]:
+        """The next decisions after `fact`, given a state that already includes it and every earlier decision.
+
+        Decisions returned together must not depend on each other (they are folded after all were made); a
+        decider whose decisions interact returns one at a time. `step` asks again until nothing is returned.
+        """
         ...
 
 
@@ -91,13 +95,17 @@ def step(decider: Decider[S], state: S, fact: Fact) -> tuple[S, list[Decision]]:
     """Fold one input event and every decision it leads to; return the new state and the decisions, in order."""
     state = decider.evolve(state, fact)
     decisions: list[Decision] = []
-    while (decision := decider.decide(state, fact)) is not None:
-        if len(decisions) >= MAX_DECISIONS_PER_EVENT:
-            raise RuntimeError(f"decider {decider.name} made {len(decisions)} decisions for {fact.event_id}")
-        own = Fact(decision.event, decision_id(decider.name, fact.event_id, len(decisions)), decision.stream_id, None)
-        state = decider.evolve(state, own)
-        decisions.append(decision)
-    return state, decisions
+    for _ in range(MAX_ROUNDS_PER_EVENT):
+        round_ = decider.decide(state, fact)
+        if not round_:
+            return state, decisions
+        for decision in round_:
+            own = Fact(
+                decision.event, decision_id(decider.name, fact.event_id, len(decisions)), decision.stream_id, None
+            )
+            state = decider.evolve(state, own)
+            decisions.append(decision)
+    raise RuntimeError(f"decider {decider.name} kept deciding after {fact.event_id}: {len(decisions)} decisions")
 
 
 def is_own_decision(decider_name: str, event: RecordedEvent) -> bool:
@@ -109,7 +117,12 @@ def fact_of(store: EventStore, event: RecordedEvent) -> Fact:
 
 
 class DecisionHandler(Generic[S]):
-    """Hosts a decider in the handler runner: folds each batch, appends the decisions, saves the state."""
+    """Hosts a decider in the handler runner: folds each batch, appends the decisions, saves the state.
+
+    The folded state is kept in memory between batches, but only once the batch that produced it committed
+    (`batch_committed`, called by the runner), and never across sessions (`session_started`): after a failed
+    commit or a takeover it is loaded from the database again, where it always matches the checkpoint.
+    """
 
     def __init__(self, decider: Decider[S]) -> None:
         self.decider = decider
@@ -117,11 +130,21 @@ class DecisionHandler(Generic[S]):
         self.event_types: frozenset[str] | None = decider.input_types
         self._state: S | None = None
         self._sequence = 0
+        self._pending: tuple[S, int] | None = None
+
+    def session_started(self) -> None:
+        self._state, self._pending = None, None
+
+    def batch_committed(self) -> None:
+        if self._pending is not None:
+            self._state, self._sequence = self._pending
+            self._pending = None
 
     async def handle(self, batch: HandlerBatch) -> None:
-        state, self._state = self._state, None  # whatever goes wrong below, the next batch reloads
+        state, self._state, self._pending = self._state, None, None  # until this batch commits, reload if asked
+        sequence = self._sequence
         if state is None:
-            state, self._sequence = await _load_state(batch, self.decider)
+            state, sequence = await _load_state(batch, self.decider)
         appends: list[tuple[str, NewEvent]] = []
         for event in batch.events:
             if is_own_decision(self.name, event):
@@ -141,10 +164,9 @@ class DecisionHandler(Generic[S]):
                 )
         for stream_id, new in appends:
             await batch.append(stream_id, [new], ANY)
-        if not await _save_state(batch.connection, self.decider, state, self._sequence):
+        if not await _save_state(batch.connection, self.decider, state, sequence):
             raise ConcurrencyRetryError(f"the saved state of decider {self.name} moved; reloading it")
-        self._sequence += 1
-        self._state = state
+        self._pending = (state, sequence + 1)
 
 
 def _loggable(event: Event) -> dict[str, Any]:
@@ -159,12 +181,20 @@ SELECT sequence, state_version, state FROM agentlog.decider_states WHERE name = 
 """
 
 SAVE_STATE = """
-INSERT INTO agentlog.decider_states AS d (name, sequence, state_version, state, updated_at)
-VALUES ($1, 1, $3, $4::jsonb, now())
-ON CONFLICT (name) DO UPDATE
-   SET sequence = d.sequence + 1, state_version = excluded.state_version, state = excluded.state, updated_at = now()
- WHERE d.sequence = $2
-RETURNING sequence
+WITH updated AS (
+    UPDATE agentlog.decider_states
+       SET sequence = sequence + 1, state_version = $3, state = $4::jsonb, updated_at = now()
+     WHERE name = $1 AND sequence = $2
+    RETURNING sequence
+), inserted AS (
+    -- The first save only where none was loaded: a state saved meanwhile by another instance is not overwritten.
+    INSERT INTO agentlog.decider_states (name, sequence, state_version, state, updated_at)
+    SELECT $1, 1, $3, $4::jsonb, now()
+     WHERE $2::bigint = 0 AND NOT EXISTS (SELECT 1 FROM updated)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING sequence
+)
+SELECT sequence FROM updated UNION ALL SELECT sequence FROM inserted
 """
 
 

@@ -16,7 +16,10 @@ class Handler(Protocol):
     """A reaction to the log. `event_types` None means every event; other events are skipped, never an error.
 
     A handler may also carry `session_settings` (a mapping of PostgreSQL settings for its connection, such as
-    `search_path`).
+    `search_path`), and two hooks for handlers that keep state in memory between batches: `session_started()`,
+    called when its instance becomes active (the database may have moved on meanwhile), and `batch_committed()`,
+    called after a batch's transaction committed (a batch that fails is retried, and the memory must not run
+    ahead of the database).
     """
 
     name: str

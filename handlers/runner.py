@@ -114,6 +114,8 @@ class HandlerInstance:
                 return
             self.state = HandlerState.ACTIVE
             self.position = await recorder.load_checkpoint(connection, self.handler.name)
+            if (session_started := getattr(self.handler, "session_started", None)) is not None:
+                session_started()
             log.info("handler.active", handler=self.handler.name, checkpoint=str(self.position))
             reporter = asyncio.get_running_loop().create_task(self._report_lag())
             try:
@@ -203,6 +205,8 @@ class HandlerInstance:
                     raise
                 await recorder.abandon_batch(connection)
                 continue
+            if (batch_committed := getattr(self.handler, "batch_committed", None)) is not None:
+                batch_committed()
             if batch.appended:
                 self.store.committed()
             self.position = events[-1].position

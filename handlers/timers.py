@@ -60,6 +60,9 @@ class TimerService:
                 backoff = 0.1
             except RETRY_ERRORS as error:
                 log.warning("timers.connection_lost", error=str(error), retry_in_s=backoff)
+            except Exception:
+                # Timers are how documents go idle and agents restart: never let one failure end the service.
+                log.exception("timers.failed", retry_in_s=backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff)
             backoff = min(backoff * 2, 10.0)

@@ -44,6 +44,10 @@ MARK = "geo"
 ORIGIN = "agentlog-agent"
 SENTENCE = re.compile(r"[^.!?]*[.!?]+(?=\s|$)")
 EXIT_REFUSED = 3
+EMBED = "\ufffc"
+"""Stands in for an embed in a node's plain text (sentences holding one are left alone)."""
+FOUND_CACHE = 10_000
+"""Sentences whose places are remembered (one LLM call per distinct sentence, within this bound)."""
 
 
 class SocketChannel:
@@ -103,24 +107,45 @@ class Surface:
         yield from _xml_texts(self.root)
 
     @staticmethod
-    def plain(node: Text | XmlText) -> tuple[str, list[tuple[int, int, dict[str, Any]]]]:
-        """The node's characters and its formatted ranges (character positions)."""
+    def plain(node: Text | XmlText) -> Plain:
+        """The node's characters, its formatted ranges and its embeds (character positions)."""
         parts: list[str] = []
         ranges: list[tuple[int, int, dict[str, Any]]] = []
+        embeds: set[int] = set()
         at = 0
         for chunk, attributes in node.diff():
-            text = chunk if isinstance(chunk, str) else ""
+            if isinstance(chunk, str):
+                text = chunk
+            else:  # an embed takes one position in the document; stand a character in for it
+                text = EMBED
+                embeds.add(at)
             parts.append(text)
             if attributes:
                 ranges.append((at, at + len(text), dict(attributes)))
             at += len(text)
-        return "".join(parts), ranges
+        return Plain("".join(parts), ranges, frozenset(embeds))
 
     @staticmethod
-    def mark(node: Text | XmlText, text: str, start: int, end: int, value: dict[str, Any]) -> None:
-        byte_start = len(text[:start].encode())
-        byte_end = byte_start + len(text[start:end].encode())
-        node.format(byte_start, byte_end, {MARK: value})
+    def mark(node: Text | XmlText, plain: Plain, start: int, end: int, value: dict[str, Any]) -> None:
+        node.format(plain.position(start), plain.position(end), {MARK: value})
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    text: str
+    ranges: list[tuple[int, int, dict[str, Any]]]
+    embeds: frozenset[int]
+
+    def position(self, index: int) -> int:
+        """The document position of character `index`: pycrdt counts UTF-8 bytes, and one per embed."""
+        return sum(1 if at in self.embeds else len(self.text[at].encode()) for at in range(index))
+
+    def marked(self, start: int, end: int) -> bool:
+        """Every character of [start, end) carries a `geo` mark (formatting may split a mark into pieces)."""
+        return all(
+            any(MARK in attributes and low <= at < high for low, high, attributes in self.ranges)
+            for at in range(start, end)
+        )
 
 
 def _xml_texts(node: XmlFragment | XmlElement) -> Iterator[XmlText]:
@@ -155,19 +180,20 @@ class Worker:
     async def run(self) -> int:
         url = f"{self.args.url.rstrip('/')}/{self.args.document}?token={os.environ['AGENTLOG_AGENT_TOKEN']}"
         started = time.perf_counter()
+        commands = asyncio.create_task(self._commands())  # pings and shutdown are answered while connecting too
         try:
             async with connect(url, max_size=64 * 1024 * 1024, open_timeout=10) as websocket:
                 self.websocket = websocket
                 channel = SocketChannel(websocket, self.args.document)
                 async with Provider(self.document, channel):
-                    await asyncio.wait_for(channel.synced.wait(), 30)
+                    if not await self._synced_or_stopped(channel):
+                        return 0 if self.graceful else 1
                     self.emit({"op": "connected", "sync_ms": (time.perf_counter() - started) * 1000})
                     log.info("worker.connected", document=self.args.document, agent=self.args.agent)
                     subscription = self.surface.root.observe_deep(self._on_change)
                     self.changed.set()  # sentences finished before we came
                     tasks = [
                         asyncio.create_task(self._annotate()),
-                        asyncio.create_task(self._commands()),
                         asyncio.create_task(self._metrics()),
                         asyncio.create_task(self._watch(websocket)),
                     ]
@@ -181,8 +207,21 @@ class Worker:
             log.error("worker.disconnected", code=code, reason=reason)
             return EXIT_REFUSED if code is not None and 4400 <= code < 4500 else 1
         finally:
+            commands.cancel()
             await self.extractor.aclose()
         return 0 if self.graceful else 1
+
+    async def _synced_or_stopped(self, channel: SocketChannel) -> bool:
+        synced = asyncio.create_task(channel.synced.wait())
+        stopped = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait([synced, stopped], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        synced.cancel()
+        stopped.cancel()
+        if synced in done:
+            return True
+        if stopped not in done:
+            raise TimeoutError("the document server did not finish the first sync within 30 s")
+        return False
 
     def _on_change(self, *_: object) -> None:
         # Never write to the document from inside an observer (pycrdt forbids it): wake the annotator instead.
@@ -206,14 +245,16 @@ class Worker:
 
     async def _annotate_once(self) -> None:
         for node in list(self.surface.nodes()):
-            text, _ = self.surface.plain(node)
+            text = self.surface.plain(node).text
             for match in SENTENCE.finditer(text):
                 sentence = match.group().strip()
-                if not sentence:
+                if not sentence or EMBED in sentence:
                     continue
                 places = self.found.get(sentence)
                 if places is None:
                     places = await self._extract(sentence)
+                    if len(self.found) >= FOUND_CACHE:
+                        del self.found[next(iter(self.found))]
                     self.found[sentence] = places
                 if places:
                     self._mark(node, sentence, places)
@@ -236,17 +277,18 @@ class Worker:
 
     def _mark(self, node: Text | XmlText, sentence: str, places: tuple[Place, ...]) -> None:
         """Mark every place of `sentence` wherever the sentence now is in `node`, unless already marked."""
-        text, ranges = self.surface.plain(node)
+        plain = self.surface.plain(node)  # read again: the document may have changed during the LLM call
+        text = plain.text
         marked: list[dict[str, Any]] = []
         with self.document.transaction(origin=ORIGIN):
             at = text.find(sentence)
             while at >= 0:
                 for place in places:
                     start, end = at + place.start, at + place.end
-                    if text[start:end] != place.name or _already_marked(ranges, start, end):
+                    if text[start:end] != place.name or plain.marked(start, end):
                         continue
                     value = {"name": place.name, "lat": place.latitude, "lon": place.longitude}
-                    self.surface.mark(node, text, start, end, value)
+                    self.surface.mark(node, plain, start, end, value)
                     marked.append({"name": place.name, "latitude": place.latitude, "longitude": place.longitude})
                 at = text.find(sentence, at + len(sentence))
         if marked:
@@ -295,10 +337,6 @@ class Worker:
                     "llm_response_time_ms": sum(calls) / len(calls) if calls else None,
                 }
             )
-
-
-def _already_marked(ranges: list[tuple[int, int, dict[str, Any]]], start: int, end: int) -> bool:
-    return any(MARK in attributes and low <= start and end <= high for low, high, attributes in ranges)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

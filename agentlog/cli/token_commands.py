@@ -47,7 +47,7 @@ def agent_command(
 ) -> None:
     """Print a token for an agent (agents' sockets do not count as people in a document)."""
     settings = load_settings()
-    if not DOCUMENT_ID_PATTERN.match(document):
+    if not DOCUMENT_ID_PATTERN.fullmatch(document):
         fail(f"invalid document id {document!r}", ExitCode.INVALID_INPUT)
     try:
         write_line(run_async(_token(open_database(settings).url, "agent", name, ttl_hours * 3600, document)))

@@ -34,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agentlog.documents.protocol import MalformedMessageError, check_message
 from agentlog.documents.tokens import TokenError, verify
 from agentlog.documents.ystore import PostgresYStore, load_document
-from eventstore import ANY, EventStore
+from eventstore import ANY, EventStore, NewEvent
 from eventstore.errors import AgentlogError
 from eventstore.event_types.documents import DOCUMENT_ID_PATTERN, PersonJoined, PersonLeft, document_stream
 from eventstore.postgres.connections import StatementPool
@@ -47,6 +47,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_UNSUPPORTED = 1003
 CLOSE_MALFORMED = 1007
 CLOSE_SERVER_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
 
 
 class SocketChannel:
@@ -158,9 +159,16 @@ def _close_sender(exception: Exception, message: bytes, channel: Any) -> bool:
     return True
 
 
+PRESENCE_NAMESPACE = uuid.UUID("7c1e3f0a-5a5d-4f0e-9a8e-3d2f6b1c9e42")
+
+
 @dataclass(slots=True)
 class Presence:
-    """People per document on this server, recorded in the log as they come and go."""
+    """People per document on this server, recorded in the log as they come and go.
+
+    Each join and leave has an id derived from its connection, so retrying after an ambiguous failure (the
+    commit happened, the answer was lost) records it once; a leave is recorded for every join that was tried.
+    """
 
     store: EventStore
     server_id: str
@@ -170,15 +178,13 @@ class Presence:
     async def joined(self, document_id: str, user_id: str, connection_id: str) -> None:
         here = self.people.setdefault(document_id, {})
         here[connection_id] = user_id
+        event = PersonJoined(
+            user_id=user_id, people_present=len(here), connection_id=connection_id, server_id=self.server_id
+        )
         try:
-            await self.store.append(
-                document_stream(document_id),
-                [PersonJoined(user_id=user_id, people_present=len(here), connection_id=connection_id,
-                              server_id=self.server_id)],
-                ANY,
-            )
+            await self.store.append(document_stream(document_id), [self._new(event, "joined", connection_id)], ANY)
         except BaseException:
-            del here[connection_id]
+            here.pop(connection_id, None)
             raise
 
     async def left(self, document_id: str, user_id: str, connection_id: str) -> None:
@@ -186,16 +192,21 @@ class Presence:
         here.pop(connection_id, None)
         if not here:
             self.people.pop(document_id, None)
-        event = PersonLeft(user_id=user_id, people_present=len(here), connection_id=connection_id,
-                           server_id=self.server_id)
-        for attempt in range(5):
+        event = PersonLeft(
+            user_id=user_id, people_present=len(here), connection_id=connection_id, server_id=self.server_id
+        )
+        delay = 0.2
+        while True:  # until it is recorded: a presence never recorded as gone keeps its document active
             try:
-                await self.store.append(document_stream(document_id), [event], ANY)
+                await self.store.append(document_stream(document_id), [self._new(event, "left", connection_id)], ANY)
                 return
-            except AgentlogError as error:
-                # Not recorded, the person stays "present" until this server stops: retry a little.
-                log.warning("document.leave_not_recorded", document=document_id, error=str(error), attempt=attempt)
-                await asyncio.sleep(0.2 * 2**attempt)
+            except Exception as error:
+                log.warning("document.leave_not_recorded", document=document_id, error=str(error), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _new(self, event: PersonJoined | PersonLeft, what: str, connection_id: str) -> NewEvent:
+        return NewEvent(event, uuid.uuid5(PRESENCE_NAMESPACE, f"{self.server_id}/{connection_id}/{what}"))
 
 
 @dataclass(slots=True)
@@ -207,13 +218,18 @@ class DocumentServer:
     presence: Presence
     sockets: int = 0
     url: str = ""
-    """Where agents on this machine reach it, `ws://host:port/doc` (known once it listens)."""
+    """Where agents on this machine reach it, `ws://host:port/doc`."""
+    accepting: bool = True
+    """False once the manager is stopping: new sockets are told to come back (to another server)."""
 
     async def socket(self, websocket: WebSocket) -> None:
         document_id = websocket.path_params["document_id"]
         await websocket.accept()
         channel = SocketChannel(websocket, document_id)
-        if not DOCUMENT_ID_PATTERN.match(document_id):
+        if not self.accepting:
+            await channel.close(CLOSE_SERVICE_RESTART, "the document server is stopping; reconnect")
+            return
+        if not DOCUMENT_ID_PATTERN.fullmatch(document_id):
             await channel.close(CLOSE_INVALID_DOCUMENT, "invalid document id: use 1-128 letters, digits, . _ -")
             return
         try:
@@ -231,6 +247,8 @@ class DocumentServer:
                 await self.presence.joined(document_id, identity.name, connection_id)
             except AgentlogError as error:
                 await channel.close(CLOSE_SERVER_ERROR, f"cannot record your presence: {error}")
+                # The join may have been recorded all the same (its answer lost): record the leave too.
+                asyncio.get_running_loop().create_task(self.presence.left(document_id, identity.name, connection_id))
                 return
         self.sockets += 1
         started = time.monotonic()
@@ -294,11 +312,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reachable_url(sock: socket.socket, host: str) -> str:
+    """`ws://host:port/doc` for agents on this machine, from the bound socket (so port 0 works)."""
+    bound = sock.getsockname()[1]
+    reachable = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"ws://{reachable}:{bound}/doc"
+
+
 async def serve_documents(
-    server: DocumentServer, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
+    server: DocumentServer, sock: socket.socket, stop: asyncio.Event, started: asyncio.Event | None = None
 ) -> None:
-    """Serve until `stop` is set."""
-    sock = listening_socket(host, port)
+    """Serve on the bound socket until `stop` is set."""
     config = uvicorn.Config(
         server.app(), log_config=None, lifespan="off", ws="websockets-sansio",
         ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
@@ -309,10 +333,7 @@ async def serve_documents(
         while not web.started and not task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
             await asyncio.sleep(0.01)
         if task.done():
-            raise DocumentServerError(f"the document server on {host}:{port} stopped while starting")
-        bound = sock.getsockname()[1]
-        reachable = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        server.url = f"ws://{reachable}:{bound}/doc"
+            raise DocumentServerError(f"the document server on {server.url} stopped while starting")
         log.info("documents.listening", url=f"{server.url}/{{document_id}}")
         if started is not None:
             started.set()

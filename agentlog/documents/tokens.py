@@ -70,7 +70,7 @@ def verify(key: bytes, token: str | None, *, now: float | None = None) -> Identi
     if len(parts) != 3 or parts[0] != PREFIX:
         raise TokenError("unknown token format")
     _, payload, signature = parts
-    if not hmac.compare_digest(_sign(key, payload), signature):
+    if not hmac.compare_digest(_sign(key, payload).encode(), signature.encode()):
         raise TokenError("unknown token (bad signature)")
     try:
         claims = orjson.loads(_decode(payload))

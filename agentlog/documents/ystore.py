@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import structlog
@@ -9,16 +10,20 @@ from pycrdt import Doc
 from pycrdt._base import BaseType
 from pycrdt.store import BaseYStore
 
+from eventstore.errors import AgentlogError
 from eventstore.postgres.connections import StatementPool
+from eventstore.postgres.errors import CONNECTION_ERRORS
 
 log = structlog.get_logger("agentlog.documents.ystore")
 
 INSERT = "INSERT INTO agentlog.document_updates (document_id, body) VALUES ($1, $2)"
 SELECT = "SELECT id, body FROM agentlog.document_updates WHERE document_id = $1 ORDER BY id"
 COMPACT = """
-WITH gone AS (DELETE FROM agentlog.document_updates WHERE document_id = $1 AND id <= $2)
+WITH gone AS (DELETE FROM agentlog.document_updates WHERE document_id = $1 AND id = ANY ($2::bigint[]))
 INSERT INTO agentlog.document_updates (document_id, body) VALUES ($1, $3)
 """
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (AgentlogError, *CONNECTION_ERRORS)
 
 COMPACT_AFTER = 500
 """Updates a document may pile up before loading it folds them into one (a keystroke is an update)."""
@@ -34,7 +39,18 @@ class PostgresYStore(BaseYStore):
         self.document_id = document_id
 
     async def write(self, data: bytes) -> None:
-        await self._pool.execute(INSERT, self.document_id, data)
+        """Store one update, retrying through a short outage: until it is stored it lives only in memory (the
+        people who made it still have it, and y-websocket resends it when they reconnect)."""
+        delay = 0.1
+        for attempt in range(8):
+            try:
+                await self._pool.execute(INSERT, self.document_id, data)
+                return
+            except STORE_ERRORS as error:
+                log.warning("document.update_not_stored", document=self.document_id, error=str(error), attempt=attempt)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.error("document.update_lost", document=self.document_id)
 
     async def read(self) -> AsyncIterator[tuple[bytes, bytes, float]]:
         for _, body in await self._pool.fetch(SELECT, self.document_id):
@@ -48,6 +64,7 @@ async def load_document(pool: StatementPool, document_id: str) -> Doc[BaseType]:
     for _, body in rows:
         document.apply_update(bytes(body))
     if len(rows) > COMPACT_AFTER:
-        await pool.execute(COMPACT, document_id, rows[-1][0], document.get_update())
+        # Exactly the rows folded in: an update another server stores meanwhile is kept.
+        await pool.execute(COMPACT, document_id, [row[0] for row in rows], document.get_update())
         log.info("document.compacted", document=document_id, updates=len(rows))
     return document

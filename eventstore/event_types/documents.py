@@ -15,7 +15,8 @@ DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._
 ConnectionId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 ServerId = Annotated[str, StringConstraints(min_length=0, max_length=100)]
 
-DOCUMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DOCUMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Use with `fullmatch` (`$` would accept a trailing newline)."""
 
 
 def document_stream(document_id: str) -> str:

@@ -131,11 +131,12 @@ class AgentManager:
             case DocumentActivated():
                 document = state.documents.setdefault(event.document_id, DocumentWants())
                 document.active, document.failed, document.failures = True, False, 0
-                document.server_id = event.server_id
+                document.server_id, document.restart_timer = event.server_id, None
                 document.last_activity = max(document.last_activity, fact.position or 0)
             case DocumentIdled():
                 if (document := state.documents.get(event.document_id)) is not None:
                     document.active, document.deferred, document.restart_due = False, False, False
+                    document.restart_timer = None  # a backoff from before is not a reason to wait later
             case AgentProcessStarted():
                 if (agent := state.agents.get(event.agent_id)) is not None and agent.status == "requested":
                     agent.status = "running"
@@ -209,8 +210,10 @@ class AgentManager:
 
     # -- decide --------------------------------------------------------------------------------------------------
 
-    def decide(self, state: ManagerState, fact: Fact) -> Decision | None:
-        return self._failure(state, fact) or self._idle_detach(state) or self._placement(state, fact)
+    def decide(self, state: ManagerState, fact: Fact) -> list[Decision]:
+        # One at a time: a spawn, a detach or an eviction changes what the next decision may be.
+        decision = self._failure(state, fact) or self._idle_detach(state) or self._placement(state, fact)
+        return [] if decision is None else [decision]
 
     def _failure(self, state: ManagerState, fact: Fact) -> Decision | None:
         for document_id in sorted(state.documents):

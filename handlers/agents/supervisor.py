@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -36,7 +36,7 @@ import orjson
 import structlog
 
 from eventstore import ANY, Event, EventStore, NewEvent
-from eventstore.errors import AgentlogError
+from eventstore.errors import AgentlogError, ConcurrencyRetryError, DatabaseUnavailableError
 from eventstore.event_types.agents import (
     AgentConnected,
     AgentDetachRequested,
@@ -62,7 +62,9 @@ log = structlog.get_logger("handlers.supervisor")
 
 SUPERVISOR_NAMESPACE = uuid.UUID("0f6f3a4e-8d0c-4b53-9c9e-2b7c1d2e5a77")
 STOP_GRACE_S = 5.0
-RECORD_ERRORS: tuple[type[BaseException], ...] = (AgentlogError, *CONNECTION_ERRORS)
+RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailableError, ConcurrencyRetryError, *CONNECTION_ERRORS)
+"""Failures after which recording a fact is tried again; any other is a bug in the fact and is logged instead."""
+PROBE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
 WorkerCommand = Callable[[AgentSpawnRequested], Sequence[str]]
 """The command line of a worker for a spawn request (the application edge knows the program)."""
@@ -98,6 +100,9 @@ class WorkerProcess:
     stop_requested: str | None = None
     """Why it was asked to stop (its exit is then expected)."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    reports: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
+    """Facts it reported, recorded in order by their own task, so that reading (and pongs) never waits for the
+    database."""
 
 
 @dataclass(slots=True)
@@ -127,6 +132,11 @@ class Supervisor:
         self._lock_connection: Connection | None = None
         self._background: list[asyncio.Task[None]] = []
         self.stopping = False
+        self.spawned: set[str] = set()
+        """Every agent this incarnation ever started: a batch retried after its workers came and went must not
+        start them again."""
+        self.lost = asyncio.Event()
+        """Set when this manager lost its database lock: others may already have recorded it as lost."""
 
     # -- start and stop ------------------------------------------------------------------------------------------
 
@@ -154,9 +164,10 @@ class Supervisor:
         await self._reconcile()
         loop = asyncio.get_running_loop()
         self._background = [
-            loop.create_task(self._ping_loop()),
+            loop.create_task(self._forever(self._ping_round, self.settings.ping_s)),
             loop.create_task(self._watch_managers()),
-            loop.create_task(self._log_stats()),
+            loop.create_task(self._forever(self._log_stats, self.settings.stats_log_s)),
+            loop.create_task(self._forever(self._check_lock, self.settings.watch_managers_s)),
         ]
 
     async def _reconcile(self) -> None:
@@ -188,11 +199,20 @@ class Supervisor:
             log.info("manager.reconciled", agent=row["agent_id"], was_running=alive)
 
     async def shutdown(self, reason: str = "the manager was stopped (SIGINT/SIGTERM)") -> None:
-        """Record the manager's end first (so no agent is placed here again), then detach every worker."""
+        """Detach every worker and record each exit, then record the manager's end.
+
+        In that order: while the workers stop, this manager still counts as alive, so the decider places nothing
+        elsewhere yet (which would put a second agent on a document for a few seconds); spawns it addresses here
+        meanwhile are ignored (`stopping`) and dropped by the decider when `ManagerStopped` arrives.
+        """
         self.stopping = True
         for task in self._background:
             task.cancel()
-        with contextlib.suppress(*RECORD_ERRORS):
+        await asyncio.gather(*(self._stop_worker(agent_id, "manager shutdown: detached") for agent_id in self.workers))
+        exits = [task for worker in self.workers.values() for task in worker.tasks]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*exits, return_exceptions=True), STOP_GRACE_S + 5)
+        with contextlib.suppress(*RETRYABLE):
             await self.store.append(
                 manager_stream(self.settings.manager_id),
                 [
@@ -202,10 +222,6 @@ class Supervisor:
                 ],
                 ANY,
             )
-        await asyncio.gather(*(self._stop_worker(agent_id, "manager shutdown: detached") for agent_id in self.workers))
-        exits = [task for worker in self.workers.values() for task in worker.tasks]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*exits, return_exceptions=True), STOP_GRACE_S + 5)
         if self._lock_connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lock_connection.close(), 2)
@@ -215,8 +231,14 @@ class Supervisor:
     # -- decisions -----------------------------------------------------------------------------------------------
 
     async def spawn(self, spawn: AgentSpawnRequested, batch: HandlerBatch) -> None:
-        if spawn.agent_id not in self.workers:
-            environment = {**os.environ, "AGENTLOG_AGENT_TOKEN": self.token(spawn)}
+        if spawn.agent_id in self.spawned:
+            worker = self.workers.get(spawn.agent_id)
+            if worker is not None:  # started by an attempt of this batch that did not commit: record it again
+                await batch.append(agent_stream(spawn.agent_id), [self._started_event(spawn, worker)], ANY)
+            return
+        self.spawned.add(spawn.agent_id)
+        environment = {**os.environ, "AGENTLOG_AGENT_TOKEN": self.token(spawn)}
+        try:
             process = await asyncio.create_subprocess_exec(
                 *self.command(spawn),
                 stdin=asyncio.subprocess.PIPE,
@@ -224,30 +246,34 @@ class Supervisor:
                 env=environment,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the manager, which detaches in order
             )
-            now = time.monotonic()
-            worker = WorkerProcess(spawn, process, now, now)
-            self.workers[spawn.agent_id] = worker
-            worker.tasks = [
-                asyncio.get_running_loop().create_task(self._read_reports(worker)),
-                asyncio.get_running_loop().create_task(self._await_exit(worker)),
-            ]
-            log.info("agent.spawned", agent=spawn.agent_id, document=spawn.document_id, pid=process.pid)
-        worker = self.workers[spawn.agent_id]
-        await batch.append(
-            agent_stream(spawn.agent_id),
-            [
-                NewEvent(
-                    AgentProcessStarted(
-                        agent_id=spawn.agent_id,
-                        document_id=spawn.document_id,
-                        manager_id=spawn.manager_id,
-                        pid=worker.process.pid,
-                    ),
-                    self._event_id(f"started/{spawn.agent_id}"),
-                )
-            ],
-            ANY,
-        )
+        except OSError as error:
+            # Recorded as an abnormal exit, so the decider's restarts and their limit apply; the batch goes on.
+            log.error("agent.spawn_failed", agent=spawn.agent_id, error=str(error))
+            failed = AgentProcessExited(
+                agent_id=spawn.agent_id, document_id=spawn.document_id, manager_id=spawn.manager_id, pid=None,
+                exit_code=None, expected=False, reason=f"the worker could not be started: {error}",
+            )  # fmt: skip
+            failed_id = self._event_id(f"exited/{spawn.agent_id}")
+            await batch.append(agent_stream(spawn.agent_id), [NewEvent(failed, failed_id)])
+            return
+        now = time.monotonic()
+        worker = WorkerProcess(spawn, process, now, now)
+        self.workers[spawn.agent_id] = worker
+        loop = asyncio.get_running_loop()
+        worker.tasks = [
+            loop.create_task(self._read_reports(worker)),
+            loop.create_task(self._record_reports(worker)),
+            loop.create_task(self._await_exit(worker)),
+        ]
+        log.info("agent.spawned", agent=spawn.agent_id, document=spawn.document_id, pid=process.pid)
+        await batch.append(agent_stream(spawn.agent_id), [self._started_event(spawn, worker)], ANY)
+
+    def _started_event(self, spawn: AgentSpawnRequested, worker: WorkerProcess) -> NewEvent:
+        started = AgentProcessStarted(
+            agent_id=spawn.agent_id, document_id=spawn.document_id, manager_id=spawn.manager_id,
+            pid=worker.process.pid,
+        )  # fmt: skip
+        return NewEvent(started, self._event_id(f"started/{spawn.agent_id}"))
 
     async def detach(self, detach: AgentDetachRequested) -> None:
         await self._stop_worker(detach.agent_id, detach.reason)
@@ -258,8 +284,8 @@ class Supervisor:
             return
         worker.stop_requested = reason
         log.info("agent.detaching", agent=agent_id, reason=reason)
-        await self._send(worker, {"op": "shutdown"})
         asyncio.get_running_loop().create_task(self._kill_later(worker))
+        await self._send(worker, {"op": "shutdown"})
 
     async def _kill_later(self, worker: WorkerProcess) -> None:
         with contextlib.suppress(TimeoutError):
@@ -274,7 +300,9 @@ class Supervisor:
     async def _read_reports(self, worker: WorkerProcess) -> None:
         assert worker.process.stdout is not None
         spawn = worker.spawn
+        sequence = 0
         while line := await worker.process.stdout.readline():
+            worker.last_pong = time.monotonic()  # anything it says shows it is alive
             try:
                 report = orjson.loads(line)
                 event = self._event_of(spawn, report, worker)
@@ -282,7 +310,15 @@ class Supervisor:
                 log.warning("agent.bad_report", agent=spawn.agent_id, error=str(error), line=line[:200])
                 continue
             if event is not None:
-                await self._record(agent_stream(spawn.agent_id), event)
+                sequence += 1
+                worker.reports.put_nowait((sequence, event))
+
+    async def _record_reports(self, worker: WorkerProcess) -> None:
+        while True:
+            sequence, event = await worker.reports.get()
+            key = f"report/{worker.spawn.agent_id}/{worker.process.pid}/{sequence}"
+            await self._record(agent_stream(worker.spawn.agent_id), event, key)
+            worker.reports.task_done()
 
     def _event_of(self, spawn: AgentSpawnRequested, report: dict[str, Any], worker: WorkerProcess) -> Event | None:
         who = {"agent_id": spawn.agent_id, "document_id": spawn.document_id}
@@ -312,6 +348,11 @@ class Supervisor:
 
     async def _await_exit(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
+        reading, recording = worker.tasks[0], worker.tasks[1]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reading), 5)  # what it said before it went comes first
+            await asyncio.wait_for(worker.reports.join(), 30)
+        recording.cancel()
         spawn = worker.spawn
         expected = worker.stop_requested is not None
         if expected:
@@ -336,19 +377,42 @@ class Supervisor:
 
     # -- health --------------------------------------------------------------------------------------------------
 
-    async def _ping_loop(self) -> None:
+    async def _forever(self, round_: Callable[[], Awaitable[None]], interval: float) -> None:
+        """Run `round_` every `interval` until cancelled; a failing round is logged, never the end of the loop."""
         while True:
-            await asyncio.sleep(self.settings.ping_s)
-            now = time.monotonic()
-            for worker in list(self.workers.values()):
-                if worker.stop_requested is not None or worker.process.returncode is not None:
-                    continue
-                silent = now - worker.last_pong
-                if silent > self.settings.ping_s * self.settings.missed_pongs + 1:
-                    await self._unresponsive(worker, silent)
-                    continue
-                worker.pings_sent += 1
-                await self._send(worker, {"op": "ping", "n": worker.pings_sent})
+            await asyncio.sleep(interval)
+            try:
+                await round_()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervisor.round_failed", round=getattr(round_, "__name__", "?"))
+
+    async def _ping_round(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.stop_requested is not None or worker.process.returncode is not None:
+                continue
+            silent = now - worker.last_pong
+            if silent > self.settings.ping_s * self.settings.missed_pongs + 1:
+                await self._unresponsive(worker, silent)
+                continue
+            worker.pings_sent += 1
+            await self._send(worker, {"op": "ping", "n": worker.pings_sent})
+
+    async def _check_lock(self) -> None:
+        """A manager whose lock session died may already be recorded as lost by another: it must stop."""
+        connection = self._lock_connection
+        alive = connection is not None and not connection.is_closed()
+        if alive:
+            assert connection is not None
+            try:
+                await connection.fetchval("SELECT 1", timeout=5)
+            except PROBE_ERRORS:
+                alive = False
+        if not alive and not self.lost.is_set():
+            log.error("manager.lock_lost", manager=self.settings.manager_id)
+            self.lost.set()
 
     async def _unresponsive(self, worker: WorkerProcess, silent: float) -> None:
         spawn = worker.spawn
@@ -369,7 +433,7 @@ class Supervisor:
         stdin = worker.process.stdin
         if stdin is None or stdin.is_closing():
             return
-        with contextlib.suppress(ConnectionError, RuntimeError):
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
             stdin.write(orjson.dumps(message) + b"\n")
             await asyncio.wait_for(stdin.drain(), 5)
 
@@ -378,39 +442,42 @@ class Supervisor:
         suspects: set[str] = set()
         while True:
             await asyncio.sleep(self.settings.watch_managers_s)
-            with contextlib.suppress(*RECORD_ERRORS):
-                for row in await self.store.pool.fetch(MANAGERS_ALIVE):
-                    data = orjson.loads(row["data"]) if isinstance(row["data"], str | bytes) else row["data"]
-                    manager_id = data["manager_id"]
-                    if row["event_type"] != "ManagerStarted" or manager_id == self.settings.manager_id:
-                        continue
-                    if await recorder.handler_lock_held(self.store.pool, manager_lock_name(manager_id)):
-                        suspects.discard(manager_id)
-                        continue
-                    if manager_id not in suspects:
-                        suspects.add(manager_id)
-                        continue
-                    suspects.discard(manager_id)
-                    await self._record(
-                        manager_stream(manager_id),
-                        ManagerStopped(
-                            manager_id=manager_id,
-                            incarnation=data["incarnation"],
-                            how="lost",
-                            reason=f"its database session ended (noticed by manager {self.settings.manager_id})",
-                        ),
-                        f"lost/{data['incarnation']}",
-                    )
-                    log.warning("manager.lost", manager=manager_id, incarnation=data["incarnation"])
+            try:
+                await self._watch_round(suspects)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervisor.watch_failed")
+
+    async def _watch_round(self, suspects: set[str]) -> None:
+        for row in await self.store.pool.fetch(MANAGERS_ALIVE):
+            data = orjson.loads(row["data"]) if isinstance(row["data"], str | bytes) else row["data"]
+            manager_id = data["manager_id"]
+            if row["event_type"] != "ManagerStarted" or manager_id == self.settings.manager_id:
+                continue
+            if await recorder.handler_lock_held(self.store.pool, manager_lock_name(manager_id)):
+                suspects.discard(manager_id)
+                continue
+            if manager_id not in suspects:
+                suspects.add(manager_id)
+                continue
+            suspects.discard(manager_id)
+            lost = ManagerStopped(
+                manager_id=manager_id,
+                incarnation=data["incarnation"],
+                how="lost",
+                reason=f"its database session ended (noticed by manager {self.settings.manager_id})",
+            )
+            # The same id whichever manager notices: several watchers record the loss once.
+            lost_id = uuid.uuid5(SUPERVISOR_NAMESPACE, f"lost/{manager_id}/{data['incarnation']}")
+            await self.store.append(manager_stream(manager_id), [NewEvent(lost, lost_id)], ANY)
+            log.warning("manager.lost", manager=manager_id, incarnation=data["incarnation"])
 
     async def _log_stats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.stats_log_s)
-            with contextlib.suppress(*RECORD_ERRORS):
-                row = await self.store.pool.fetchrow(SYSTEM_STATS)
-                if row is not None:
-                    log.info("system.stats", manager=self.settings.manager_id, workers_here=len(self.workers),
-                             **{key: _plain(value) for key, value in dict(row).items()})
+        row = await self.store.pool.fetchrow(SYSTEM_STATS)
+        if row is not None:
+            log.info("system.stats", manager=self.settings.manager_id, workers_here=len(self.workers),
+                     **{key: _plain(value) for key, value in dict(row).items()})  # fmt: skip
 
     # -- recording -----------------------------------------------------------------------------------------------
 
@@ -425,10 +492,13 @@ class Supervisor:
             try:
                 await self.store.append(stream_id, [new], ANY)
                 return
-            except RECORD_ERRORS as error:
+            except RETRYABLE as error:
                 log.warning("supervisor.record_failed", event=event.event_type, error=str(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except AgentlogError as error:
+                log.error("supervisor.fact_refused", event=event.event_type, error=str(error))
+                return
 
 
 class SupervisorHandler:

@@ -29,6 +29,8 @@ IDLE_GRACE = "idle-grace"
 class DocumentPresence(BaseModel):
     connections: dict[str, str] = Field(default_factory=dict)
     """connection id → the server holding it."""
+    last_server: str = ""
+    """The server of the most recent person in (where an agent should join)."""
     active: bool = False
     grace_timer: str | None = None
     last_left_at: int | None = None
@@ -63,6 +65,7 @@ class DocumentActivity:
             case PersonJoined():
                 document = state.documents.setdefault(_document_of(fact.stream_id), DocumentPresence())
                 document.connections[event.connection_id] = event.server_id
+                document.last_server = event.server_id
             case PersonLeft():
                 document = state.documents.setdefault(_document_of(fact.stream_id), DocumentPresence())
                 document.connections.pop(event.connection_id, None)
@@ -90,40 +93,33 @@ class DocumentActivity:
         _forget_quiet_documents(state)
         return state
 
-    def decide(self, state: ActivityState, fact: Fact) -> Decision | None:
+    def decide(self, state: ActivityState, fact: Fact) -> list[Decision]:
+        # Each document's decisions are independent of the others': all of them at once.
         event = fact.event
         if isinstance(event, TimerFired):
             if event.purpose != IDLE_GRACE:
-                return None
+                return []
             document = state.documents.get(event.subject)
             if document is None or document.grace_timer != event.timer_id or document.connections:
-                return None  # cancelled, superseded, or someone is back
-            return Decision(
-                document_stream(event.subject),
-                DocumentIdled(
-                    document_id=event.subject,
-                    reason=f"nobody came back within {self.idle_grace_s:g} s after the last person left",
-                ),
-            )
-        candidates = state.documents if isinstance(event, ManagerStarted | ManagerStopped) else None
-        if candidates is None:
+                return []  # cancelled, superseded, or someone is back
+            reason = f"nobody came back within {self.idle_grace_s:g} s after the last person left"
+            return [Decision(document_stream(event.subject), DocumentIdled(document_id=event.subject, reason=reason))]
+        if isinstance(event, ManagerStarted | ManagerStopped):
+            candidates = sorted(state.documents.items())
+        else:
             document_id = _document_of(fact.stream_id)
-            return self._next(document_id, state.documents.get(document_id), fact)
-        for document_id in sorted(candidates):
-            decision = self._next(document_id, candidates[document_id], fact)
-            if decision is not None:
-                return decision
-        return None
+            document = state.documents.get(document_id)
+            candidates = [] if document is None else [(document_id, document)]
+        decisions = (self._next(document_id, document, fact) for document_id, document in candidates)
+        return [decision for decision in decisions if decision is not None]
 
-    def _next(self, document_id: str, document: DocumentPresence | None, fact: Fact) -> Decision | None:
-        if document is None:
-            return None
+    def _next(self, document_id: str, document: DocumentPresence, fact: Fact) -> Decision | None:
         stream = document_stream(document_id)
         present = len(document.connections)
         if present and not document.active:
-            server_id = list(document.connections.values())[-1]
             return Decision(
-                stream, DocumentActivated(document_id=document_id, people_present=present, server_id=server_id)
+                stream,
+                DocumentActivated(document_id=document_id, people_present=present, server_id=document.last_server),
             )
         if present and document.grace_timer is not None:
             return Decision(stream, TimerCancelled(timer_id=document.grace_timer))

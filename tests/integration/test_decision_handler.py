@@ -12,7 +12,7 @@ import pytest
 from eventstore import ANY, EventStore, NewEvent
 from eventstore.event_types.documents import DocumentIdled, PersonJoined, PersonLeft
 from eventstore.postgres import recorder
-from handlers import HandlerRunner
+from handlers import HandlerBatch, HandlerRunner
 from handlers.decider import DecisionHandler, verify_decider
 from handlers.documents.activity import DocumentActivity
 
@@ -81,3 +81,18 @@ async def test_a_decision_the_decider_would_not_make_is_reported(store: EventSto
     (difference,) = await verify_decider(store, DocumentActivity(idle_grace_s=5), until=until)
     assert difference.cause_id == cause.event_id
     assert "DocumentIdled" in difference.describe() and "forged" in difference.describe()
+
+
+async def test_a_batch_whose_commit_failed_is_decided_again_from_the_saved_state(store: EventStore) -> None:
+    await store.append("document-a", [joined("c1")], ANY)
+    events = await store.read_all()
+    handler = DecisionHandler(DocumentActivity(idle_grace_s=5))
+    async with store.pool.acquire() as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        await handler.handle(HandlerBatch(handler.name, events, connection, store))
+        await transaction.rollback()  # as if the COMMIT had failed: nothing of the batch is in the database
+        async with connection.transaction():
+            await handler.handle(HandlerBatch(handler.name, events, connection, store))
+        handler.batch_committed()
+    assert await decisions(store) == [("document-a", "DocumentActivated")]

@@ -92,3 +92,14 @@ async def test_a_batch_failing_with_a_retryable_error_is_rolled_back_and_applied
     assert handler.failures == 0
     assert [event.stream_version for event in handler.seen] == [1, 2, 3, 4, 5]
     assert runner.instances[0].batches_applied == 2
+
+
+async def test_events_are_stamped_when_appended_not_when_their_transaction_began(store: EventStore) -> None:
+    """Handler batches run in transactions begun ahead of time; timers are due at `recorded_at` plus a delay."""
+    async with store.pool.acquire() as connection, connection.transaction():
+        began = await connection.fetchval("SELECT now()")
+        await asyncio.sleep(0.3)
+        await store.append("test-1", ticks(1), ANY, connection=connection)
+        await store.append("test-1", ticks(1, start=1), ANY, connection=connection)  # the batch function too
+    events = await store.read_stream("test-1")
+    assert all((event.recorded_at - began).total_seconds() >= 0.25 for event in events)
