@@ -135,3 +135,13 @@ def test_active_exactly_while_someone_is_in_or_within_grace_and_deterministic(
         state, decisions = step(replay, ActivityState.model_validate_json(state.model_dump_json()), fact)
         again.extend(decisions)
     assert again == log.decisions
+
+
+def test_a_lost_server_with_thousands_of_documents_is_one_step() -> None:
+    log = Log()
+    log.feed("manager-s1", ManagerStarted(manager_id="s1", incarnation="i1", host="h", pid=1, max_agents=1,
+                                          document_url="ws://x/doc"))  # fmt: skip
+    for index in range(5_000):
+        log.join(f"c{index}", document=f"d{index}")
+    lost = log.feed("manager-s1", ManagerStopped(manager_id="s1", incarnation="i1", how="lost", reason="gone"))
+    assert len(lost) == 5_000 and all(isinstance(event, TimerScheduled) for event in lost)
