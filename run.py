@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -51,7 +52,16 @@ def ensure_environment(extras: str) -> None:
 
 
 def run(command: list[str]) -> int:
-    return subprocess.run(command, cwd=ROOT, check=False).returncode
+    """Run `command` and return its exit code. Ctrl-C in a terminal reaches the child too, which shuts down in its
+    own order (`agentlog up` detaches every agent first): this process waits for it instead of dying first."""
+    child = subprocess.Popen(command, cwd=ROOT)
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    terminate = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))  # pass it on
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def test(arguments: list[str]) -> int:

@@ -135,6 +135,8 @@ class Supervisor:
         self.spawned: set[str] = set()
         """Every agent this incarnation ever started: a batch retried after its workers came and went must not
         start them again."""
+        self._exits_recordable = asyncio.Event()
+        self._exits_recordable.set()
         self.lost = asyncio.Event()
         """Set when this manager lost its database lock: others may already have recorded it as lost."""
 
@@ -199,19 +201,21 @@ class Supervisor:
             log.info("manager.reconciled", agent=row["agent_id"], was_running=alive)
 
     async def shutdown(self, reason: str = "the manager was stopped (SIGINT/SIGTERM)") -> None:
-        """Detach every worker and record each exit, then record the manager's end.
+        """Stop every worker, record the manager's end, then record each worker's exit.
 
-        In that order: while the workers stop, this manager still counts as alive, so the decider places nothing
-        elsewhere yet (which would put a second agent on a document for a few seconds); spawns it addresses here
-        meanwhile are ignored (`stopping`) and dropped by the decider when `ManagerStopped` arrives.
+        In that order: while the workers stop, the manager still counts as alive, so the decider places nothing
+        elsewhere yet (which would put a second agent on a document for a few seconds); and the exits come after
+        `ManagerStopped`, so the decider does not give the freed slots back to this manager. Spawns it addresses
+        here meanwhile are ignored (`stopping`).
         """
         self.stopping = True
+        self._exits_recordable.clear()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*(self._stop_worker(agent_id, "manager shutdown: detached") for agent_id in self.workers))
-        exits = [task for worker in self.workers.values() for task in worker.tasks]
+        processes = [worker.process.wait() for worker in self.workers.values()]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*exits, return_exceptions=True), STOP_GRACE_S + 5)
+            await asyncio.wait_for(asyncio.gather(*processes, return_exceptions=True), STOP_GRACE_S + 2)
         with contextlib.suppress(*RETRYABLE):
             await self.store.append(
                 manager_stream(self.settings.manager_id),
@@ -222,6 +226,10 @@ class Supervisor:
                 ],
                 ANY,
             )
+        self._exits_recordable.set()
+        exits = [task for worker in self.workers.values() for task in worker.tasks]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*exits, return_exceptions=True), 10)
         if self._lock_connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lock_connection.close(), 2)
@@ -353,6 +361,7 @@ class Supervisor:
             await asyncio.wait_for(asyncio.shield(reading), 5)  # what it said before it went comes first
             await asyncio.wait_for(worker.reports.join(), 30)
         recording.cancel()
+        await self._exits_recordable.wait()  # during a shutdown, after ManagerStopped
         spawn = worker.spawn
         expected = worker.stop_requested is not None
         if expected:
