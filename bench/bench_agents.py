@@ -42,8 +42,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from embedded_or_url import server_url
+
 from agentlog.database import migrate
-from agentlog.embedded import EmbeddedPostgres
 from agentlog.logs import configure_logging
 from tests.support.system import RunningSystem, open_document, query, token_for, wait_until
 
@@ -216,19 +217,9 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "agentlog-agents-bench-home")
     args = parser.parse_args()
     configure_logging("warning")
-    server: EmbeddedPostgres | None = None
-    started_here = False
-    if args.database_url:
-        url = args.database_url
-    else:
-        server = EmbeddedPostgres(args.home)
-        url, started_here = server.ensure_running()
-    try:
+    with server_url(args.database_url, args.home) as url:
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
         asyncio.run(run(fresh_database(url), args.home, args.documents, args.limit))
-    finally:
-        if server is not None and started_here:
-            server.stop()
     return 0
 
 

@@ -41,11 +41,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 import psycopg
+from embedded_or_url import server_url
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
 from agentlog.database import migrate
-from agentlog.embedded import EmbeddedPostgres
 from agentlog.logs import configure_logging
 from eventstore import ANY, Event, EventCatalogue, EventStore, LogPosition, new_event_id
 from eventstore.postgres.connections import StatementPool, configure_connection
@@ -1016,19 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds, rounds, samples = (1.0, 1, 60) if args.quick else (args.seconds, args.rounds, args.samples)
 
-    server: EmbeddedPostgres | None = None
-    started_here = False
-    if args.database_url:
-        url = args.database_url
-    else:
-        server = EmbeddedPostgres(args.home)
-        url, started_here = server.ensure_running()
-    try:
+    with server_url(args.database_url, args.home) as url:
         bench_url = fresh_database(url)
         asyncio.run(run(bench_url, seconds, rounds, samples, extras=not args.no_extras))
-    finally:
-        if server is not None and started_here:
-            server.stop()
     return 0
 
 

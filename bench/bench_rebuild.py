@@ -855,23 +855,14 @@ def main() -> None:
     if list(sizes) != sorted(set(sizes)) or sizes[0] <= 0:
         parser.error("--sizes must be positive and ascending: the log only grows")
 
-    from agentlog.embedded import EmbeddedPostgres
+    from embedded_or_url import server_url
+
     from projections import installed_projections
 
     names = args.projections.split(",") if args.projections else list(installed_projections())
-    server: EmbeddedPostgres | None = None
-    started_here = False
-    if args.database_url:
-        url = args.database_url
-    else:
-        server = EmbeddedPostgres(args.home)
-        url, started_here = server.ensure_running()
-    try:
+    with server_url(args.database_url, args.home) as url:
         bench_url = fresh_database(url)
         run(bench_url, sizes, args.batch_size, args.streams, names)
-    finally:
-        if server is not None and started_here:
-            server.stop()
 
 
 if __name__ == "__main__":
