@@ -45,7 +45,12 @@ def deciders(settings: Settings) -> list[Decider[Any]]:
     """The deciders as configured (`agentlog replay --verify` refolds these)."""
     return [
         DocumentActivity(idle_grace_s=settings.idle_grace_s),
-        AgentManager(max_restarts=settings.max_restarts, restart_backoff_s=settings.restart_backoff_s),
+        AgentManager(
+            max_restarts=settings.max_restarts,
+            restart_backoff_s=settings.restart_backoff_s,
+            start_deadline_s=settings.agent_start_deadline_s,
+            stop_deadline_s=settings.agent_stop_deadline_s,
+        ),
     ]
 
 

@@ -106,6 +106,20 @@ class AgentDetachRequested(Event):
 
 
 @catalogue.register
+class AgentAbandoned(Event):
+    """Decision: the agent did not start (or stop) in time; its slot is free again and its supervisor kills it."""
+
+    event_type: ClassVar[str] = "AgentAbandoned"
+    category: ClassVar[str] = "agent"
+
+    agent_id: AgentId
+    document_id: DocumentId
+    manager_id: ManagerId
+    stage: Literal["start", "stop"]
+    reason: Reason
+
+
+@catalogue.register
 class AgentFailed(Event):
     """Decision: the agent kept crashing; no more restarts until the document becomes active again."""
 

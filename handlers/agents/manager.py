@@ -13,6 +13,10 @@ Rules, all decided from the log alone:
   the reason, and placed as soon as a slot frees.
 - A worker that exits without being asked is restarted after a backoff timer (1, 2, 4 … s, at most 30), up to
   `max_restarts` times in a row; then the agent is marked failed until the document becomes active again.
+- An agent that has not joined its document `start_deadline_s` after its spawn was decided, or not exited
+  `stop_deadline_s` after its detach, is abandoned (`AgentAbandoned`): its slot is free again (a late start
+  counts as an abnormal exit) and its supervisor kills it if it ever shows up. A stalled supervisor can hold a
+  slot only that long.
 - A manager that stops or is lost takes its agents with it; a manager that starts again (new incarnation) has
   none of its previous agents. Their documents are placed again on whichever managers are alive.
 """
@@ -25,6 +29,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from eventstore.event_types.agents import (
+    AgentAbandoned,
     AgentConnected,
     AgentDeferred,
     AgentDetachRequested,
@@ -47,6 +52,8 @@ from eventstore.event_types.timers import TimerFired, TimerScheduled
 from handlers.decider import Decision, Fact
 
 AGENT_RESTART = "agent-restart"
+START_DEADLINE = "agent-start-deadline"
+STOP_DEADLINE = "agent-stop-deadline"
 MAX_BACKOFF_S = 30.0
 
 
@@ -71,6 +78,9 @@ class AgentSlot(BaseModel):
     incarnation: str
     status: Literal["requested", "running", "connected", "detaching"] = "requested"
     attempt: int = 1
+    deadline: str | None = None
+    """The timer of the stage it is in (start or stop), once scheduled."""
+    deadline_stage: Literal["start", "stop"] | None = None
 
 
 class ManagerSeat(BaseModel):
@@ -108,11 +118,19 @@ class AgentManager:
         }
     )
     state_model: ClassVar[type[ManagerState]] = ManagerState
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
-    def __init__(self, max_restarts: int = 5, restart_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_restarts: int = 5,
+        restart_backoff_s: float = 1.0,
+        start_deadline_s: float = 60.0,
+        stop_deadline_s: float = 30.0,
+    ) -> None:
         self.max_restarts = max_restarts
         self.restart_backoff_s = restart_backoff_s
+        self.start_deadline_s = start_deadline_s
+        self.stop_deadline_s = stop_deadline_s
 
     def initial_state(self) -> ManagerState:
         return ManagerState()
@@ -192,9 +210,15 @@ class AgentManager:
             case AgentFailed():
                 document = state.documents[event.document_id]
                 document.failed, document.restart_due = True, False
+            case TimerScheduled() if event.purpose in (START_DEADLINE, STOP_DEADLINE):
+                agent = state.agents[event.subject]
+                agent.deadline = event.timer_id
+                agent.deadline_stage = "start" if event.purpose == START_DEADLINE else "stop"
             case TimerScheduled():
                 document = state.documents[event.subject]
                 document.restart_timer, document.restart_due = event.timer_id, False
+            case AgentAbandoned():
+                self._exited(state, event.agent_id, abnormal=event.stage == "start")
 
     def _exited(self, state: ManagerState, agent_id: str, *, abnormal: bool) -> None:
         agent = state.agents.pop(agent_id, None)
@@ -212,8 +236,49 @@ class AgentManager:
 
     def decide(self, state: ManagerState, fact: Fact) -> list[Decision]:
         # One at a time: a spawn, a detach or an eviction changes what the next decision may be.
-        decision = self._failure(state, fact) or self._idle_detach(state) or self._placement(state, fact)
+        decision = (
+            self._deadline(state, fact)
+            or self._failure(state, fact)
+            or self._idle_detach(state)
+            or self._placement(state, fact)
+        )
         return [] if decision is None else [decision]
+
+    def _deadline(self, state: ManagerState, fact: Fact) -> Decision | None:
+        """Give each agent's current stage a deadline; abandon an agent whose deadline fired in that stage."""
+        event = fact.event
+        if isinstance(event, TimerFired) and event.purpose in (START_DEADLINE, STOP_DEADLINE):
+            agent = state.agents.get(event.subject)
+            if agent is not None and agent.deadline == event.timer_id and _in_stage(agent):
+                missed = agent.deadline_stage or "start"
+                limit = self.start_deadline_s if missed == "start" else self.stop_deadline_s
+                return Decision(
+                    agent_stream(event.subject),
+                    AgentAbandoned(
+                        agent_id=event.subject,
+                        document_id=agent.document_id,
+                        manager_id=agent.manager_id,
+                        stage=missed,
+                        reason=f"it did not {'join its document' if missed == 'start' else 'exit'} within "
+                        f"{limit:g} s (a stalled supervisor or worker); its slot is free again",
+                    ),
+                )
+        for agent_id in sorted(state.agents):
+            agent = state.agents[agent_id]
+            stage: Literal["start", "stop"] | None = (
+                "stop" if agent.status == "detaching" else "start" if agent.status != "connected" else None
+            )
+            if stage is None or agent.deadline_stage == stage:
+                continue
+            purpose, delay = (
+                (START_DEADLINE, self.start_deadline_s) if stage == "start" else (STOP_DEADLINE, self.stop_deadline_s)
+            )
+            timer_id = f"{stage}-" + _derived(self.name, fact.event_id, agent_id)
+            return Decision(
+                agent_stream(agent_id),
+                TimerScheduled(timer_id=timer_id, delay_s=delay, purpose=purpose, subject=agent_id),
+            )
+        return None
 
     def _failure(self, state: ManagerState, fact: Fact) -> Decision | None:
         for document_id in sorted(state.documents):
@@ -270,8 +335,11 @@ class AgentManager:
             (
                 (document_id, document)
                 for document_id, document in state.documents.items()
-                if document.active and document.agent_id is None and not document.failed
-                and document.restart_timer is None and not document.restart_due
+                if document.active
+                and document.agent_id is None
+                and not document.failed
+                and document.restart_timer is None
+                and not document.restart_due
             ),
             key=lambda item: (-item[1].last_activity, item[0]),
         )
@@ -334,6 +402,13 @@ def _document_url(live: dict[str, ManagerSeat], server_id: str, manager_id: str)
     return seat.document_url
 
 
+def _in_stage(agent: AgentSlot) -> bool:
+    """Still where its deadline was set: not yet joined (start), or not yet exited (stop)."""
+    if agent.deadline_stage == "stop":
+        return agent.status == "detaching"
+    return agent.status in ("requested", "running")
+
+
 def _why_not(live: dict[str, ManagerSeat]) -> str:
     if not live:
         return "no agent manager is running"
@@ -376,7 +451,9 @@ def _forget_settled_documents(state: ManagerState) -> None:
     settled = [
         document_id
         for document_id, document in state.documents.items()
-        if not document.active and document.agent_id is None and document.restart_timer is None
+        if not document.active
+        and document.agent_id is None
+        and document.restart_timer is None
         and not any(agent.document_id == document_id for agent in state.agents.values())
     ]
     for document_id in settled:

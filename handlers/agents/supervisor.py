@@ -38,6 +38,7 @@ import structlog
 from eventstore import ANY, Event, EventStore, NewEvent
 from eventstore.errors import AgentlogError, ConcurrencyRetryError, DatabaseUnavailableError
 from eventstore.event_types.agents import (
+    AgentAbandoned,
     AgentConnected,
     AgentDetachRequested,
     AgentMetricsReported,
@@ -283,6 +284,16 @@ class Supervisor:
         )  # fmt: skip
         return NewEvent(started, self._event_id(f"started/{spawn.agent_id}"))
 
+    def abandon(self, abandoned: AgentAbandoned) -> None:
+        """The decider gave up on this agent (too slow to start or stop): never start it, kill it if it runs."""
+        self.spawned.add(abandoned.agent_id)
+        worker = self.workers.get(abandoned.agent_id)
+        if worker is not None and worker.process.returncode is None:
+            worker.stop_requested = worker.stop_requested or f"abandoned: {abandoned.reason}"
+            log.warning("agent.abandoned", agent=abandoned.agent_id, reason=abandoned.reason)
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+
     async def detach(self, detach: AgentDetachRequested) -> None:
         await self._stop_worker(detach.agent_id, detach.reason)
 
@@ -513,7 +524,7 @@ class Supervisor:
 class SupervisorHandler:
     """The supervisor's view of the log: the spawn and detach decisions addressed to its manager."""
 
-    event_types: frozenset[str] | None = frozenset({"AgentSpawnRequested", "AgentDetachRequested"})
+    event_types: frozenset[str] | None = frozenset({"AgentSpawnRequested", "AgentDetachRequested", "AgentAbandoned"})
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -531,6 +542,8 @@ class SupervisorHandler:
                 await supervisor.spawn(event, batch)
             elif isinstance(event, AgentDetachRequested) and event.manager_id == supervisor.settings.manager_id:
                 await supervisor.detach(event)
+            elif isinstance(event, AgentAbandoned) and event.manager_id == supervisor.settings.manager_id:
+                supervisor.abandon(event)
 
 
 def _is_our_worker(pid: int, agent_id: str) -> bool:

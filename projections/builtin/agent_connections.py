@@ -41,6 +41,9 @@ STATEMENTS: dict[str, str] = {
                end_reason = CASE WHEN $2 THEN coalesce(end_reason, $4) ELSE $4 END, ended_at = $5,
                last_activity_at = $5
          WHERE agent_id = $1 AND status NOT IN {ENDED}""",
+    "AgentAbandoned": f"""
+        UPDATE agent_connections SET status = 'error', end_reason = $2, ended_at = $3, last_activity_at = $3
+         WHERE agent_id = $1 AND status NOT IN {ENDED}""",
     "AgentFailed": """
         UPDATE agent_connections SET status = 'error', end_reason = $2, last_activity_at = $3 WHERE agent_id = $1""",
     "ManagerStopped": f"""
@@ -69,7 +72,7 @@ def _arguments(event: RecordedEvent) -> tuple[Any, ...]:
             return (data["agent_id"], at)
         case "DocumentIdled":
             return (data["document_id"], at)
-        case "AgentDetachRequested" | "AgentFailed":
+        case "AgentDetachRequested" | "AgentFailed" | "AgentAbandoned":
             return (data["agent_id"], data["reason"], at)
         case "AgentUnresponsive":
             return (data["agent_id"], f"missed {data['missed_pongs']} pongs ({data['silent_s']:.0f} s silent)", at)
@@ -88,7 +91,7 @@ def _arguments(event: RecordedEvent) -> tuple[Any, ...]:
 
 class AgentConnections:
     name: ClassVar[str] = "agent_connections"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     tables: ClassVar[tuple[str, ...]] = ("agent_connections",)
     event_types: ClassVar[frozenset[str] | None] = frozenset(STATEMENTS)
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from eventstore import Event
 from eventstore.event_types.agents import (
+    AgentAbandoned,
+    AgentConnected,
     AgentDetachRequested,
     AgentFailed,
     AgentProcessExited,
@@ -28,7 +30,7 @@ from eventstore.event_types.agents import (
 )
 from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined
 from eventstore.event_types.timers import TimerFired, TimerScheduled
-from handlers.agents.manager import AGENT_RESTART, AgentManager, ManagerState
+from handlers.agents.manager import AGENT_RESTART, START_DEADLINE, STOP_DEADLINE, AgentManager, ManagerState
 from handlers.decider import Decision, Fact, step
 
 DOCUMENTS = [f"doc{i}" for i in range(6)]
@@ -57,6 +59,9 @@ class World:
     failed: set[str] = field(default_factory=set)
     pending_restart: dict[str, str] = field(default_factory=dict)
     """timer id → document."""
+    timers: dict[str, TimerScheduled] = field(default_factory=dict)
+    """Every timer scheduled and not fired yet."""
+    connected: set[str] = field(default_factory=set)
 
     def feed(self, stream_id: str, event: Event) -> None:
         self.position += 1
@@ -86,8 +91,14 @@ class World:
             case AgentFailed():
                 self.failed.add(event.document_id)
             case TimerScheduled():
-                assert event.purpose == AGENT_RESTART
-                self.pending_restart[event.timer_id] = event.subject
+                assert event.purpose in (AGENT_RESTART, START_DEADLINE, STOP_DEADLINE)
+                self.timers[event.timer_id] = event
+                if event.purpose == AGENT_RESTART:
+                    self.pending_restart[event.timer_id] = event.subject
+            case AgentAbandoned():
+                assert event.agent_id in self.running, "abandoned an agent that was not running"
+                del self.running[event.agent_id]  # the supervisor kills it; its slot is free now
+                self.detaching.discard(event.agent_id)
 
     # -- what the world can do ---------------------------------------------------------------------------------
 
@@ -180,16 +191,27 @@ class World:
         )
 
     def fire_timer(self, pick: int) -> None:
-        if not self.pending_restart:
+        if not self.timers:
             return
-        timer_id = sorted(self.pending_restart)[pick % len(self.pending_restart)]
-        document = self.pending_restart.pop(timer_id)
+        timer = self.timers.pop(sorted(self.timers)[pick % len(self.timers)])
+        self.pending_restart.pop(timer.timer_id, None)
         self.feed(
-            f"agent-{document}",
+            f"agent-{timer.subject}",
             TimerFired(
-                timer_id=timer_id, purpose=AGENT_RESTART, subject=document, due_at=datetime(2026, 1, 1, tzinfo=UTC)
+                timer_id=timer.timer_id,
+                purpose=timer.purpose,
+                subject=timer.subject,
+                due_at=datetime(2026, 1, 1, tzinfo=UTC),
             ),
         )
+
+    def connect(self, pick: int) -> None:
+        candidates = sorted(a for a in self.running if a in self.started and a not in self.connected)
+        if candidates:
+            agent_id = candidates[pick % len(candidates)]
+            self.connected.add(agent_id)
+            spawn = self.running[agent_id]
+            self.feed(f"agent-{agent_id}", AgentConnected(agent_id=agent_id, document_id=spawn.document_id, sync_ms=1))
 
     # -- the checks --------------------------------------------------------------------------------------------
 
@@ -228,6 +250,7 @@ ACTIONS = st.one_of(
     st.tuples(st.just("process_started"), st.integers(0, 10)),
     st.tuples(st.just("process_exited"), st.integers(0, 10), st.booleans()),
     st.tuples(st.just("fire_timer"), st.integers(0, 10)),
+    st.tuples(st.just("connect"), st.integers(0, 10)),
 )
 
 
@@ -287,14 +310,41 @@ def test_a_crashing_worker_is_restarted_with_backoff_then_marked_failed() -> Non
     delays = []
     for _ in range(3):
         world.process_exited(0, crash=True)
-        timers = [d.event for d in world.decisions if isinstance(d.event, TimerScheduled)]
-        if len(timers) > len(delays):
-            delays.append(timers[-1].delay_s)
-            world.fire_timer(0)
+        if world.pending_restart:
+            (timer_id,) = world.pending_restart
+            delays.append(world.timers[timer_id].delay_s)
+            world.fire_timer(sorted(world.timers).index(timer_id))
     assert delays == [1.0, 2.0]
     failures = [d.event for d in world.decisions if isinstance(d.event, AgentFailed)]
     assert len(failures) == 1 and failures[0].attempts == 3
     assert "a" in world.failed and not world.running
+
+
+def test_an_agent_that_never_joins_is_abandoned_and_its_slot_reused() -> None:
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("a")
+    (deadline,) = [timer for timer in world.timers.values() if timer.purpose == START_DEADLINE]
+    assert deadline.delay_s == 60
+    world.fire_timer(sorted(world.timers).index(deadline.timer_id))
+    (abandoned,) = [d.event for d in world.decisions if isinstance(d.event, AgentAbandoned)]
+    assert abandoned.stage == "start" and "within 60 s" in abandoned.reason
+    assert list(world.pending_restart.values()) == ["a"]  # counted as a failed start: restarted after a backoff
+    (restart,) = world.pending_restart
+    world.fire_timer(sorted(world.timers).index(restart))
+    spawns = [d.event for d in world.decisions if isinstance(d.event, AgentSpawnRequested)]
+    assert [spawn.attempt for spawn in spawns] == [1, 2]
+
+
+def test_a_connected_agent_outlives_its_start_deadline() -> None:
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("a")
+    world.process_started(0)
+    world.connect(0)
+    (deadline,) = [timer for timer in world.timers.values() if timer.purpose == START_DEADLINE]
+    world.fire_timer(sorted(world.timers).index(deadline.timer_id))
+    assert not [d for d in world.decisions if isinstance(d.event, AgentAbandoned)]
 
 
 def test_a_lost_manager_s_documents_move_to_the_other_manager() -> None:
