@@ -23,7 +23,7 @@ from eventstore.events import Event, EventCatalogue, catalogue
 from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, StatementPool, create_pool
-from eventstore.postgres.errors import is_retryable, is_stream_version_race, translate
+from eventstore.postgres.errors import is_retryable, is_stream_version_race, is_unique_violation, translate
 from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
 from eventstore.postgres.recorder import EventRows
 from eventstore.records import (
@@ -145,6 +145,11 @@ class EventStore:
             if fast:
                 self._notifier.committed()
                 return _results(appends, fast)
+        elif len(appends) == 1:
+            fast = await self._append_stream_fast(rows)
+            if fast:
+                self._notifier.committed()
+                return _results(appends, fast)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
                 inserted = await recorder.insert_events(self._pool, rows)
@@ -172,6 +177,20 @@ class EventStore:
             if better is None or better is error:
                 raise
             raise better from error
+
+    async def _append_stream_fast(self, rows: EventRows) -> list[Any]:
+        """The one-statement path for several events to one stream; an empty list sends the append down the path
+        that decides every case (any unique violation undid the whole statement)."""
+        try:
+            inserted = await recorder.insert_stream_fast(self._pool, rows)
+        except Exception as error:
+            if is_unique_violation(error):
+                return []
+            better = translate(error)
+            if better is None or better is error:
+                raise
+            raise better from error
+        return inserted if len(inserted) == len(rows.event_ids) else []
 
     def committed(self) -> None:
         """Wake subscribers after the caller committed a transaction that appended through `connection`."""

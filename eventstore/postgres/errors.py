@@ -45,6 +45,10 @@ def is_stream_version_race(error: BaseException) -> bool:
     )
 
 
+def is_unique_violation(error: BaseException) -> bool:
+    return isinstance(error, asyncpg.UniqueViolationError)
+
+
 def is_retryable(error: BaseException) -> bool:
     """True for errors a fresh transaction may not hit again: the order guard, deadlocks, a racing duplicate."""
     if not isinstance(error, asyncpg.PostgresError):

@@ -39,6 +39,26 @@ SELECT $3::uuid, $1::text, head.version + 1, $4::text, $5::integer, $6::jsonb, $
 ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
+-- append_stream_fast --
+-- Several events to one stream in their own transaction, as one statement (the batch counterpart of
+-- append_event_fast). A single statement is atomic, so every anomaly undoes all of it: an event id already
+-- recorded, or a racing append that took a stream version, fails on a unique key; a stale expected version inserts
+-- no row. In each case the caller runs `append_events`, which decides with a fresh snapshot (idempotent retries,
+-- typed errors). Its transaction id is taken after the lock, as for append_event_fast.
+-- $1 stream_id, $2 expected_version, $3 event_ids, $4 event_types, $5 schema_versions, $6 data, $7 metadata
+WITH head AS (
+    SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text)) AS locked,
+           coalesce((SELECT e.stream_version FROM agentlog.events AS e
+                      WHERE e.stream_id = $1::text ORDER BY e.stream_version DESC LIMIT 1), 0) AS version
+)
+INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+SELECT n.event_id, $1::text, head.version + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
+  FROM head,
+       unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
+           WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
+ WHERE $2::bigint IS NULL OR head.version = $2::bigint
+RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+
 -- select_stream --
 -- Events of one stream in version order, from a version on.
 -- $1 stream_id, $2 first stream_version to return, $3 limit

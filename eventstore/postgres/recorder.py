@@ -77,6 +77,21 @@ async def insert_event_fast(executor: Executor, rows: EventRows) -> list[asyncpg
     return await executor.fetch(QUERIES["append_event_fast"], *_single_event(rows))
 
 
+async def insert_stream_fast(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
+    """The one-statement append of several events to one stream in their own transaction: every row when it simply
+    succeeded, none (or a unique violation) when `insert_events` must decide."""
+    return await executor.fetch(
+        QUERIES["append_stream_fast"],
+        rows.stream_ids[0],
+        rows.expected_versions[0],
+        rows.event_ids,
+        rows.event_types,
+        rows.schema_versions,
+        rows.data,
+        rows.metadata,
+    )
+
+
 def _single_event(rows: EventRows) -> tuple[Any, ...]:
     """The scalar parameters of a one-event append, in the order of the one-event queries."""
     return (
