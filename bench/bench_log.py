@@ -36,16 +36,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import orjson
 import psycopg
-from embedded_or_url import server_url
+from embedded_or_url import fresh_database, server_url
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
-from agentlog.database import migrate
 from agentlog.logs import configure_logging
 from eventstore import ANY, Event, EventCatalogue, EventStore, LogPosition, new_event_id
 from eventstore.postgres.connections import StatementPool, configure_connection
@@ -648,17 +647,9 @@ class AgentlogLatency:
 # -- the run --------------------------------------------------------------------------------------------------
 
 
-def with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
-def fresh_database(url: str) -> str:
-    """Drop and create BENCH_DATABASE on the server of `url`, migrate it, add raw_events; return its URL."""
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    bench_url = with_database(url, BENCH_DATABASE)
-    migrate(bench_url)
+def fresh_bench_database(url: str) -> str:
+    """A fresh, migrated BENCH_DATABASE with raw_events beside agentlog's table; its URL."""
+    bench_url = fresh_database(url, BENCH_DATABASE)
     with psycopg.connect(bench_url, autocommit=True) as connection:
         connection.execute(RAW_TABLE)
     return bench_url
@@ -1017,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds, rounds, samples = (1.0, 1, 60) if args.quick else (args.seconds, args.rounds, args.samples)
 
     with server_url(args.database_url, args.home) as url:
-        bench_url = fresh_database(url)
+        bench_url = fresh_bench_database(url)
         asyncio.run(run(bench_url, seconds, rounds, samples, extras=not args.no_extras))
     return 0
 

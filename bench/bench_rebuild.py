@@ -38,7 +38,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -74,22 +73,6 @@ SELECT (lpad(to_hex(%(base_ms)s::bigint + g), 12, '0') || '7' || substr(h, 1, 3)
           FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g) AS source
  ORDER BY g
 """
-
-
-def with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
-def fresh_database(url: str) -> str:
-    """Drop and create BENCH_DATABASE on the server of `url`, migrate it; return its URL."""
-    from agentlog.database import migrate
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    bench_url = with_database(url, BENCH_DATABASE)
-    migrate(bench_url)
-    return bench_url
 
 
 @dataclass(slots=True)
@@ -855,13 +838,13 @@ def main() -> None:
     if list(sizes) != sorted(set(sizes)) or sizes[0] <= 0:
         parser.error("--sizes must be positive and ascending: the log only grows")
 
-    from embedded_or_url import server_url
+    from embedded_or_url import fresh_database, server_url
 
     from projections import installed_projections
 
     names = args.projections.split(",") if args.projections else list(installed_projections())
     with server_url(args.database_url, args.home) as url:
-        bench_url = fresh_database(url)
+        bench_url = fresh_database(url, BENCH_DATABASE)
         run(bench_url, sizes, args.batch_size, args.streams, names)
 
 

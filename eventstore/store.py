@@ -23,7 +23,7 @@ from eventstore.events import Event, EventCatalogue, catalogue
 from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, StatementPool, create_pool
-from eventstore.postgres.errors import is_retryable, is_stream_version_race, is_unique_violation, translate
+from eventstore.postgres.errors import is_retryable, is_unique_violation, translate
 from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
 from eventstore.postgres.recorder import EventRows
 from eventstore.records import (
@@ -140,13 +140,8 @@ class EventStore:
                     ) from error
                 raise
             return _results(appends, inserted)
-        if len(rows.event_ids) == 1:
-            fast = await self._append_one_fast(rows)
-            if fast:
-                self._notifier.committed()
-                return _results(appends, fast)
-        elif len(appends) == 1:
-            fast = await self._append_stream_fast(rows)
+        if len(appends) == 1:
+            fast = await self._append_fast(rows)
             if fast:
                 self._notifier.committed()
                 return _results(appends, fast)
@@ -166,23 +161,13 @@ class EventStore:
             return results
         raise AssertionError("unreachable")
 
-    async def _append_one_fast(self, rows: EventRows) -> list[Any]:
-        """The one-statement path; an empty list sends the append down the path that decides every case."""
+    async def _append_fast(self, rows: EventRows) -> list[Any]:
+        """One stream in its own transaction, as one statement; an empty list sends the append down the path that
+        decides every case. The statement is atomic and only ever succeeds plainly: a unique violation (a racing
+        append, an id already recorded) or no row (a stale expected version) undid all of it."""
+        insert = recorder.insert_event_fast if len(rows.event_ids) == 1 else recorder.insert_stream_fast
         try:
-            return await recorder.insert_event_fast(self._pool, rows)
-        except Exception as error:
-            if is_stream_version_race(error):
-                return []
-            better = translate(error)
-            if better is None or better is error:
-                raise
-            raise better from error
-
-    async def _append_stream_fast(self, rows: EventRows) -> list[Any]:
-        """The one-statement path for several events to one stream; an empty list sends the append down the path
-        that decides every case (any unique violation undid the whole statement)."""
-        try:
-            inserted = await recorder.insert_stream_fast(self._pool, rows)
+            inserted = await insert(self._pool, rows)
         except Exception as error:
             if is_unique_violation(error):
                 return []

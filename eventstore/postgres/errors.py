@@ -37,15 +37,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 """Errors after which the connection (or the server) is gone: back off, reconnect, resume."""
 
 
-def is_stream_version_race(error: BaseException) -> bool:
-    """Another append took the stream version this one computed from an older snapshot."""
-    return (
-        isinstance(error, asyncpg.UniqueViolationError)
-        and getattr(error, "constraint_name", None) == "events_stream_version_key"
-    )
-
-
 def is_unique_violation(error: BaseException) -> bool:
+    """A key the statement would have duplicated: another append got there first, or the id is recorded."""
     return isinstance(error, asyncpg.UniqueViolationError)
 
 

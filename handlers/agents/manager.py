@@ -312,16 +312,7 @@ class AgentManager:
                 continue
             document = state.documents.get(agent.document_id)
             if document is None or not document.active:
-                return Decision(
-                    agent_stream(agent_id),
-                    AgentDetachRequested(
-                        agent_id=agent_id,
-                        document_id=agent.document_id,
-                        manager_id=agent.manager_id,
-                        cause="idle",
-                        reason="the document became idle",
-                    ),
-                )
+                return _detach(agent_id, agent, "idle", "the document became idle")
         return None
 
     def _placement(self, state: ManagerState, fact: Fact) -> Decision | None:
@@ -378,16 +369,12 @@ class AgentManager:
             if victims and victims[0][0] < document.last_activity:
                 _, victim_id = victims.pop(0)
                 victim = state.agents[victim_id]
-                return Decision(
-                    agent_stream(victim_id),
-                    AgentDetachRequested(
-                        agent_id=victim_id,
-                        document_id=victim.document_id,
-                        manager_id=victim.manager_id,
-                        cause="evicted",
-                        reason=f"evicted: every agent slot is taken and document {document_id} was active more "
-                        f"recently than {victim.document_id}",
-                    ),
+                return _detach(
+                    victim_id,
+                    victim,
+                    "evicted",
+                    f"evicted: every agent slot is taken and document {document_id} was active more recently than "
+                    f"{victim.document_id}",
                 )
             if not document.deferred:
                 return Decision(
@@ -400,6 +387,15 @@ def _document_url(live: dict[str, ManagerSeat], server_id: str, manager_id: str)
     """The server holding the document's people if it is alive, else the agent's own manager's."""
     seat = live.get(server_id) or live[manager_id]
     return seat.document_url
+
+
+def _detach(agent_id: str, agent: AgentSlot, cause: Literal["idle", "evicted"], reason: str) -> Decision:
+    return Decision(
+        agent_stream(agent_id),
+        AgentDetachRequested(
+            agent_id=agent_id, document_id=agent.document_id, manager_id=agent.manager_id, cause=cause, reason=reason
+        ),
+    )
 
 
 def _in_stage(agent: AgentSlot) -> bool:
