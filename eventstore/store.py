@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from eventstore.events import Event, EventCatalogue, catalogue
 from eventstore.identifiers import new_event_id, validate_stream_id
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, StatementPool, create_pool
-from eventstore.postgres.errors import is_retryable, is_unique_violation, translate
+from eventstore.postgres.errors import is_retryable, is_taken_version, is_unique_violation, translate
 from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
 from eventstore.postgres.recorder import EventRows
 from eventstore.records import (
@@ -38,6 +39,7 @@ from eventstore.records import (
     StreamVersionExpectation,
     expected_version_argument,
 )
+from eventstore.stream_heads import StreamHeads
 from eventstore.subscription import Subscription
 
 log = structlog.get_logger("eventstore.store")
@@ -58,12 +60,16 @@ class EventStore:
         catalogue: EventCatalogue,
         notify_interval: float,
         poll_interval: float,
+        heads: StreamHeads | None = None,
     ) -> None:
         self.url = url
         self.catalogue = catalogue
         self.poll_interval = poll_interval
         self._pool = pool
-        self._notifier = Notifier(url, notify_interval)
+        self._heads = heads or StreamHeads()
+        self._origin = secrets.token_hex(8)
+        """Names this store's NOTIFYs, which its own listener ignores: its own readers were woken at the commit."""
+        self._notifier = Notifier(url, notify_interval, self._origin)
         self._wakeups: Wakeups | None = None
         self._closed = False
         self._registered_classes: set[type[Event]] = set()
@@ -80,8 +86,11 @@ class EventStore:
         notify_interval: float = 0.002,
         poll_interval: float = 1.0,
     ) -> AsyncIterator[EventStore]:
-        pool = await create_pool(url, max_size=pool_size)
-        store = cls(url, pool, catalogue=catalogue, notify_interval=notify_interval, poll_interval=poll_interval)
+        heads = StreamHeads()
+        pool = await create_pool(url, max_size=pool_size, on_connect=heads.forget_all)
+        store = cls(
+            url, pool, catalogue=catalogue, notify_interval=notify_interval, poll_interval=poll_interval, heads=heads
+        )
         try:
             if not await recorder.select_schema_ready(pool):
                 raise SchemaNotReadyError()
@@ -143,7 +152,7 @@ class EventStore:
         if len(appends) == 1:
             fast = await self._append_fast(rows)
             if fast:
-                self._notifier.committed()
+                self.committed()
                 return _results(appends, fast)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
@@ -156,29 +165,46 @@ class EventStore:
                 await asyncio.sleep(random.uniform(0, 0.001 * attempt))
                 continue
             results = _results(appends, inserted)
+            for result in results:
+                self._heads.reached(result.stream_id, result.stream_version)
             if not all(result.duplicate for result in results):
-                self._notifier.committed()
+                self.committed()
             return results
         raise AssertionError("unreachable")
 
     async def _append_fast(self, rows: EventRows) -> list[Any]:
         """One stream in its own transaction, as one statement; an empty list sends the append down the path that
         decides every case. The statement is atomic and only ever succeeds plainly: a unique violation (a racing
-        append, an id already recorded) or no row (a stale expected version) undid all of it."""
-        insert = recorder.insert_event_fast if len(rows.event_ids) == 1 else recorder.insert_stream_fast
+        append, an id already recorded, a remembered head gone stale) or no row (a stale expected version) undid
+        all of it."""
+        stream_id, expected = rows.stream_ids[0], rows.expected_versions[0]
         try:
-            inserted = await insert(self._pool, rows)
+            async with self._pool.acquire() as connection:
+                # Asked only now: taking the connection may have made the store forget what it knew.
+                after = self._heads.append_after(stream_id, expected)
+                inserted = await recorder.insert_one_stream(connection, rows, after)
         except Exception as error:
             if is_unique_violation(error):
+                if expected is None and is_taken_version(error):
+                    self._heads.contended(stream_id)
                 return []
             better = translate(error)
             if better is None or better is error:
                 raise
             raise better from error
-        return inserted if len(inserted) == len(rows.event_ids) else []
+        if len(inserted) != len(rows.event_ids):
+            return []
+        self._heads.reached(stream_id, max(row[2] for row in inserted))
+        return inserted
 
     def committed(self) -> None:
-        """Wake subscribers after the caller committed a transaction that appended through `connection`."""
+        """Wake subscribers after an append committed: this store's own at once, everyone else's by NOTIFY.
+
+        Called by the store after its own transactions, and by a caller that appended through `connection` once
+        it committed.
+        """
+        if self._wakeups is not None:
+            self._wakeups.wake_local()
         self._notifier.committed()
 
     def _encode(self, appends: Sequence[StreamAppend]) -> EventRows:
@@ -227,9 +253,7 @@ class EventStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 10_000
-    ) -> list[RecordedEvent]:
+    async def read_stream(self, stream_id: str, *, from_version: int = 1, limit: int = 10_000) -> list[RecordedEvent]:
         """Events of one stream in version order (every committed event, no barrier)."""
         return await recorder.select_stream(self._pool, validate_stream_id(stream_id), from_version, limit)
 
@@ -274,7 +298,7 @@ class EventStore:
         if self._closed:
             raise ClosedError("cannot follow the log: the event store is closed")
         if self._wakeups is None:
-            self._wakeups = Wakeups(self.url)
+            self._wakeups = Wakeups(self.url, origin=self._origin)
             await self._wakeups.start()
         return self._wakeups
 

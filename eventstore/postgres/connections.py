@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -69,10 +69,15 @@ class StatementPool:
     connection so that a fresh one replaces it.
     """
 
-    def __init__(self, url: str, max_size: int, settings: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, max_size: int, settings: dict[str, str], on_connect: Callable[[], None] | None = None
+    ) -> None:
         self._url = url
         self._max_size = max_size
         self._settings = settings
+        self._on_connect = on_connect
+        """Called with each new connection before it is used: what a client remembers of the database may be
+        stale once a connection had to be opened again (the server may have restarted, or been restored)."""
         self._idle: list[asyncpg.Connection] = []
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._size = 0
@@ -90,11 +95,14 @@ class StatementPool:
             if self._size < self._max_size:
                 self._size += 1
                 try:
-                    return await connect(self._url, **self._settings)
+                    connection = await connect(self._url, **self._settings)
                 except BaseException:
                     self._size -= 1
                     self._wake_one()
                     raise
+                if self._on_connect is not None:
+                    self._on_connect()
+                return connection
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -172,10 +180,9 @@ class StatementPool:
                 waiter.set_result(None)
 
 
-
-async def create_pool(url: str, *, max_size: int = 10) -> StatementPool:
+async def create_pool(url: str, *, max_size: int = 10, on_connect: Callable[[], None] | None = None) -> StatementPool:
     """A pool whose first connection is opened now, so a wrong URL fails here with a clear error."""
-    pool = StatementPool(url, max_size, {})
+    pool = StatementPool(url, max_size, {}, on_connect)
     async with pool.acquire():
         pass
     return pool

@@ -8,6 +8,10 @@ process that dies between its commit and its NOTIFY costs subscribers one fallba
 Receiving: `Wakeups` holds one LISTEN connection per process and wakes every waiter on a notification, on
 (re)connect (notifications sent while it was not listening are gone, so everyone must re-read), and on a fallback
 timer kept by each waiter. A liveness probe catches a silently half-open socket.
+
+Within one store no round trip is needed: its own commits wake its own waiters at once (`Wakeups.wake_local`),
+about a quarter of a millisecond sooner than the NOTIFY would. Each NOTIFY carries the sending store's origin, and
+a store's listener ignores its own, whose readers were all woken already.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ log = structlog.get_logger("eventstore.notifications")
 class Notifier:
     """Coalesced post-commit NOTIFY on a dedicated connection."""
 
-    def __init__(self, url: str, interval: float) -> None:
+    def __init__(self, url: str, interval: float, origin: str = "") -> None:
         self._url = url
         self._interval = interval
+        self._origin = origin
         self._connection: asyncpg.Connection | None = None
         self._pending = False
         self._task: asyncio.Task[None] | None = None
@@ -51,7 +56,7 @@ class Notifier:
                     # A NOTIFY takes a transaction id, so its commit would wait for a WAL flush: a wake-up hint
                     # has nothing durable in it, and subscribers poll anyway.
                     self._connection = await connect(self._url, synchronous_commit="off")
-                await recorder.notify_appended(self._connection)
+                await recorder.notify_appended(self._connection, self._origin)
             except CONNECTION_ERRORS as error:
                 # Subscribers' fallback poll covers a lost wake-up; the next commit reconnects.
                 log.warning("notifier.send_failed", error=str(error))
@@ -99,8 +104,11 @@ class Waiter:
 class Wakeups:
     """One LISTEN connection for the whole process, reconnected with backoff, fanning out to waiters."""
 
-    def __init__(self, url: str, *, probe_interval: float = 15.0, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, origin: str | None = None, probe_interval: float = 15.0, max_backoff: float = 5.0
+    ) -> None:
         self._url = url
+        self._origin = origin
         self._probe_interval = probe_interval
         self._max_backoff = max_backoff
         self._waiters: set[Waiter] = set()
@@ -124,7 +132,15 @@ class Wakeups:
     def forget(self, waiter: Waiter) -> None:
         self._waiters.discard(waiter)
 
-    def _wake_all(self, *_: object) -> None:
+    def wake_local(self) -> None:
+        """This process committed an append: wake every waiter now rather than when the NOTIFY comes back."""
+        self._wake_all()
+
+    def _on_notification(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload != self._origin:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
         for waiter in self._waiters:
             waiter.wake()
 
@@ -136,7 +152,7 @@ class Wakeups:
                 connection = await connect(self._url)
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(CHANNEL, self._wake_all)
+                await connection.add_listener(CHANNEL, self._on_notification)
                 self.state = WakeupState.LISTENING
                 self._listening.set()
                 self._wake_all()

@@ -20,43 +20,54 @@ SELECT event_id, stream_id, stream_version, global_position, transaction_id, dup
                               ARRAY[$5::integer], ARRAY[$6::jsonb], ARRAY[$7::jsonb], false);
 
 -- append_event_fast --
--- The common case of a one-event append in its own transaction, as one statement: lock the stream, read its
--- head, insert. It only ever succeeds plainly: it returns no row when the expected version does not hold or the
--- event id is recorded, and fails on the (stream_id, stream_version) key when a racing append got there first
--- (this statement's snapshot predates the lock). In every such case the caller runs `append_event`, which
--- decides with a fresh snapshot and raises the right error. Running in its own transaction, its transaction id
--- is taken after the lock, so the order guard of append_events has nothing to guard here.
+-- The common case of a one-event append in its own transaction, as one statement: read the stream's head and
+-- insert after it. It only ever succeeds plainly. When the expected version does not hold it inserts no row; when
+-- the event id is recorded, or a racing append took the version first (this statement's snapshot may predate
+-- it), it fails on a unique key. In every such case the caller runs `append_event`, which decides with a fresh
+-- snapshot and raises the right error. No stream lock is needed: the unique (stream_id, stream_version) key is
+-- what keeps two appends from taking one version, and the transaction id is taken by the insert, after the head
+-- it builds on was committed, so stream order and log order agree without the order guard of append_events.
 -- $1 stream_id, $2 expected_version, $3 event_id, $4 event_type, $5 schema_version, $6 data, $7 metadata
-WITH head AS (
-    SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text)) AS locked,
-           coalesce((SELECT e.stream_version FROM agentlog.events AS e
-                      WHERE e.stream_id = $1::text ORDER BY e.stream_version DESC LIMIT 1), 0) AS version
-)
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT $3::uuid, $1::text, head.version + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
-  FROM head
+  FROM (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
+                          WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head
  WHERE $2::bigint IS NULL OR head.version = $2::bigint
-ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
+RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+
+-- append_event_after --
+-- append_event_fast when the client knows a version the stream has reached (`eventstore.stream_heads`): insert
+-- right after it, with no head lookup (a fifth of the statement's server time). Versions have no gaps and are
+-- never removed, so if the stream has moved past $2 the version is taken and the insert fails on the unique
+-- key; the caller then runs `append_event`. The same order argument as append_event_fast holds: version $2 was
+-- committed before this statement started.
+-- $1 stream_id, $2 the version to append after, $3 event_id, $4 event_type, $5 schema_version, $6 data,
+-- $7 metadata
+INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+VALUES ($3::uuid, $1::text, $2::bigint + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb)
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- append_stream_fast --
 -- Several events to one stream in their own transaction, as one statement (the batch counterpart of
--- append_event_fast). A single statement is atomic, so every anomaly undoes all of it: an event id already
--- recorded, or a racing append that took a stream version, fails on a unique key; a stale expected version inserts
--- no row. In each case the caller runs `append_events`, which decides with a fresh snapshot (idempotent retries,
--- typed errors). Its transaction id is taken after the lock, as for append_event_fast.
+-- append_event_fast, with the same outcomes and the same reasons).
 -- $1 stream_id, $2 expected_version, $3 event_ids, $4 event_types, $5 schema_versions, $6 data, $7 metadata
-WITH head AS (
-    SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text)) AS locked,
-           coalesce((SELECT e.stream_version FROM agentlog.events AS e
-                      WHERE e.stream_id = $1::text ORDER BY e.stream_version DESC LIMIT 1), 0) AS version
-)
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT n.event_id, $1::text, head.version + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
-  FROM head,
+  FROM (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
+                          WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head,
        unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
            WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
  WHERE $2::bigint IS NULL OR head.version = $2::bigint
+RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+
+-- append_stream_after --
+-- append_stream_fast after a version the client knows the stream has reached (see append_event_after).
+-- $1 stream_id, $2 the version to append after, $3 event_ids, $4 event_types, $5 schema_versions, $6 data,
+-- $7 metadata
+INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
+SELECT n.event_id, $1::text, $2::bigint + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
+  FROM unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
+           WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- select_stream --
@@ -120,7 +131,8 @@ SELECT transaction_id, global_position FROM agentlog.events WHERE global_positio
 
 -- notify_appended --
 -- Wake subscribers up. Sent after the appending transaction committed, in its own tiny transaction.
-SELECT pg_notify('agentlog_events', '');
+-- $1 the sending store's origin, so that its own listener can ignore it (any other payload wakes everyone)
+SELECT pg_notify('agentlog_events', $1::text);
 
 -- try_lock_handler --
 -- Try to become the one active instance of a handler (session advisory lock, released when the session ends).

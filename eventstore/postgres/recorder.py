@@ -58,7 +58,7 @@ def _recorded(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
 async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
     with translated_errors():
         if len(rows.event_ids) == 1:
-            return await executor.fetch(QUERIES["append_event"], *_single_event(rows))
+            return await executor.fetch(QUERIES["append_event"], *_single_event(rows, rows.expected_versions[0]))
         return await executor.fetch(
             QUERIES["append_events"],
             rows.stream_ids,
@@ -71,19 +71,18 @@ async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Rec
         )
 
 
-async def insert_event_fast(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
-    """The one-statement append of a single event in its own transaction: a row when it simply succeeded, no row
-    (or a unique violation on the stream version) when `insert_events` must decide."""
-    return await executor.fetch(QUERIES["append_event_fast"], *_single_event(rows))
-
-
-async def insert_stream_fast(executor: Executor, rows: EventRows) -> list[asyncpg.Record]:
-    """The one-statement append of several events to one stream in their own transaction: every row when it simply
-    succeeded, none (or a unique violation) when `insert_events` must decide."""
+async def insert_one_stream(executor: Executor, rows: EventRows, after: int | None) -> list[asyncpg.Record]:
+    """The one-statement append of events to one stream in their own transaction: every row when it simply
+    succeeded, none (or a unique violation) when `insert_events` must decide. With `after`, the events go right
+    after that version, which the stream is known to have reached; without, after the head looked up."""
+    version = rows.expected_versions[0] if after is None else after
+    if len(rows.event_ids) == 1:
+        query = QUERIES["append_event_fast"] if after is None else QUERIES["append_event_after"]
+        return await executor.fetch(query, *_single_event(rows, version))
     return await executor.fetch(
-        QUERIES["append_stream_fast"],
+        QUERIES["append_stream_fast"] if after is None else QUERIES["append_stream_after"],
         rows.stream_ids[0],
-        rows.expected_versions[0],
+        version,
         rows.event_ids,
         rows.event_types,
         rows.schema_versions,
@@ -92,11 +91,11 @@ async def insert_stream_fast(executor: Executor, rows: EventRows) -> list[asyncp
     )
 
 
-def _single_event(rows: EventRows) -> tuple[Any, ...]:
+def _single_event(rows: EventRows, version: int | None) -> tuple[Any, ...]:
     """The scalar parameters of a one-event append, in the order of the one-event queries."""
     return (
         rows.stream_ids[0],
-        rows.expected_versions[0],
+        version,
         rows.event_ids[0],
         rows.event_types[0],
         rows.schema_versions[0],
@@ -120,9 +119,7 @@ async def select_log(executor: Executor, after: LogPosition, limit: int) -> list
         return _recorded(await executor.fetch(QUERIES["select_log"], after[0], after[1], limit))
 
 
-async def select_category(
-    executor: Executor, category: str, after: LogPosition, limit: int
-) -> list[RecordedEvent]:
+async def select_category(executor: Executor, category: str, after: LogPosition, limit: int) -> list[RecordedEvent]:
     with translated_errors():
         return _recorded(await executor.fetch(QUERIES["select_category"], category, after[0], after[1], limit))
 
@@ -144,8 +141,8 @@ async def select_position_of(executor: Executor, global_position: int) -> LogPos
     return None if row is None else LogPosition(row[0], row[1])
 
 
-async def notify_appended(executor: Executor) -> None:
-    await executor.execute(QUERIES["notify_appended"])
+async def notify_appended(executor: Executor, origin: str) -> None:
+    await executor.execute(QUERIES["notify_appended"], origin)
 
 
 async def try_lock_handler(executor: Executor, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 The model is the simplest log there is: a list of event ids in append order and, per stream, its events. After
 every step the database must agree with it: the category read (canonical order) and every stream (version order).
+Appends go through two stores, so each finds the stream heads it remembers overtaken by the other's appends.
 """
 
 from __future__ import annotations
@@ -67,9 +68,13 @@ class LogModel:
             self.content[event.event_id] = event.event.n
 
 
+WRITERS = st.integers(0, 1)
+
+
 class LogMachine(RuleBasedStateMachine):
     loop: asyncio.AbstractEventLoop
     store: EventStore
+    other_store: EventStore
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,6 +86,9 @@ class LogMachine(RuleBasedStateMachine):
     def run(self, awaitable):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(awaitable)
 
+    def writer(self, number: int) -> EventStore:
+        return self.other_store if number else self.store
+
     def stream(self, index: int) -> str:
         return f"{self.prefix}-{index}"
 
@@ -88,19 +96,24 @@ class LogMachine(RuleBasedStateMachine):
         self.counter += count
         return [NewEvent(Tick(n=self.counter - index)) for index in range(count)]
 
-    @rule(index=st.integers(0, STREAM_COUNT - 1), count=st.integers(1, 3), kind=st.sampled_from(EXPECTATIONS))
-    def append(self, index: int, count: int, kind: str) -> None:
+    @rule(
+        index=st.integers(0, STREAM_COUNT - 1),
+        count=st.integers(1, 3),
+        kind=st.sampled_from(EXPECTATIONS),
+        writer=WRITERS,
+    )
+    def append(self, index: int, count: int, kind: str, writer: int) -> None:
         stream = self.stream(index)
         expected, accepted = self.model.expectation(stream, kind)
         events = self.new_events(count)
         if accepted:
-            result = self.run(self.store.append(stream, events, expected))
+            result = self.run(self.writer(writer).append(stream, events, expected))
             assert result.stream_version == self.model.version(stream) + count
             self.model.record(stream, events)
             self.appends.append((stream, events))
         else:
             with pytest.raises(WrongExpectedVersionError):
-                self.run(self.store.append(stream, events, expected))
+                self.run(self.writer(writer).append(stream, events, expected))
 
     @rule(
         parts=st.lists(
@@ -108,9 +121,10 @@ class LogMachine(RuleBasedStateMachine):
             min_size=2,
             max_size=3,
             unique_by=lambda part: part[0],
-        )
+        ),
+        writer=WRITERS,
     )
-    def append_batch(self, parts: list[tuple[int, int, str]]) -> None:
+    def append_batch(self, parts: list[tuple[int, int, str]], writer: int) -> None:
         batch = []
         everything_accepted = True
         for index, count, kind in parts:
@@ -119,21 +133,21 @@ class LogMachine(RuleBasedStateMachine):
             batch.append(StreamAppend(self.stream(index), tuple(self.new_events(count)), expected))
         if not everything_accepted:
             with pytest.raises(WrongExpectedVersionError):
-                self.run(self.store.append_batch(batch))
+                self.run(self.writer(writer).append_batch(batch))
             return
-        self.run(self.store.append_batch(batch))
+        self.run(self.writer(writer).append_batch(batch))
         for part in batch:
             events = [event for event in part.events if isinstance(event, NewEvent)]
             self.model.record(part.stream_id, events)
             self.appends.append((part.stream_id, events))
 
     @precondition(lambda self: self.appends)
-    @rule(pick=st.integers(0, 10_000), kind=st.sampled_from(EXPECTATIONS))
-    def retry_an_earlier_append(self, pick: int, kind: str) -> None:
+    @rule(pick=st.integers(0, 10_000), kind=st.sampled_from(EXPECTATIONS), writer=WRITERS)
+    def retry_an_earlier_append(self, pick: int, kind: str, writer: int) -> None:
         """The same events again, whatever the expectation: recorded once, original positions returned."""
         stream, events = self.appends[pick % len(self.appends)]
         expected, _ = self.model.expectation(stream, kind)
-        result = self.run(self.store.append(stream, events, expected))
+        result = self.run(self.writer(writer).append(stream, events, expected))
         assert result.duplicate
         positions = self.model.streams[stream]
         assert [positions[event.stream_version - 1] for event in result.events] == [
@@ -191,12 +205,17 @@ class LogMachine(RuleBasedStateMachine):
 
 def test_the_log_behaves_like_its_model(loop_and_store: tuple[asyncio.AbstractEventLoop, EventStore]) -> None:
     LogMachine.loop, LogMachine.store = loop_and_store
-    run_state_machine_as_test(
-        LogMachine,
-        settings=settings(
-            max_examples=60,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    other = EventStore.open(LogMachine.store.url, catalogue=LogMachine.store.catalogue, notify_interval=0.001)
+    LogMachine.other_store = LogMachine.loop.run_until_complete(other.__aenter__())
+    try:
+        run_state_machine_as_test(
+            LogMachine,
+            settings=settings(
+                max_examples=60,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        LogMachine.loop.run_until_complete(other.__aexit__(None, None, None))
