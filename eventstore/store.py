@@ -13,6 +13,7 @@ import orjson
 import structlog
 
 from eventstore.errors import (
+    AgentlogError,
     ClosedError,
     ConcurrencyRetryError,
     EventSchemaError,
@@ -148,13 +149,14 @@ class EventStore:
                         "a stream of this batch was appended to by a newer transaction; retry the transaction"
                     ) from error
                 raise
-            return _results(appends, inserted)
+            return _results(appends, inserted, len(rows.event_ids))
         if len(appends) == 1:
             fast = await self._append_fast(rows)
             if fast:
                 self.committed()
-                return _results(appends, fast)
+                return _results(appends, fast, len(rows.event_ids))
         for attempt in range(1, APPEND_ATTEMPTS + 1):
+            epoch = self._heads.epoch
             try:
                 inserted = await recorder.insert_events(self._pool, rows)
             except Exception as error:
@@ -164,9 +166,9 @@ class EventStore:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.001 * attempt))
                 continue
-            results = _results(appends, inserted)
+            results = _results(appends, inserted, len(rows.event_ids))
             for result in results:
-                self._heads.reached(result.stream_id, result.stream_version)
+                self._heads.reached(result.stream_id, result.stream_version, epoch)
             if not all(result.duplicate for result in results):
                 self.committed()
             return results
@@ -181,10 +183,11 @@ class EventStore:
         try:
             async with self._pool.acquire() as connection:
                 # Asked only now: taking the connection may have made the store forget what it knew.
+                epoch = self._heads.epoch
                 after = self._heads.append_after(stream_id, expected)
                 inserted = await recorder.insert_one_stream(connection, rows, after)
         except Exception as error:
-            if is_unique_violation(error):
+            if is_unique_violation(error) or is_retryable(error):
                 if expected is None and is_taken_version(error):
                     self._heads.contended(stream_id)
                 return []
@@ -194,7 +197,7 @@ class EventStore:
             raise better from error
         if len(inserted) != len(rows.event_ids):
             return []
-        self._heads.reached(stream_id, max(row[2] for row in inserted))
+        self._heads.reached(stream_id, max(row[2] for row in inserted), epoch)
         return inserted
 
     def committed(self) -> None:
@@ -335,8 +338,17 @@ def _plain_metadata(metadata: Any) -> bytes:
         raise InvalidEventError(f"metadata must be a JSON object: {error}") from error
 
 
-def _results(appends: Sequence[StreamAppend], inserted: Sequence[Any]) -> list[AppendResult]:
-    """Group the returned rows by stream, in the order of `appends` (rows of a stream come in version order)."""
+def _results(appends: Sequence[StreamAppend], inserted: Sequence[Any], expected_rows: int) -> list[AppendResult]:
+    """Group the returned rows by stream, in the order of `appends` (rows of a stream come in version order).
+
+    Every event gets a row, recorded now or before; anything else is a broken promise of the append function,
+    reported rather than passed on as a result with events missing.
+    """
+    if len(inserted) != expected_rows:
+        raise AgentlogError(
+            f"the log answered an append of {expected_rows} events with {len(inserted)} rows; "
+            "it may have been recorded in part: read the streams before retrying"
+        )
     by_stream: dict[str, list[AppendedEvent]] = {append.stream_id: [] for append in appends}
     for event_id, stream_id, stream_version, global_position, transaction_id, duplicate in inserted:
         by_stream[stream_id].append(

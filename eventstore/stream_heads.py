@@ -7,7 +7,9 @@ remembered: never a version from a transaction that may still roll back.
 
 The one way a remembered version could run ahead of the database is the database losing committed events (a
 restore from backup, a failover to a lagging replica, a crash with fsync off). Each of those ends every
-connection, and the store forgets everything whenever its pool opens a new connection.
+connection, and the store forgets everything whenever its pool opens a new connection; an answer that comes back
+on a connection from before that (an `epoch` ago) is not remembered either. A proxy that keeps client connections
+open while the server behind it is replaced by one that lost events defeats this, as it defeats much else.
 
 A stream whose remembered head turned out stale has another writer; remembering it would cost a failed statement
 at every turn, so such streams are looked up every time.
@@ -26,6 +28,8 @@ class StreamHeads:
         self._heads: dict[str, int] = {}
         self._shared: dict[str, None] = {}
         """Streams with another writer (an ordered set: the oldest entry goes first)."""
+        self.epoch = 0
+        """How many times everything was forgotten: take it before a statement, give it back with its answer."""
 
     def append_after(self, stream_id: str, expected: int | None) -> int | None:
         """The version to append right after, without looking up the head; None when only a lookup can tell.
@@ -42,9 +46,9 @@ class StreamHeads:
             return known
         return expected if known >= expected else None
 
-    def reached(self, stream_id: str, version: int) -> None:
-        """Remember that `version` of the stream committed."""
-        if stream_id in self._shared:
+    def reached(self, stream_id: str, version: int, epoch: int) -> None:
+        """Remember that `version` of the stream committed, as a statement sent in `epoch` reported."""
+        if epoch != self.epoch or stream_id in self._shared:
             return
         heads = self._heads
         if version <= heads.get(stream_id, 0):
@@ -63,3 +67,4 @@ class StreamHeads:
     def forget_all(self) -> None:
         self._heads.clear()
         self._shared.clear()
+        self.epoch += 1

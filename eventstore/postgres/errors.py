@@ -48,14 +48,13 @@ def is_taken_version(error: BaseException) -> bool:
 
 
 def is_retryable(error: BaseException) -> bool:
-    """True for errors a fresh transaction may not hit again: the order guard, deadlocks, a racing duplicate, a
-    stream version taken by a racing one-statement append (which takes no stream lock)."""
+    """True for errors a fresh transaction may not hit again: the order guard, deadlocks, a racing duplicate."""
     if not isinstance(error, asyncpg.PostgresError):
         return False
     if error.sqlstate in RETRYABLE_SQLSTATES:
         return True
     constraint = getattr(error, "constraint_name", None)
-    return error.sqlstate == "23505" and constraint in {"events_event_id_key", "events_stream_version_key"}
+    return error.sqlstate == "23505" and constraint == "events_event_id_key"
 
 
 def translate(error: BaseException) -> AgentlogError | None:

@@ -20,31 +20,33 @@ SELECT event_id, stream_id, stream_version, global_position, transaction_id, dup
                               ARRAY[$5::integer], ARRAY[$6::jsonb], ARRAY[$7::jsonb], false);
 
 -- append_event_fast --
--- The common case of a one-event append in its own transaction, as one statement: read the stream's head and
--- insert after it. It only ever succeeds plainly. When the expected version does not hold it inserts no row; when
--- the event id is recorded, or a racing append took the version first (this statement's snapshot may predate
--- it), it fails on a unique key. In every such case the caller runs `append_event`, which decides with a fresh
--- snapshot and raises the right error. No stream lock is needed: the unique (stream_id, stream_version) key is
--- what keeps two appends from taking one version, and the transaction id is taken by the insert, after the head
--- it builds on was committed, so stream order and log order agree without the order guard of append_events.
+-- The common case of a one-event append in its own transaction, as one statement: take the stream's lock, read
+-- its head, insert after it. It only ever succeeds plainly. When the expected version does not hold it inserts no
+-- row; when the event id is recorded, or a racing append took the version first (the statement's snapshot
+-- predates the lock), it fails on a unique key. In every such case the caller runs `append_event`, which decides
+-- with a fresh snapshot and raises the right error. The lock is what `append_events` relies on: while it holds a
+-- stream's lock, no other append has rows of that stream in flight. The transaction id is taken by the insert,
+-- after the head it builds on was committed, so stream order and log order agree without the order guard.
 -- $1 stream_id, $2 expected_version, $3 event_id, $4 event_type, $5 schema_version, $6 data, $7 metadata
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT $3::uuid, $1::text, head.version + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
-  FROM (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
+  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
+       (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
                           WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head
  WHERE $2::bigint IS NULL OR head.version = $2::bigint
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- append_event_after --
 -- append_event_fast when the client knows a version the stream has reached (`eventstore.stream_heads`): insert
--- right after it, with no head lookup (a fifth of the statement's server time). Versions have no gaps and are
+-- right after it, with no head lookup (a sixth of the statement's server time). Versions have no gaps and are
 -- never removed, so if the stream has moved past $2 the version is taken and the insert fails on the unique
--- key; the caller then runs `append_event`. The same order argument as append_event_fast holds: version $2 was
--- committed before this statement started.
+-- key; the caller then runs `append_event`. The same lock and order argument as append_event_fast: version $2
+-- was committed before this statement started.
 -- $1 stream_id, $2 the version to append after, $3 event_id, $4 event_type, $5 schema_version, $6 data,
 -- $7 metadata
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-VALUES ($3::uuid, $1::text, $2::bigint + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb)
+SELECT $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
+  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- append_stream_fast --
@@ -53,11 +55,13 @@ RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transa
 -- $1 stream_id, $2 expected_version, $3 event_ids, $4 event_types, $5 schema_versions, $6 data, $7 metadata
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT n.event_id, $1::text, head.version + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
-  FROM (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
+  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
+       (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
                           WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head,
        unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
            WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
  WHERE $2::bigint IS NULL OR head.version = $2::bigint
+ ORDER BY n.ordinal
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- append_stream_after --
@@ -66,8 +70,10 @@ RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transa
 -- $7 metadata
 INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT n.event_id, $1::text, $2::bigint + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
-  FROM unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
+  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
+       unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
            WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
+ ORDER BY n.ordinal
 RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
 
 -- select_stream --

@@ -1,17 +1,25 @@
-"""The one-statement append paths: remembered stream heads, and no stream lock.
+"""The one-statement append paths: remembered stream heads, the stream lock, races with the append function.
 
 The model test (test_log_model) covers their outcomes at random; these tests pin the cases that need a setup it
-cannot reach: a remembered head ahead of the database, and a race with an append inside an open transaction.
+cannot reach: a remembered head ahead of the database, and appends racing one still in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import asyncpg
 import pytest
 
-from eventstore import ConcurrencyRetryError, DatabaseUnavailableError, EventStore, new_event_id
+from eventstore import (
+    DatabaseUnavailableError,
+    EventIdConflictError,
+    EventStore,
+    NewEvent,
+    StreamAppend,
+    new_event_id,
+)
 from eventstore.postgres.connections import connect
 from eventstore.postgres.queries import QUERIES
 from tests.support.events import Tick, test_catalogue
@@ -27,7 +35,8 @@ async def test_a_store_forgets_stream_heads_when_its_connections_are_replaced(lo
     """A server that lost committed events (a restore, a failover) restarts: what the store remembers of its
     streams is then worthless, and appending after it would leave a gap in the stream's versions."""
     await log.append("test-s", [Tick(n=1), Tick(n=2)])
-    log._heads.reached("test-s", 40)  # as if versions 3..40 had been committed, then lost with the server
+    # As if versions 3..40 had been committed, then lost with the server:
+    log._heads.reached("test-s", 40, log._heads.epoch)
     await log.pool.execute("SELECT 1")
     admin = await asyncpg.connect(log.url)
     try:
@@ -58,41 +67,104 @@ async def test_a_remembered_head_overtaken_by_another_writer_still_appends_at_th
     assert [event.data["n"] for event in await log.read_stream("test-s")] == [1, 2, 3, 4, 5]
 
 
-async def test_an_open_transaction_that_loses_a_version_to_a_one_statement_append_must_retry(
+async def in_flight(url: str, stream_id: str, event_id: UUID, n: int) -> asyncpg.Connection:
+    """A one-statement append that has inserted its row and not committed yet (its connection, to commit)."""
+    racer = await connect(url)
+    await racer.execute("BEGIN")
+    await racer.fetch(QUERIES["append_event_fast"], stream_id, None, event_id, "Tick", 1, Tick(n=n).to_json(), b"{}")
+    return racer
+
+
+async def test_one_statement_appends_take_the_stream_lock(log: EventStore) -> None:
+    """append_events counts on it: while it holds a stream's lock, no other append has rows of it in flight."""
+    holder = await connect(log.url)
+    try:
+        for attempt in ("head looked up", "after the remembered head"):
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT pg_advisory_xact_lock(1095524683, hashtext('test-s'))")
+            append = asyncio.create_task(log.append("test-s", [Tick(n=1)]))
+            await asyncio.sleep(0.2)
+            assert not append.done(), f"the append ({attempt}) did not wait for the stream's lock"
+            await holder.execute("COMMIT")
+            await append
+    finally:
+        await holder.close()
+    assert [event.stream_version for event in await log.read_stream("test-s")] == [1, 2]
+
+
+async def test_a_retry_through_a_transaction_racing_its_original_is_a_duplicate(
     log: EventStore, database_url: str
 ) -> None:
-    """The one-statement append takes no stream lock, so an append inside a caller's transaction can find the
-    version it wanted taken when the other commits: that is a retry, like the order guard, not a crash."""
-    racer = await connect(database_url)
-    older = await connect(database_url)
+    await log.append("test-s", [Tick(n=0)])
+    event_id = new_event_id()
+    racer = await in_flight(database_url, "test-s", event_id, 1)
+    caller = await connect(database_url)
     try:
-        await racer.execute("BEGIN")
-        await racer.fetch(
-            QUERIES["append_event_fast"], "test-s", None, new_event_id(), "Tick", 1, b'{"n": 1}', b"{}"
-        )  # version 1 inserted, not yet committed
-        async with older.transaction():
-            blocked = asyncio.create_task(log.append("test-s", [Tick(n=2)], connection=older))
+        async with caller.transaction():
+            retry = asyncio.create_task(
+                log.append("test-s", [NewEvent(Tick(n=1), event_id=event_id)], connection=caller)
+            )
             await asyncio.sleep(0.2)
-            assert not blocked.done(), "the append should wait for the uncommitted version 1"
             await racer.execute("COMMIT")
-            with pytest.raises(ConcurrencyRetryError):
-                await blocked
-            raise asyncio.CancelledError  # roll back
-    except asyncio.CancelledError:
-        pass
+            result = await retry
     finally:
         await racer.close()
-        await older.close()
-    assert [event.stream_version for event in await log.read_stream("test-s")] == [1]
+        await caller.close()
+    assert [(event.duplicate, event.stream_version) for event in result.events] == [(True, 2)]
+
+
+async def test_a_batch_with_an_id_its_racing_original_recorded_and_a_new_one_is_refused_whole(
+    log: EventStore, database_url: str
+) -> None:
+    await log.append("test-s", [Tick(n=0)])
+    recorded, new = new_event_id(), new_event_id()
+    racer = await in_flight(database_url, "test-s", recorded, 1)
+    caller = await connect(database_url)
+    try:
+        with pytest.raises(EventIdConflictError):
+            async with caller.transaction():
+                batch = asyncio.create_task(
+                    log.append(
+                        "test-s",
+                        [NewEvent(Tick(n=1), event_id=recorded), NewEvent(Tick(n=2), event_id=new)],
+                        connection=caller,
+                    )
+                )
+                await asyncio.sleep(0.2)
+                await racer.execute("COMMIT")
+                await batch
+    finally:
+        await racer.close()
+        await caller.close()
+    assert [event.event_id for event in await log.read_stream("test-s")][1:] == [recorded]
+
+
+async def test_a_batch_over_streams_racing_the_original_of_one_of_its_ids_reports_every_event(
+    log: EventStore, database_url: str
+) -> None:
+    await log.append("test-s", [Tick(n=0)])
+    event_id = new_event_id()
+    racer = await in_flight(database_url, "test-s", event_id, 1)
+    try:
+        batch = asyncio.create_task(
+            log.append_batch(
+                [
+                    StreamAppend("test-s", (NewEvent(Tick(n=1), event_id=event_id),)),
+                    StreamAppend("test-t", (Tick(n=2),)),
+                ]
+            )
+        )
+        await asyncio.sleep(0.2)
+        await racer.execute("COMMIT")
+        results = await batch
+    finally:
+        await racer.close()
+    assert [[event.duplicate for event in result.events] for result in results] == [[True], [False]]
 
 
 async def test_an_append_waiting_behind_a_one_statement_append_takes_the_next_version(log: EventStore) -> None:
-    racer = await connect(log.url)
+    racer = await in_flight(log.url, "test-s", new_event_id(), 1)
     try:
-        await racer.execute("BEGIN")
-        await racer.fetch(
-            QUERIES["append_event_fast"], "test-s", None, new_event_id(), "Tick", 1, b'{"n": 1}', b"{}"
-        )
         waiting = asyncio.create_task(log.append("test-s", [Tick(n=2)]))
         await asyncio.sleep(0.2)
         assert not waiting.done()
@@ -100,7 +172,7 @@ async def test_an_append_waiting_behind_a_one_statement_append_takes_the_next_ve
         assert (await waiting).stream_version == 2
     finally:
         await racer.close()
-    with pytest.raises(asyncpg.UniqueViolationError):  # the key, not a lock, keeps versions unique
+    with pytest.raises(asyncpg.UniqueViolationError):  # a remembered head gone stale fails on the key
         await log.pool.fetch(
             QUERIES["append_event_after"], "test-s", 1, new_event_id(), "Tick", 1, b'{"n": 3}', b"{}"
         )

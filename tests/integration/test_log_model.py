@@ -37,7 +37,7 @@ from eventstore.records import StreamVersionExpectation
 from tests.support.events import Tick
 
 STREAM_COUNT = 4
-EXPECTATIONS = ("any", "no_stream", "exact", "wrong")
+EXPECTATIONS = ("any", "no_stream", "exact", "ahead", "behind")
 
 
 @dataclass
@@ -58,6 +58,8 @@ class LogModel:
             return NO_STREAM, version == 0
         if kind == "exact":
             return version, True
+        if kind == "behind" and version > 0:
+            return version - 1, False
         return version + 1, False
 
     def record(self, stream: str, events: list[NewEvent]) -> None:

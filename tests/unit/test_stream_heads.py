@@ -17,7 +17,7 @@ def test_an_unknown_stream_needs_a_lookup_unless_it_must_not_exist() -> None:
 
 def test_a_known_head_is_appended_after() -> None:
     heads = StreamHeads()
-    heads.reached("s", 4)
+    heads.reached("s", 4, heads.epoch)
     assert heads.append_after("s", None) == 4
     assert heads.append_after("s", 4) == 4
     assert heads.append_after("s", 2) == 2, "version 2 exists, so version 3 is either free or taken"
@@ -26,28 +26,37 @@ def test_a_known_head_is_appended_after() -> None:
 
 def test_heads_only_move_forward() -> None:
     heads = StreamHeads()
-    heads.reached("s", 4)
-    heads.reached("s", 2)  # a slow report of an older append
+    heads.reached("s", 4, heads.epoch)
+    heads.reached("s", 2, heads.epoch)  # a slow report of an older append
     assert heads.append_after("s", None) == 4
 
 
 def test_a_contended_stream_is_looked_up_from_then_on() -> None:
     heads = StreamHeads()
-    heads.reached("s", 4)
+    heads.reached("s", 4, heads.epoch)
     heads.contended("s")
     assert heads.append_after("s", None) is None
-    heads.reached("s", 6)
+    heads.reached("s", 6, heads.epoch)
     assert heads.append_after("s", None) is None
 
 
 def test_forgetting_everything() -> None:
     heads = StreamHeads()
-    heads.reached("s", 4)
+    heads.reached("s", 4, heads.epoch)
     heads.contended("t")
     heads.forget_all()
     assert heads.append_after("s", None) is None
-    heads.reached("t", 1)
+    heads.reached("t", 1, heads.epoch)
     assert heads.append_after("t", None) == 1
+
+
+def test_an_answer_from_before_forgetting_is_not_remembered() -> None:
+    """A statement sent before the store forgot everything (its server may since have lost events) reports late."""
+    heads = StreamHeads()
+    sent_in = heads.epoch
+    heads.forget_all()
+    heads.reached("s", 9, sent_in)
+    assert heads.append_after("s", None) is None
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(1, 50)), max_size=200))
@@ -55,7 +64,7 @@ def test_memory_is_bounded_and_never_runs_ahead(reports: list[tuple[str, int]]) 
     heads = StreamHeads(capacity=3)
     highest: dict[str, int] = {}
     for stream, version in reports:
-        heads.reached(stream, version)
+        heads.reached(stream, version, heads.epoch)
         highest[stream] = max(highest.get(stream, 0), version)
         remembered = [s for s in "abcdefgh" if heads.append_after(s, None) is not None]
         assert len(remembered) <= 3
