@@ -1,7 +1,8 @@
 """The log: append, read and subscribe to one immutable stream of events in PostgreSQL.
 
     async with EventStore.open(url) as store:
-        await store.append("document-plan", [PersonJoined(user_id="ada", people_present=1)], NO_STREAM)
+        joined = PersonJoined(user_id="ada", people_present=1, connection_id="c1", server_id="laptop")
+        await store.append("document-plan", [joined], NO_STREAM)
         async for batch in await store.subscribe():
             ...
 """
