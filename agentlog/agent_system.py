@@ -50,6 +50,7 @@ def deciders(settings: Settings) -> list[Decider[Any]]:
             restart_backoff_s=settings.restart_backoff_s,
             start_deadline_s=settings.agent_start_deadline_s,
             stop_deadline_s=settings.agent_stop_deadline_s,
+            proven_run_s=settings.proven_run_s,
         ),
     ]
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     stats_log_s: float = Field(default=60.0, gt=0, description="system stats log interval")
     max_restarts: int = Field(default=5, ge=0, description="restarts in a row before an agent is marked failed")
     restart_backoff_s: float = Field(default=1.0, gt=0, description="first restart delay (doubles, at most 30 s)")
+    proven_run_s: float = Field(
+        default=60.0, gt=0, description="a restarted agent joined this long ends its document's row of failures"
+    )
     agent_start_deadline_s: float = Field(default=60.0, gt=0, description="an agent not joined by then is abandoned")
     agent_stop_deadline_s: float = Field(default=30.0, gt=0, description="an agent not exited by then is abandoned")
     document_layout: Literal["tiptap", "text"] = Field(

@@ -12,7 +12,9 @@ Rules, all decided from the log alone:
   A document that cannot get a slot (every slot is held by more recently active documents) is deferred, with
   the reason, and placed as soon as a slot frees.
 - A worker that exits without being asked is restarted after a backoff timer (1, 2, 4 … s, at most 30), up to
-  `max_restarts` times in a row; then the agent is marked failed until the document becomes active again.
+  `max_restarts` times in a row; then the agent is marked failed until the document becomes active again. A
+  restarted agent that stays joined for `proven_run_s` ends the streak (a timer says so): an agent that crashes
+  once a day is restarted every time, one that crashes on every start is given up on.
 - An agent that has not joined its document `start_deadline_s` after its spawn was decided, or not exited
   `stop_deadline_s` after its detach, is abandoned (`AgentAbandoned`): its slot is free again (a late start
   counts as an abnormal exit) and its supervisor kills it if it ever shows up. A stalled supervisor can hold a
@@ -54,6 +56,7 @@ from handlers.decider import Decision, Fact
 AGENT_RESTART = "agent-restart"
 START_DEADLINE = "agent-start-deadline"
 STOP_DEADLINE = "agent-stop-deadline"
+RUN_PROVEN = "agent-run-proven"
 MAX_BACKOFF_S = 30.0
 
 
@@ -64,7 +67,7 @@ class DocumentWants(BaseModel):
     """The document server holding its people (most recent join)."""
     agent_id: str | None = None
     failures: int = 0
-    """Abnormal exits in a row since the document became active."""
+    """Abnormal exits in a row: since the document became active, or since an agent proved a run."""
     restart_due: bool = False
     """An abnormal exit waits for its backoff timer to be scheduled."""
     restart_timer: str | None = None
@@ -79,8 +82,9 @@ class AgentSlot(BaseModel):
     status: Literal["requested", "running", "connected", "detaching"] = "requested"
     attempt: int = 1
     deadline: str | None = None
-    """The timer of the stage it is in (start or stop), once scheduled."""
-    deadline_stage: Literal["start", "stop"] | None = None
+    """The timer of the stage it is in, once scheduled: start and stop are deadlines; run, after a restart, is
+    the time it must stay joined to end its document's streak of failures."""
+    deadline_stage: Literal["start", "stop", "run"] | None = None
 
 
 class ManagerSeat(BaseModel):
@@ -118,7 +122,7 @@ class AgentManager:
         }
     )
     state_model: ClassVar[type[ManagerState]] = ManagerState
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -126,11 +130,13 @@ class AgentManager:
         restart_backoff_s: float = 1.0,
         start_deadline_s: float = 60.0,
         stop_deadline_s: float = 30.0,
+        proven_run_s: float = 60.0,
     ) -> None:
         self.max_restarts = max_restarts
         self.restart_backoff_s = restart_backoff_s
         self.start_deadline_s = start_deadline_s
         self.stop_deadline_s = stop_deadline_s
+        self.proven_run_s = proven_run_s
 
     def initial_state(self) -> ManagerState:
         return ManagerState()
@@ -177,6 +183,17 @@ class AgentManager:
                     for agent_id, agent in list(state.agents.items()):
                         if agent.manager_id == event.manager_id:
                             self._exited(state, agent_id, abnormal=False)
+            case TimerFired() if event.purpose == RUN_PROVEN:
+                agent = state.agents.get(event.subject)
+                document = state.documents.get(agent.document_id) if agent is not None else None
+                if (
+                    agent is not None
+                    and document is not None
+                    and document.agent_id == event.subject
+                    and agent.deadline == event.timer_id
+                    and agent.status == "connected"
+                ):
+                    document.failures = 0
             case TimerFired():
                 for document in state.documents.values():
                     if document.restart_timer == event.timer_id:
@@ -210,10 +227,9 @@ class AgentManager:
             case AgentFailed():
                 document = state.documents[event.document_id]
                 document.failed, document.restart_due = True, False
-            case TimerScheduled() if event.purpose in (START_DEADLINE, STOP_DEADLINE):
+            case TimerScheduled() if event.purpose in AGENT_STAGES:
                 agent = state.agents[event.subject]
-                agent.deadline = event.timer_id
-                agent.deadline_stage = "start" if event.purpose == START_DEADLINE else "stop"
+                agent.deadline, agent.deadline_stage = event.timer_id, AGENT_STAGES[event.purpose]
             case TimerScheduled():
                 document = state.documents[event.subject]
                 document.restart_timer, document.restart_due = event.timer_id, False
@@ -245,7 +261,9 @@ class AgentManager:
         return [] if decision is None else [decision]
 
     def _deadline(self, state: ManagerState, fact: Fact) -> Decision | None:
-        """Give each agent's current stage a deadline; abandon an agent whose deadline fired in that stage."""
+        """Give each agent's current stage its timer; abandon an agent whose deadline fired in that stage.
+
+        A joined agent has a stage only while its document has a streak of failures to end (`proven_run_s`)."""
         event = fact.event
         if isinstance(event, TimerFired) and event.purpose in (START_DEADLINE, STOP_DEADLINE):
             agent = state.agents.get(event.subject)
@@ -265,14 +283,14 @@ class AgentManager:
                 )
         for agent_id in sorted(state.agents):
             agent = state.agents[agent_id]
-            stage: Literal["start", "stop"] | None = (
-                "stop" if agent.status == "detaching" else "start" if agent.status != "connected" else None
-            )
+            stage = _stage(agent_id, agent, state.documents.get(agent.document_id))
             if stage is None or agent.deadline_stage == stage:
                 continue
-            purpose, delay = (
-                (START_DEADLINE, self.start_deadline_s) if stage == "start" else (STOP_DEADLINE, self.stop_deadline_s)
-            )
+            purpose, delay = {
+                "start": (START_DEADLINE, self.start_deadline_s),
+                "stop": (STOP_DEADLINE, self.stop_deadline_s),
+                "run": (RUN_PROVEN, self.proven_run_s),
+            }[stage]
             timer_id = f"{stage}-" + _derived(self.name, fact.event_id, agent_id)
             return Decision(
                 agent_stream(agent_id),
@@ -396,6 +414,24 @@ def _detach(agent_id: str, agent: AgentSlot, cause: Literal["idle", "evicted"], 
             agent_id=agent_id, document_id=agent.document_id, manager_id=agent.manager_id, cause=cause, reason=reason
         ),
     )
+
+
+AGENT_STAGES: dict[str, Literal["start", "stop", "run"]] = {
+    START_DEADLINE: "start",
+    STOP_DEADLINE: "stop",
+    RUN_PROVEN: "run",
+}
+"""The purpose of each stage's timer, and the stage it belongs to."""
+
+
+def _stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> Literal["start", "stop", "run"] | None:
+    if agent.status == "detaching":
+        return "stop"
+    if agent.status != "connected":
+        return "start"
+    if document is not None and document.failures and document.agent_id == agent_id:
+        return "run"
+    return None
 
 
 def _in_stage(agent: AgentSlot) -> bool:
