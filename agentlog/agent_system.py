@@ -32,7 +32,7 @@ from eventstore.event_types.agents import AgentSpawnRequested
 from handlers import Handler
 from handlers.agents.manager import AgentManager
 from handlers.agents.supervisor import Supervisor, SupervisorSettings
-from handlers.decider import Decider, DecisionHandler
+from handlers.decider import Decider, DecisionHandler, record_settings
 from handlers.documents.activity import DocumentActivity
 from handlers.timers import TimerService
 
@@ -74,6 +74,9 @@ class AgentSystem:
         """
         settings = self.settings
         key = await signing_key(store.pool)
+        hosted = deciders(settings)
+        for decider in hosted:  # before any decision: these settings hold from here on, in every replay too
+            await record_settings(store, decider)
         sock = listening_socket(settings.host, settings.port)
         rooms = DocumentRooms(store.pool, unload_after_s=settings.idle_grace_s + 10)
         self.documents = DocumentServer(store, settings.manager_id, key, rooms, Presence(store, settings.manager_id))
@@ -108,7 +111,7 @@ class AgentSystem:
         self._tasks.append(serving)
         timers = TimerService(store, self._stop_timers)
         self._tasks.append(loop.create_task(timers.run()))
-        return [*(DecisionHandler(decider) for decider in deciders(settings)), self.supervisor.handler]
+        return [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler]
 
     @property
     def lost(self) -> asyncio.Event:

@@ -4,7 +4,10 @@ A decider folds the events it listens to into a state (`evolve`) and, after each
 next (`decide`), one decision at a time until it has nothing more to say; each decision is folded into the state
 at once, so the next one sees it. There is no clock, no randomness and no I/O in a decider: time arrives as
 `TimerFired` events, and ids of new things are derived from the id of the event that caused them. The same log
-therefore always yields the same decisions, which is what `verify_decider` checks.
+therefore always yields the same decisions, which is what `verify_decider` checks. Settings (a grace period, a
+restart limit) are part of the log too: a process that hosts a decider records `DeciderConfigured` when it starts
+with settings other than the last recorded (`record_settings`), and the decider folds that event into its state and
+decides with the state's settings from there on.
 
 `DecisionHandler` hosts a decider in the handler runner. Decisions are appended in the batch's transaction with
 ids derived from (decider, causing event, index), so a batch retried after a crash appends nothing twice, and with
@@ -34,8 +37,10 @@ from eventstore import (
     LogPosition,
     NewEvent,
     RecordedEvent,
+    WrongExpectedVersionError,
     derived_event_id,
 )
+from eventstore.event_types.deciders import DeciderConfigured, decider_stream
 from eventstore.postgres.connections import Connection
 from handlers.handler import HandlerBatch
 
@@ -71,6 +76,10 @@ class Decider(Protocol[S]):
     state_model: ClassVar[type[S]]
     state_version: ClassVar[int]
     """Bump when the state's shape or meaning changes: saved states of another version are refolded."""
+    @property
+    def configured(self) -> BaseModel:
+        """The settings this process was started with: its initial state's, and what `record_settings` records."""
+        ...
 
     def initial_state(self) -> S: ...
 
@@ -106,6 +115,30 @@ def step(decider: Decider[S], state: S, fact: Fact) -> tuple[S, list[Decision]]:
             state = decider.evolve(state, own)
             decisions.append(decision)
     raise RuntimeError(f"decider {decider.name} kept deciding after {fact.event_id}: {len(decisions)} decisions")
+
+
+async def record_settings(store: EventStore, decider: Decider[Any]) -> bool:
+    """Record the decider's configured settings unless they are the last ones recorded; True when recorded.
+
+    Called by a process before it starts hosting the decider. Whichever process records last sets the settings
+    every instance decides with from then on, so processes sharing a database should agree on them.
+    """
+    wanted = decider.configured.model_dump(mode="json")
+    stream = decider_stream(decider.name)
+    for _ in range(10):
+        version = await store.stream_version(stream)
+        if version:
+            (last,) = await store.read_stream(stream, from_version=version, limit=1)
+            recorded = store.decode(last)
+            if isinstance(recorded, DeciderConfigured) and recorded.settings == wanted:
+                return False
+        try:
+            await store.append(stream, [DeciderConfigured(decider=decider.name, settings=wanted)], version)
+        except WrongExpectedVersionError:
+            continue  # another process recorded its settings at the same moment: compare with those
+        log.info("decider.configured", decider=decider.name, **wanted)
+        return True
+    raise ConcurrencyRetryError(f"could not record the settings of decider {decider.name}: too many racing writers")
 
 
 def is_own_decision(decider_name: str, event: RecordedEvent) -> bool:

@@ -43,6 +43,7 @@ from eventstore.event_types.agents import (
     ManagerStopped,
     agent_stream,
 )
+from eventstore.event_types.deciders import DeciderConfigured
 from eventstore.event_types.documents import (
     DocumentActivated,
     DocumentIdled,
@@ -94,7 +95,17 @@ class ManagerSeat(BaseModel):
     alive: bool = True
 
 
+class ManagerSettings(BaseModel):
+    max_restarts: int = 5
+    restart_backoff_s: float = 1.0
+    start_deadline_s: float = 60.0
+    stop_deadline_s: float = 30.0
+    proven_run_s: float = 60.0
+
+
 class ManagerState(BaseModel):
+    settings: ManagerSettings = Field(default_factory=ManagerSettings)
+    """As last recorded in the log (`DeciderConfigured`), else as this process was configured."""
     documents: dict[str, DocumentWants] = Field(default_factory=dict)
     agents: dict[str, AgentSlot] = Field(default_factory=dict)
     """Agents holding a slot: from the spawn decision until their exit."""
@@ -119,10 +130,11 @@ class AgentManager:
             "ManagerStarted",
             "ManagerStopped",
             "TimerFired",
+            "DeciderConfigured",
         }
     )
     state_model: ClassVar[type[ManagerState]] = ManagerState
-    state_version: ClassVar[int] = 3
+    state_version: ClassVar[int] = 4
 
     def __init__(
         self,
@@ -132,14 +144,16 @@ class AgentManager:
         stop_deadline_s: float = 30.0,
         proven_run_s: float = 60.0,
     ) -> None:
-        self.max_restarts = max_restarts
-        self.restart_backoff_s = restart_backoff_s
-        self.start_deadline_s = start_deadline_s
-        self.stop_deadline_s = stop_deadline_s
-        self.proven_run_s = proven_run_s
+        self.configured = ManagerSettings(
+            max_restarts=max_restarts,
+            restart_backoff_s=restart_backoff_s,
+            start_deadline_s=start_deadline_s,
+            stop_deadline_s=stop_deadline_s,
+            proven_run_s=proven_run_s,
+        )
 
     def initial_state(self) -> ManagerState:
-        return ManagerState()
+        return ManagerState(settings=self.configured.model_copy())
 
     # -- evolve --------------------------------------------------------------------------------------------------
 
@@ -198,6 +212,9 @@ class AgentManager:
                 for document in state.documents.values():
                     if document.restart_timer == event.timer_id:
                         document.restart_timer = None
+            case DeciderConfigured():
+                if event.decider == self.name:
+                    state.settings = ManagerSettings.model_validate(event.settings)
             case _:
                 self._record(state, fact)
         _forget_settled_documents(state)
@@ -269,7 +286,7 @@ class AgentManager:
             agent = state.agents.get(event.subject)
             if agent is not None and agent.deadline == event.timer_id and _in_stage(agent):
                 missed = agent.deadline_stage or "start"
-                limit = self.start_deadline_s if missed == "start" else self.stop_deadline_s
+                limit = state.settings.start_deadline_s if missed == "start" else state.settings.stop_deadline_s
                 return Decision(
                     agent_stream(event.subject),
                     AgentAbandoned(
@@ -287,9 +304,9 @@ class AgentManager:
             if stage is None or agent.deadline_stage == stage:
                 continue
             purpose, delay = {
-                "start": (START_DEADLINE, self.start_deadline_s),
-                "stop": (STOP_DEADLINE, self.stop_deadline_s),
-                "run": (RUN_PROVEN, self.proven_run_s),
+                "start": (START_DEADLINE, state.settings.start_deadline_s),
+                "stop": (STOP_DEADLINE, state.settings.stop_deadline_s),
+                "run": (RUN_PROVEN, state.settings.proven_run_s),
             }[stage]
             timer_id = f"{stage}-" + _derived(self.name, fact.event_id, agent_id)
             return Decision(
@@ -304,7 +321,7 @@ class AgentManager:
             if not document.restart_due:
                 continue
             last = _last_agent_of(fact, document_id)
-            if document.failures > self.max_restarts:
+            if document.failures > state.settings.max_restarts:
                 return Decision(
                     agent_stream(last),
                     AgentFailed(
@@ -312,10 +329,10 @@ class AgentManager:
                         document_id=document_id,
                         attempts=document.failures,
                         reason=f"the worker exited abnormally {document.failures} times in a row "
-                        f"(the limit is {self.max_restarts} restarts)",
+                        f"(the limit is {state.settings.max_restarts} restarts)",
                     ),
                 )
-            delay = min(self.restart_backoff_s * 2 ** (document.failures - 1), MAX_BACKOFF_S)
+            delay = min(state.settings.restart_backoff_s * 2 ** (document.failures - 1), MAX_BACKOFF_S)
             timer_id = "restart-" + _derived(self.name, fact.event_id, document_id)
             return Decision(
                 agent_stream(last),

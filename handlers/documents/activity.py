@@ -13,6 +13,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from eventstore.event_types.agents import ManagerStarted, ManagerStopped
+from eventstore.event_types.deciders import DeciderConfigured
 from eventstore.event_types.documents import (
     DocumentActivated,
     DocumentIdled,
@@ -37,7 +38,14 @@ class DocumentPresence(BaseModel):
     """Global position of the event that emptied the document (for the reason people read)."""
 
 
+class ActivitySettings(BaseModel):
+    idle_grace_s: float = 30.0
+    """How long a document stays active after the last person left."""
+
+
 class ActivityState(BaseModel):
+    settings: ActivitySettings = Field(default_factory=ActivitySettings)
+    """As last recorded in the log (`DeciderConfigured`), else as this process was configured."""
     documents: dict[str, DocumentPresence] = Field(default_factory=dict)
     servers: dict[str, str] = Field(default_factory=dict)
     """server id → its current incarnation."""
@@ -48,16 +56,16 @@ class DocumentActivity:
 
     name: ClassVar[str] = "document-activity"
     input_types: ClassVar[frozenset[str]] = frozenset(
-        {"PersonJoined", "PersonLeft", "TimerFired", "ManagerStarted", "ManagerStopped"}
+        {"PersonJoined", "PersonLeft", "TimerFired", "ManagerStarted", "ManagerStopped", "DeciderConfigured"}
     )
     state_model: ClassVar[type[ActivityState]] = ActivityState
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(self, idle_grace_s: float = 30.0) -> None:
-        self.idle_grace_s = idle_grace_s
+        self.configured = ActivitySettings(idle_grace_s=idle_grace_s)
 
     def initial_state(self) -> ActivityState:
-        return ActivityState()
+        return ActivityState(settings=self.configured.model_copy())
 
     def evolve(self, state: ActivityState, fact: Fact) -> ActivityState:
         event = fact.event
@@ -90,6 +98,8 @@ class DocumentActivity:
             case DocumentIdled():
                 document = state.documents[event.document_id]
                 document.active, document.grace_timer = False, None
+            case DeciderConfigured() if event.decider == self.name:
+                state.settings = ActivitySettings.model_validate(event.settings)
         _forget_quiet_documents(state)
         return state
 
@@ -102,7 +112,7 @@ class DocumentActivity:
             document = state.documents.get(event.subject)
             if document is None or document.grace_timer != event.timer_id or document.connections:
                 return []  # cancelled, superseded, or someone is back
-            reason = f"nobody came back within {self.idle_grace_s:g} s after the last person left"
+            reason = f"nobody came back within {state.settings.idle_grace_s:g} s after the last person left"
             return [Decision(document_stream(event.subject), DocumentIdled(document_id=event.subject, reason=reason))]
         if isinstance(event, ManagerStarted | ManagerStopped):
             candidates = sorted(state.documents.items())
@@ -110,10 +120,10 @@ class DocumentActivity:
             document_id = _document_of(fact.stream_id)
             document = state.documents.get(document_id)
             candidates = [] if document is None else [(document_id, document)]
-        decisions = (self._next(document_id, document, fact) for document_id, document in candidates)
+        decisions = (self._next(state, document_id, document, fact) for document_id, document in candidates)
         return [decision for decision in decisions if decision is not None]
 
-    def _next(self, document_id: str, document: DocumentPresence, fact: Fact) -> Decision | None:
+    def _next(self, state: ActivityState, document_id: str, document: DocumentPresence, fact: Fact) -> Decision | None:
         stream = document_stream(document_id)
         present = len(document.connections)
         if present and not document.active:
@@ -127,7 +137,9 @@ class DocumentActivity:
             timer_id = "grace-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/{fact.event_id}/{document_id}").hex
             return Decision(
                 stream,
-                TimerScheduled(timer_id=timer_id, delay_s=self.idle_grace_s, purpose=IDLE_GRACE, subject=document_id),
+                TimerScheduled(
+                    timer_id=timer_id, delay_s=state.settings.idle_grace_s, purpose=IDLE_GRACE, subject=document_id
+                ),
             )
         return None
 

@@ -1,5 +1,6 @@
 """A decider hosted by the runner: decisions appended once with derived ids, state saved with the checkpoint,
-and `verify_decider` proving that refolding the log gives the recorded decisions (and catching one that does not).
+and `verify_decider` proving that refolding the log gives the recorded decisions (and catching one that does not),
+also after the decider's settings changed (they are in the log).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from eventstore import ANY, EventStore, NewEvent
 from eventstore.event_types.documents import DocumentIdled, PersonJoined, PersonLeft
 from eventstore.postgres import recorder
 from handlers import HandlerBatch, HandlerRunner
-from handlers.decider import DecisionHandler, verify_decider
+from handlers.decider import DecisionHandler, record_settings, verify_decider
 from handlers.documents.activity import DocumentActivity
 
 
@@ -96,3 +97,23 @@ async def test_a_batch_whose_commit_failed_is_decided_again_from_the_saved_state
             await handler.handle(HandlerBatch(handler.name, events, connection, store))
         handler.batch_committed()
     assert await decisions(store) == [("document-a", "DocumentActivated")]
+
+
+async def test_settings_recorded_in_the_log_hold_in_every_replay(store: EventStore) -> None:
+    assert await record_settings(store, DocumentActivity(idle_grace_s=5))
+    assert not await record_settings(store, DocumentActivity(idle_grace_s=5)), "unchanged settings: nothing new"
+    await store.append("document-a", [joined("c1"), left("c1")], ANY)
+    # Hosted by a process configured otherwise: the settings the log holds win.
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=60))
+    assert await record_settings(store, DocumentActivity(idle_grace_s=7))  # a restart with another grace period
+    await store.append("document-b", [joined("c1"), left("c1")], ANY)
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=60))
+    graces = {
+        event.stream_id: event.data["delay_s"]
+        for event in await store.read_all(limit=1_000)
+        if event.event_type == "TimerScheduled"
+    }
+    assert graces == {"document-a": 5, "document-b": 7}
+    until = await recorder.select_checkpoint(store.pool, "document-activity")
+    assert until is not None
+    assert await verify_decider(store, DocumentActivity(idle_grace_s=60), until=until) == []

@@ -33,6 +33,7 @@ from eventstore.event_types.agents import (
     ManagerStarted,
     ManagerStopped,
 )
+from eventstore.event_types.deciders import DeciderConfigured
 from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined
 from eventstore.event_types.timers import TimerFired, TimerScheduled
 from handlers.agents.manager import (
@@ -54,7 +55,7 @@ class World:
     """What really happened, kept apart from the decider's state so the checks do not trust it."""
 
     decider: AgentManager = field(default_factory=lambda: AgentManager(max_restarts=2))
-    state: ManagerState = field(default_factory=ManagerState)
+    state: ManagerState = field(init=False)
     facts: list[Fact] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     position: int = 0
@@ -76,6 +77,9 @@ class World:
     connected: set[str] = field(default_factory=set)
     exits_in_a_row: dict[str, int] = field(default_factory=dict)
     """Abnormal exits of each document's agents since it became active or one of its agents proved a run."""
+
+    def __post_init__(self) -> None:
+        self.state = self.decider.initial_state()
 
     def feed(self, stream_id: str, event: Event) -> None:
         self.position += 1
@@ -103,9 +107,9 @@ class World:
                     )
                 self.detaching.add(event.agent_id)
             case AgentFailed():
-                assert self.exits_in_a_row.get(event.document_id, 0) > self.decider.max_restarts, (
+                assert self.exits_in_a_row.get(event.document_id, 0) > self.state.settings.max_restarts, (
                     f"{event.document_id} was given up on after {self.exits_in_a_row.get(event.document_id, 0)} "
-                    f"abnormal exits in a row (limit {self.decider.max_restarts} restarts)"
+                    f"abnormal exits in a row (limit {self.state.settings.max_restarts} restarts)"
                 )
                 self.failed.add(event.document_id)
             case TimerScheduled():
@@ -395,6 +399,18 @@ def test_a_run_that_lasted_ends_the_streak_of_failures() -> None:
     world.crash_and_restart(0)  # a third in a row since the proven run
     (failed,) = [d.event for d in world.decisions if isinstance(d.event, AgentFailed)]
     assert failed.attempts == 3 and "3 times in a row" in failed.reason
+
+
+def test_settings_come_from_the_log_from_their_event_on() -> None:
+    world = World()  # configured with max_restarts=2
+    world.start_manager("m1", 1)
+    world.activate("a")
+    world.feed("decider-other", DeciderConfigured(decider="document-activity", settings={"max_restarts": 9}))
+    world.feed("decider-agent-manager", DeciderConfigured(decider="agent-manager", settings={"max_restarts": 0}))
+    assert world.state.settings.max_restarts == 0, "the agent manager's own settings event applies"
+    world.process_exited(0, crash=True)
+    (failed,) = [d.event for d in world.decisions if isinstance(d.event, AgentFailed)]
+    assert "the limit is 0 restarts" in failed.reason
 
 
 def test_an_agent_that_never_joins_is_abandoned_and_its_slot_reused() -> None:
