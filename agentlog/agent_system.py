@@ -74,9 +74,6 @@ class AgentSystem:
         """
         settings = self.settings
         key = await signing_key(store.pool)
-        hosted = deciders(settings)
-        for decider in hosted:  # before any decision: these settings hold from here on, in every replay too
-            await record_settings(store, decider)
         sock = listening_socket(settings.host, settings.port)
         rooms = DocumentRooms(store.pool, unload_after_s=settings.idle_grace_s + 10)
         self.documents = DocumentServer(store, settings.manager_id, key, rooms, Presence(store, settings.manager_id))
@@ -111,6 +108,9 @@ class AgentSystem:
         self._tasks.append(serving)
         timers = TimerService(store, self._stop_timers)
         self._tasks.append(loop.create_task(timers.run()))
+        hosted = deciders(settings)
+        for decider in hosted:  # only once this process surely runs, before it decides anything: from here on
+            await record_settings(store, decider)  # these settings hold, in every process and every replay
         return [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler]
 
     @property

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore.event_types.timers import MAX_TIMER_DELAY_S
+
 
 def _default_manager_id() -> str:
     name = re.sub(r"[^a-z0-9._-]+", "-", socket.gethostname().lower()).strip("-._")
@@ -37,17 +39,31 @@ class Settings(BaseSettings):
         description="this manager's id; unique among the managers sharing a database",
     )
     max_agents: int = Field(default=10, ge=0, le=10_000, description="agents this manager runs at once")
-    idle_grace_s: float = Field(default=30.0, ge=0, description="wait after the last person left before idle")
+    idle_grace_s: float = Field(
+        default=30.0, ge=0, le=MAX_TIMER_DELAY_S, description="wait after the last person left before idle"
+    )
     ping_s: float = Field(default=30.0, gt=0, description="worker health check interval")
     metrics_s: float = Field(default=30.0, gt=0, description="worker metrics interval")
     stats_log_s: float = Field(default=60.0, gt=0, description="system stats log interval")
-    max_restarts: int = Field(default=5, ge=0, description="restarts in a row before an agent is marked failed")
-    restart_backoff_s: float = Field(default=1.0, gt=0, description="first restart delay (doubles, at most 30 s)")
-    proven_run_s: float = Field(
-        default=60.0, gt=0, description="a restarted agent joined this long ends its document's row of failures"
+    max_restarts: int = Field(
+        default=5, ge=0, le=1_000, description="restarts in a row before an agent is marked failed"
     )
-    agent_start_deadline_s: float = Field(default=60.0, gt=0, description="an agent not joined by then is abandoned")
-    agent_stop_deadline_s: float = Field(default=30.0, gt=0, description="an agent not exited by then is abandoned")
+    restart_backoff_s: float = Field(
+        default=1.0, gt=0, le=MAX_TIMER_DELAY_S, description="first restart delay (doubles, at most 30 s)"
+    )
+    proven_run_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=MAX_TIMER_DELAY_S,
+        description="a restarted agent joined this long ends its document's row of failures (more than a hang "
+        "takes to notice: two missed pongs)",
+    )
+    agent_start_deadline_s: float = Field(
+        default=60.0, gt=0, le=MAX_TIMER_DELAY_S, description="an agent not joined by then is abandoned"
+    )
+    agent_stop_deadline_s: float = Field(
+        default=30.0, gt=0, le=MAX_TIMER_DELAY_S, description="an agent not exited by then is abandoned"
+    )
     document_layout: Literal["tiptap", "text"] = Field(
         default="tiptap", description="tiptap: XmlFragment 'default' of paragraphs; text: a Y.Text named 'text'"
     )

@@ -268,9 +268,23 @@ async def _read_log(store: EventStore, until: LogPosition | None) -> list[Record
         after = page[-1].position
 
 
+async def initial_state(store: EventStore, decider: Decider[S]) -> S:
+    """The state a fold of the log starts from: with the first settings the log records for the decider, if any.
+
+    History from before settings were recorded (a log older than `DeciderConfigured`) is decided alike by every
+    replay only if it starts from the same settings; the first recorded ones are the best guess there is, and
+    better than whatever the replaying process happens to be configured with.
+    """
+    state = decider.initial_state()
+    first = await store.read_stream(decider_stream(decider.name), limit=1)
+    if first:
+        state = decider.evolve(state, fact_of(store, first[0]))
+    return state
+
+
 async def fold_log(store: EventStore, decider: Decider[S], *, until: LogPosition | None = None) -> S:
     """The decider's state after every input event before `until` (all of them when None)."""
-    state = decider.initial_state()
+    state = await initial_state(store, decider)
     for event in await _read_log(store, until):
         if event.event_type in decider.input_types and not is_own_decision(decider.name, event):
             state, _ = step(decider, state, fact_of(store, event))
@@ -306,7 +320,7 @@ async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPo
             cause = uuid.UUID(str(event.metadata["causation_id"]))
             recorded.setdefault(cause, []).append((event.stream_id, event.event_type, _canonical(event.data)))
     differences: list[DecisionDifference] = []
-    state = decider.initial_state()
+    state = await initial_state(store, decider)
     for event in events:
         if event.position > until:
             break

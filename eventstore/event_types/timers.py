@@ -15,6 +15,9 @@ from pydantic import Field, StringConstraints
 from eventstore.events import Event, catalogue
 
 TimerId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+MAX_TIMER_DELAY_S = 366 * 24 * 3600
+TimerDelay = Annotated[float, Field(ge=0, le=MAX_TIMER_DELAY_S)]
+"""A delay a timer can have: deciders' settings that become timer delays are bounded by the same."""
 
 
 @catalogue.register
@@ -25,7 +28,7 @@ class TimerScheduled(Event):
     category: ClassVar[str] = "timer"
 
     timer_id: TimerId
-    delay_s: Annotated[float, Field(ge=0, le=366 * 24 * 3600)]
+    delay_s: TimerDelay
     purpose: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     subject: str = ""
     """What the timer is about (a document id, an agent id), for the decider and for people reading the log."""

@@ -14,7 +14,9 @@ Rules, all decided from the log alone:
 - A worker that exits without being asked is restarted after a backoff timer (1, 2, 4 … s, at most 30), up to
   `max_restarts` times in a row; then the agent is marked failed until the document becomes active again. A
   restarted agent that stays joined for `proven_run_s` ends the streak (a timer says so): an agent that crashes
-  once a day is restarted every time, one that crashes on every start is given up on.
+  once a day is restarted every time, one that crashes on every start is given up on. An agent reported
+  unresponsive proves nothing (a hung worker stays joined until it is killed); `proven_run_s` should exceed the
+  time the supervisor takes to notice a hang (two missed pongs: about 90 s with the default ping).
 - An agent that has not joined its document `start_deadline_s` after its spawn was decided, or not exited
   `stop_deadline_s` after its detach, is abandoned (`AgentAbandoned`): its slot is free again (a late start
   counts as an abnormal exit) and its supervisor kills it if it ever shows up. A stalled supervisor can hold a
@@ -25,10 +27,11 @@ Rules, all decided from the log alone:
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from eventstore.event_types.agents import (
     AgentAbandoned,
@@ -39,11 +42,12 @@ from eventstore.event_types.agents import (
     AgentProcessExited,
     AgentProcessStarted,
     AgentSpawnRequested,
+    AgentUnresponsive,
     ManagerStarted,
     ManagerStopped,
     agent_stream,
 )
-from eventstore.event_types.deciders import DeciderConfigured
+from eventstore.event_types.deciders import DeciderConfigured, decider_stream
 from eventstore.event_types.documents import (
     DocumentActivated,
     DocumentIdled,
@@ -51,7 +55,7 @@ from eventstore.event_types.documents import (
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.timers import TimerFired, TimerScheduled
+from eventstore.event_types.timers import TimerDelay, TimerFired, TimerScheduled
 from handlers.decider import Decision, Fact
 
 AGENT_RESTART = "agent-restart"
@@ -86,6 +90,8 @@ class AgentSlot(BaseModel):
     """The timer of the stage it is in, once scheduled: start and stop are deadlines; run, after a restart, is
     the time it must stay joined to end its document's streak of failures."""
     deadline_stage: Literal["start", "stop", "run"] | None = None
+    unresponsive: bool = False
+    """Reported hung: joined, but not running, so it cannot prove a run."""
 
 
 class ManagerSeat(BaseModel):
@@ -96,11 +102,11 @@ class ManagerSeat(BaseModel):
 
 
 class ManagerSettings(BaseModel):
-    max_restarts: int = 5
-    restart_backoff_s: float = 1.0
-    start_deadline_s: float = 60.0
-    stop_deadline_s: float = 30.0
-    proven_run_s: float = 60.0
+    max_restarts: int = Field(default=5, ge=0, le=1_000)
+    restart_backoff_s: TimerDelay = 1.0
+    start_deadline_s: TimerDelay = 60.0
+    stop_deadline_s: TimerDelay = 30.0
+    proven_run_s: TimerDelay = 300.0
 
 
 class ManagerState(BaseModel):
@@ -126,6 +132,7 @@ class AgentManager:
             "PersonLeft",
             "AgentProcessStarted",
             "AgentConnected",
+            "AgentUnresponsive",
             "AgentProcessExited",
             "ManagerStarted",
             "ManagerStopped",
@@ -142,7 +149,7 @@ class AgentManager:
         restart_backoff_s: float = 1.0,
         start_deadline_s: float = 60.0,
         stop_deadline_s: float = 30.0,
-        proven_run_s: float = 60.0,
+        proven_run_s: float = 300.0,
     ) -> None:
         self.configured = ManagerSettings(
             max_restarts=max_restarts,
@@ -181,6 +188,9 @@ class AgentManager:
             case AgentConnected():
                 if (agent := state.agents.get(event.agent_id)) is not None and agent.status != "detaching":
                     agent.status = "connected"
+            case AgentUnresponsive():
+                if (agent := state.agents.get(event.agent_id)) is not None:
+                    agent.unresponsive = True
             case AgentProcessExited():
                 self._exited(state, event.agent_id, abnormal=not event.expected)
             case ManagerStarted():
@@ -197,24 +207,13 @@ class AgentManager:
                     for agent_id, agent in list(state.agents.items()):
                         if agent.manager_id == event.manager_id:
                             self._exited(state, agent_id, abnormal=False)
-            case TimerFired() if event.purpose == RUN_PROVEN:
-                agent = state.agents.get(event.subject)
-                document = state.documents.get(agent.document_id) if agent is not None else None
-                if (
-                    agent is not None
-                    and document is not None
-                    and document.agent_id == event.subject
-                    and agent.deadline == event.timer_id
-                    and agent.status == "connected"
-                ):
-                    document.failures = 0
             case TimerFired():
-                for document in state.documents.values():
-                    if document.restart_timer == event.timer_id:
-                        document.restart_timer = None
+                _timer_fired(state, event)
             case DeciderConfigured():
-                if event.decider == self.name:
-                    state.settings = ManagerSettings.model_validate(event.settings)
+                if event.decider == self.name and fact.stream_id == decider_stream(self.name):
+                    # Settings this version cannot use are not adopted (see DocumentActivity.evolve).
+                    with contextlib.suppress(ValidationError):
+                        state.settings = ManagerSettings.model_validate(event.settings)
             case _:
                 self._record(state, fact)
         _forget_settled_documents(state)
@@ -418,6 +417,25 @@ class AgentManager:
         return None
 
 
+def _timer_fired(state: ManagerState, event: TimerFired) -> None:
+    if event.purpose == RUN_PROVEN:  # the row of failures ends if the agent it was set for is still joined
+        agent = state.agents.get(event.subject)
+        document = state.documents.get(agent.document_id) if agent is not None else None
+        if (
+            agent is not None
+            and document is not None
+            and document.agent_id == event.subject
+            and agent.deadline == event.timer_id
+            and agent.status == "connected"
+            and not agent.unresponsive
+        ):
+            document.failures = 0
+        return
+    for document in state.documents.values():
+        if document.restart_timer == event.timer_id:
+            document.restart_timer = None
+
+
 def _document_url(live: dict[str, ManagerSeat], server_id: str, manager_id: str) -> str:
     """The server holding the document's people if it is alive, else the agent's own manager's."""
     seat = live.get(server_id) or live[manager_id]
@@ -446,7 +464,7 @@ def _stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> L
         return "stop"
     if agent.status != "connected":
         return "start"
-    if document is not None and document.failures and document.agent_id == agent_id:
+    if document is not None and document.failures and document.agent_id == agent_id and not agent.unresponsive:
         return "run"
     return None
 

@@ -7,13 +7,14 @@ incarnation, `ManagerStopped`): nobody stays "present" on a socket that no longe
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from eventstore.event_types.agents import ManagerStarted, ManagerStopped
-from eventstore.event_types.deciders import DeciderConfigured
+from eventstore.event_types.deciders import DeciderConfigured, decider_stream
 from eventstore.event_types.documents import (
     DocumentActivated,
     DocumentIdled,
@@ -21,7 +22,7 @@ from eventstore.event_types.documents import (
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
+from eventstore.event_types.timers import TimerCancelled, TimerDelay, TimerFired, TimerScheduled
 from handlers.decider import Decision, Fact
 
 IDLE_GRACE = "idle-grace"
@@ -39,7 +40,7 @@ class DocumentPresence(BaseModel):
 
 
 class ActivitySettings(BaseModel):
-    idle_grace_s: float = 30.0
+    idle_grace_s: TimerDelay = 30.0
     """How long a document stays active after the last person left."""
 
 
@@ -98,8 +99,11 @@ class DocumentActivity:
             case DocumentIdled():
                 document = state.documents[event.document_id]
                 document.active, document.grace_timer = False, None
-            case DeciderConfigured() if event.decider == self.name:
-                state.settings = ActivitySettings.model_validate(event.settings)
+            case DeciderConfigured() if event.decider == self.name and fact.stream_id == decider_stream(self.name):
+                # Settings this version cannot use (appended by hand, or by a newer version) are not adopted:
+                # deciding on with the previous ones beats stopping at every later event.
+                with contextlib.suppress(ValidationError):
+                    state.settings = ActivitySettings.model_validate(event.settings)
         _forget_quiet_documents(state)
         return state
 

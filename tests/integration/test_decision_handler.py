@@ -117,3 +117,13 @@ async def test_settings_recorded_in_the_log_hold_in_every_replay(store: EventSto
     until = await recorder.select_checkpoint(store.pool, "document-activity")
     assert until is not None
     assert await verify_decider(store, DocumentActivity(idle_grace_s=60), until=until) == []
+
+
+async def test_history_from_before_settings_were_recorded_replays_with_the_first_recorded(store: EventStore) -> None:
+    """A log older than `DeciderConfigured` (an upgrade): decided with 5 s, then 5 s recorded at the next start."""
+    await store.append("document-a", [joined("c1"), left("c1")], ANY)
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    assert await record_settings(store, DocumentActivity(idle_grace_s=5))
+    until = await recorder.select_checkpoint(store.pool, "document-activity")
+    assert until is not None
+    assert await verify_decider(store, DocumentActivity(idle_grace_s=60), until=until) == []

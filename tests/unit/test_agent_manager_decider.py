@@ -42,6 +42,7 @@ from handlers.agents.manager import (
     START_DEADLINE,
     STOP_DEADLINE,
     AgentManager,
+    ManagerSettings,
     ManagerState,
 )
 from handlers.decider import Decision, Fact, step
@@ -343,6 +344,46 @@ def test_the_same_events_give_the_same_decisions_also_across_a_saved_state(
         if index == cut:  # what the handler does between batches: save the state as JSON, load it back
             state = ManagerState.model_validate_json(state.model_dump_json())
         state, decisions = step(decider, state, fact)
+        replayed.extend(decisions)
+    assert replayed == world.decisions
+
+
+SETTINGS = st.builds(
+    ManagerSettings,
+    max_restarts=st.integers(0, 3),
+    restart_backoff_s=st.sampled_from([0.5, 1, 7]),
+    start_deadline_s=st.sampled_from([5, 60.0]),
+    stop_deadline_s=st.sampled_from([3, 30.0]),
+    proven_run_s=st.sampled_from([1, 45.5, 300]),
+)
+
+
+def configure(world: World, chosen: ManagerSettings) -> None:
+    world.feed(
+        "decider-agent-manager",
+        DeciderConfigured(decider="agent-manager", settings=chosen.model_dump(mode="json")),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(SETTINGS, st.lists(st.one_of(ACTIONS, st.tuples(st.just("configure"), SETTINGS)), min_size=20, max_size=80))
+def test_a_process_configured_otherwise_replays_the_same_decisions(
+    first: ManagerSettings, actions: list[tuple[object, ...]]
+) -> None:
+    """Settings changes are in the log: a replayer with other settings of its own decides exactly alike."""
+    world = World()
+    configure(world, first)
+    world.start_manager("m1", 2)
+    for name, *arguments in actions:
+        if name == "configure":
+            configure(world, arguments[0])  # type: ignore[arg-type]
+        else:
+            getattr(world, str(name))(*arguments)
+    replayer = AgentManager(max_restarts=9, proven_run_s=1234, start_deadline_s=1)
+    state = replayer.initial_state()
+    replayed: list[Decision] = []
+    for fact in world.facts:
+        state, decisions = step(replayer, ManagerState.model_validate_json(state.model_dump_json()), fact)
         replayed.extend(decisions)
     assert replayed == world.decisions
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from eventstore import Event
 from eventstore.event_types.agents import ManagerStarted, ManagerStopped
+from eventstore.event_types.deciders import DeciderConfigured
 from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined, PersonLeft
 from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
 from handlers.decider import Decision, Fact, step
@@ -145,3 +146,17 @@ def test_a_lost_server_with_thousands_of_documents_is_one_step() -> None:
         log.join(f"c{index}", document=f"d{index}")
     lost = log.feed("manager-s1", ManagerStopped(manager_id="s1", incarnation="i1", how="lost", reason="gone"))
     assert len(lost) == 5_000 and all(isinstance(event, TimerScheduled) for event in lost)
+
+
+def test_recorded_settings_apply_from_their_event_and_unusable_ones_are_ignored() -> None:
+    log = Log()  # configured with a 30 s grace
+    log.feed("decider-document-activity", DeciderConfigured(decider="document-activity", settings={"idle_grace_s": 5}))
+    log.join("c1")
+    (grace,) = [e for e in log.leave("c1") if isinstance(e, TimerScheduled)]
+    assert grace.delay_s == 5
+    for unusable in ({"idle_grace_s": 1e12}, {"idle_grace_s": "soon"}):  # beyond any timer; not a number
+        log.feed("decider-document-activity", DeciderConfigured(decider="document-activity", settings=unusable))
+    log.feed("decider-agent-manager", DeciderConfigured(decider="document-activity", settings={"idle_grace_s": 9}))
+    log.join("c2")
+    (grace,) = [e for e in log.leave("c2") if isinstance(e, TimerScheduled)]
+    assert grace.delay_s == 5, "settings from another stream or that no timer can have were adopted"
