@@ -86,8 +86,10 @@ class AgentSystem:
                 document_url=self.documents.url,
                 ping_s=settings.ping_s,
                 stats_log_s=settings.stats_log_s,
+                warm_worker=settings.warm_worker,
             ),
             command=self._worker_command,
+            standby_command=self._standby_command,
             token=lambda spawn: issue(
                 key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S, document_id=spawn.document_id
             ),
@@ -120,12 +122,21 @@ class AgentSystem:
         return self.supervisor.lost
 
     def _worker_command(self, spawn: AgentSpawnRequested) -> Sequence[str]:
-        settings = self.settings
-        command = [
-            sys.executable, "-m", "agentlog.agents.worker",
+        return [
+            *self._worker_base(),
             "--document", spawn.document_id,
             "--agent", spawn.agent_id,
             "--url", spawn.document_url,
+        ]  # fmt: skip
+
+    def _standby_command(self) -> Sequence[str]:
+        """A worker that gets warm and waits; the supervisor recognises it after a crash by this argument."""
+        return [*self._worker_base(), f"--standby-of={self.settings.manager_id}"]
+
+    def _worker_base(self) -> list[str]:
+        settings = self.settings
+        command = [
+            sys.executable, "-m", "agentlog.agents.worker",
             "--layout", settings.document_layout,
             "--metrics-interval", str(settings.metrics_s),
             "--llm-provider", settings.llm_provider,

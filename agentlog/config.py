@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         description="this manager's id; unique among the managers sharing a database",
     )
     max_agents: int = Field(default=10, ge=0, le=10_000, description="agents this manager runs at once")
+    warm_worker: bool = Field(
+        default=True, description="keep one worker started and waiting, so a new agent only has to join"
+    )
     idle_grace_s: float = Field(
         default=30.0, ge=0, le=MAX_TIMER_DELAY_S, description="wait after the last person left before idle"
     )

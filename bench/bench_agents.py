@@ -105,33 +105,40 @@ async def raw_first_mark(system: RunningSystem, url: str, home: Path, runs: int)
     return samples
 
 
-async def until_limit(system: RunningSystem, url: str, limit: int) -> tuple[float, float]:
+async def until_limit(system: RunningSystem, url: str, limit: int, prefix: str) -> tuple[float, float]:
     """Seconds until every agent joined its document, and until every person saw a mark."""
     token = await token_for(url, "bench")
+    everyone_joined = asyncio.Event()
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
-        people = [group.create_task(_open_and_wait(system, token, f"burst-{i}")) for i in range(limit)]
-        joined = group.create_task(_all_agents_joined(url, limit))
+        people = [
+            group.create_task(_open_and_wait(system, token, f"{prefix}-burst-{i}", everyone_joined))
+            for i in range(limit)
+        ]
+        joined = group.create_task(_all_agents_joined(url, limit, prefix, everyone_joined))
     return joined.result() - started, max(task.result() for task in people) - started
 
 
-async def _all_agents_joined(url: str, limit: int) -> float:
+async def _all_agents_joined(url: str, limit: int, prefix: str, everyone_joined: asyncio.Event) -> float:
     await wait_until(
         url,
-        "SELECT count(*) FROM projections.agent_connections WHERE document_id LIKE 'burst-%' AND status = 'active'"
+        "SELECT count(*) FROM projections.agent_connections WHERE document_id LIKE $2 AND status = 'active'"
         " HAVING count(*) = $1",
         limit,
+        f"{prefix}-burst-%",
         timeout=120,
     )
+    everyone_joined.set()
     return time.perf_counter()
 
 
-async def _open_and_wait(system: RunningSystem, token: str, document: str) -> float:
+async def _open_and_wait(system: RunningSystem, token: str, document: str, everyone_joined: asyncio.Event) -> float:
+    """Stays in the document until every agent joined: a document left early would go idle and lose its agent."""
     async with open_document(system.document_url, document, token) as person:
         person.type_paragraph(SENTENCE)
         await person.wait_for_marks(1, timeout=120)
         marked = time.perf_counter()
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(everyone_joined.wait(), 120)
     return marked
 
 
@@ -163,34 +170,50 @@ def bare_python_mb() -> float:
 async def run(url: str, home: Path, documents: int, limit: int) -> None:
     log_path = home / "up.log"
     settings = {"idle_grace_s": "1", "ping_s": "5", "metrics_s": "5"}
-    system = RunningSystem(url, home, log_path, manager_id="bench", max_agents=str(documents + 5), **settings).start()
-    try:
-        await first_mark(system, url, 2, "warm")  # the gazetteer index is built once per machine; own documents,
-        # or their marks, already there, would be "seen" at once when measured
-        await wait_until(url, "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM projections.agent_connections"
-                              " WHERE status NOT IN ('disconnected', 'error'))", timeout=60)  # fmt: skip
-        ours = await first_mark(system, url, documents)
-        raw = await raw_first_mark(system, url, home, max(10, documents // 3))
-    finally:
-        system.stop()
+    first: dict[str, list[float]] = {}
+    for warm in ("true", "false"):
+        manager = f"bench-{'warm' if warm == 'true' else 'cold'}"
+        system = RunningSystem(
+            url, home, log_path, manager_id=manager, max_agents=str(documents + 5), warm_worker=warm, **settings
+        ).start()
+        try:
+            await first_mark(system, url, 2, f"warm-up-{manager}")  # the gazetteer index is built once per
+            # machine; own documents, or their marks, already there, would be "seen" at once when measured
+            await wait_until(url, "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM projections.agent_connections"
+                                  " WHERE status NOT IN ('disconnected', 'error'))", timeout=60)  # fmt: skip
+            first[warm] = await first_mark(system, url, documents, f"first-{manager}")
+            if warm == "false":
+                first["raw"] = await raw_first_mark(system, url, home, max(10, documents // 3))
+        finally:
+            system.stop()
+    raw = first["raw"]
     print("1. person opens a document and types a sentence -> the agent's first mark is visible to them:")
     print(describe("raw: the worker program started by hand (doc already typed)", raw))
-    print(describe("agentlog: open -> join recorded -> decided -> spawned -> mark", ours))
-    print(f"  ratio agentlog/raw at p50: {quantile(ours, 0.5) / quantile(raw, 0.5):.2f}x")
+    print(describe("agentlog (a warm worker waiting, the default)", first["true"]))
+    print(describe("agentlog without a warm worker (AGENTLOG_WARM_WORKER=false)", first["false"]))
+    print(f"  ratio agentlog/raw at p50: {quantile(first['true'], 0.5) / quantile(raw, 0.5):.2f}x "
+          f"(without a warm worker {quantile(first['false'], 0.5) / quantile(raw, 0.5):.2f}x)")  # fmt: skip
 
-    system = RunningSystem(url, home, log_path, manager_id="bench2", max_agents=str(limit), **settings).start()
-    try:
-        joined, marked = await until_limit(system, url, limit)
-        memory = worker_memory(system)
-    finally:
-        system.stop()
-    print(f"2. {limit} documents opened at once (the agent limit):")
-    print(f"  all {limit} agents joined their documents in {joined:.2f} s -> {limit / joined:.1f} documents/s;"
-          f" every person saw a mark after {marked:.2f} s")  # fmt: skip
-    print("3. memory:")
-    if memory:
-        print(f"  worker RSS, {len(memory)} live workers: mean {statistics.mean(memory):.1f} MB, "
-              f"max {max(memory):.1f} MB; bare python interpreter {bare_python_mb():.1f} MB")  # fmt: skip
+    for warm in ("true", "false"):
+        manager = f"bench2-{'warm' if warm == 'true' else 'cold'}"
+        system = RunningSystem(
+            url, home, log_path, manager_id=manager, max_agents=str(limit), warm_worker=warm, **settings
+        ).start()
+        try:
+            joined, marked = await until_limit(system, url, limit, prefix=manager)
+            memory = worker_memory(system) if warm == "true" else []
+        finally:
+            system.stop()
+        label = "" if warm == "true" else ", without a warm worker"
+        print(f"2. {limit} documents opened at once (the agent limit){label}:")
+        print(f"  all {limit} agents joined their documents in {joined:.2f} s -> {limit / joined:.1f} documents/s;"
+              f" every person saw a mark after {marked:.2f} s")  # fmt: skip
+        if warm == "true":
+            print("3. memory:")
+            if memory:
+                print(f"  worker RSS, {len(memory)} live workers (the waiting one included): mean "
+                      f"{statistics.mean(memory):.1f} MB, max {max(memory):.1f} MB; "
+                      f"bare python interpreter {bare_python_mb():.1f} MB")  # fmt: skip
     metrics = await query(url, "SELECT avg(memory_mb) AS mb FROM projections.agent_metrics")
     if metrics and metrics[0]["mb"] is not None:
         print(f"  workers' own reports (agent_metrics): mean {float(metrics[0]['mb']):.1f} MB")

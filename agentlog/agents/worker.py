@@ -157,9 +157,13 @@ def _xml_texts(node: XmlFragment | XmlElement) -> Iterator[XmlText]:
 
 
 class Worker:
-    def __init__(self, args: argparse.Namespace, extractor: LocationExtractor) -> None:
+    def __init__(
+        self, args: argparse.Namespace, extractor: LocationExtractor, commands: asyncio.StreamReader | None = None
+    ) -> None:
         self.args = args
         self.extractor = extractor
+        self._commands_reader = commands
+        """Standard input, when it was already being read (a standby worker read its assignment from it)."""
         self.document: Doc[Any] = Doc()
         self.surface = Surface(self.document, args.layout)
         self.counters = Counters()
@@ -178,7 +182,8 @@ class Worker:
         sys.stdout.buffer.flush()
 
     async def run(self) -> int:
-        url = f"{self.args.url.rstrip('/')}/{self.args.document}?token={os.environ['AGENTLOG_AGENT_TOKEN']}"
+        token = self.args.token or os.environ["AGENTLOG_AGENT_TOKEN"]
+        url = f"{self.args.url.rstrip('/')}/{self.args.document}?token={token}"
         started = time.perf_counter()
         commands = asyncio.create_task(self._commands())  # pings and shutdown are answered while connecting too
         try:
@@ -297,9 +302,7 @@ class Worker:
             log.info("worker.marked", places=[place["name"] for place in marked])
 
     async def _commands(self) -> None:
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = self._commands_reader or await standard_input()
         while line := await reader.readline():
             try:
                 command = orjson.loads(line)
@@ -341,22 +344,57 @@ class Worker:
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="agentlog-worker", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--document", required=True)
-    parser.add_argument("--agent", required=True)
-    parser.add_argument("--url", required=True, help="the document server, e.g. ws://127.0.0.1:8787/doc")
+    parser.add_argument("--document")
+    parser.add_argument("--agent")
+    parser.add_argument("--url", help="the document server, e.g. ws://127.0.0.1:8787/doc")
+    parser.add_argument(
+        "--standby-of",
+        metavar="MANAGER",
+        help="start warm and wait: the first line on standard input assigns the document, agent, url and token",
+    )
     parser.add_argument("--layout", choices=["tiptap", "text"], default="tiptap")
     parser.add_argument("--metrics-interval", type=float, default=30.0)
     parser.add_argument("--llm-provider", default="gazetteer")
     parser.add_argument("--llm-base-url")
     parser.add_argument("--llm-model")
     parser.add_argument("--cache-dir", type=Path)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.token = None
+    if args.standby_of is None and not (args.document and args.agent and args.url):
+        parser.error("--document, --agent and --url are required (unless --standby-of)")
+    return args
+
+
+async def standard_input() -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def standby(args: argparse.Namespace, extractor: LocationExtractor) -> int:
+    """Get warm (imports are done; the extractor loads its index), then wait for the first line on standard input:
+    the assignment. A supervisor keeps one such worker ready, so an agent starts in the time it takes to join."""
+    load = getattr(extractor, "load", None)
+    if load is not None:
+        await load()
+    commands = await standard_input()
+    line = await commands.readline()
+    if not line:
+        return 0  # the supervisor went away before it needed us
+    assignment = orjson.loads(line)
+    if not isinstance(assignment, dict) or assignment.get("op") != "assign":
+        log.error("worker.bad_assignment", line=line[:200].decode(errors="replace"))
+        return 2
+    args.document, args.agent = str(assignment["document"]), str(assignment["agent"])
+    args.url, args.token = str(assignment["url"]), str(assignment["token"])
+    structlog.contextvars.bind_contextvars(agent=args.agent, document=args.document)
+    return await Worker(args, extractor, commands).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     configure_logging(os.environ.get("AGENTLOG_LOG_LEVEL", "info"))
-    structlog.contextvars.bind_contextvars(agent=args.agent, document=args.document)
     extractor = make_extractor(
         args.llm_provider,
         base_url=args.llm_base_url,
@@ -365,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
     )
     try:
+        if args.standby_of is not None:
+            return asyncio.run(standby(args, extractor))
+        structlog.contextvars.bind_contextvars(agent=args.agent, document=args.document)
         return asyncio.run(Worker(args, extractor).run())
     except KeyboardInterrupt:
         return 0

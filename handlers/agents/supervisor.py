@@ -68,6 +68,8 @@ RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailableError, Concurre
 PROBE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
 WorkerCommand = Callable[[AgentSpawnRequested], Sequence[str]]
+StandbyCommand = Callable[[], Sequence[str]]
+"""A worker that starts warm and waits for its assignment on standard input (`--standby-of MANAGER`)."""
 """The command line of a worker for a spawn request (the application edge knows the program)."""
 AgentToken = Callable[[AgentSpawnRequested], str]
 """A token that lets the worker into its document."""
@@ -104,6 +106,10 @@ class WorkerProcess:
     reports: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
     """Facts it reported, recorded in order by their own task, so that reading (and pongs) never waits for the
     database."""
+    started_recorded: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the batch that recorded `AgentProcessStarted` committed: its reports are recorded after that, so
+    they follow it in the log, and never race the batch's older transaction for the agent's stream (which the
+    order guard would refuse, failing the whole batch of spawns)."""
 
 
 @dataclass(slots=True)
@@ -115,18 +121,27 @@ class SupervisorSettings:
     missed_pongs: int = 2
     stats_log_s: float = 60.0
     watch_managers_s: float = 2.0
+    warm_worker: bool = True
+    """Keep one worker started and waiting, so that the next agent only has to join its document."""
 
 
 class Supervisor:
     """Runs one manager's workers. `start()`, then host `handler` in the runner, then `shutdown()`."""
 
     def __init__(
-        self, store: EventStore, settings: SupervisorSettings, command: WorkerCommand, token: AgentToken
+        self,
+        store: EventStore,
+        settings: SupervisorSettings,
+        command: WorkerCommand,
+        token: AgentToken,
+        standby_command: StandbyCommand | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.command = command
         self.token = token
+        self.standby_command = standby_command if settings.warm_worker else None
+        self._standby: asyncio.subprocess.Process | None = None
         self.incarnation = uuid.uuid4().hex[:12]
         self.workers: dict[str, WorkerProcess] = {}
         self.handler = SupervisorHandler(self)
@@ -165,6 +180,7 @@ class Supervisor:
         )
         log.info("manager.started", manager=manager_id, incarnation=self.incarnation)
         await self._reconcile()
+        await self._prepare_standby()  # after the reconcile: it must not mistake the new standby for an orphan
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._forever(self._ping_round, self.settings.ping_s)),
@@ -177,7 +193,7 @@ class Supervisor:
         """Workers of this manager's previous life: stop any still running, record that they are gone."""
         for row in await self.store.pool.fetch(RUNNING_HERE, self.settings.manager_id):
             pid = row["agent_pid"]
-            alive = pid is not None and _is_our_worker(pid, row["agent_id"])
+            alive = pid is not None and _is_our_worker(pid, row["agent_id"], self.settings.manager_id)
             if alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -213,6 +229,7 @@ class Supervisor:
         self._exits_recordable.clear()
         for task in self._background:
             task.cancel()
+        await self._dismiss_standby()
         await asyncio.gather(*(self._stop_worker(agent_id, "manager shutdown: detached") for agent_id in self.workers))
         processes = [worker.process.wait() for worker in self.workers.values()]
         with contextlib.suppress(TimeoutError):
@@ -244,15 +261,15 @@ class Supervisor:
             worker = self.workers.get(spawn.agent_id)
             if worker is not None:  # started by an attempt of this batch that did not commit: record it again
                 await batch.append(agent_stream(spawn.agent_id), [self._started_event(spawn, worker)], ANY)
+                self.handler.started_in_batch.append(worker)
             return
         self.spawned.add(spawn.agent_id)
-        environment = {**os.environ, "AGENTLOG_AGENT_TOKEN": self.token(spawn)}
         try:
-            process = await asyncio.create_subprocess_exec(
+            process = await self._assign_standby(spawn) or await asyncio.create_subprocess_exec(
                 *self.command(spawn),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                env=environment,
+                env={**os.environ, "AGENTLOG_AGENT_TOKEN": self.token(spawn)},
                 start_new_session=True,  # Ctrl-C in a terminal reaches the manager, which detaches in order
             )
         except OSError as error:
@@ -276,6 +293,57 @@ class Supervisor:
         ]
         log.info("agent.spawned", agent=spawn.agent_id, document=spawn.document_id, pid=process.pid)
         await batch.append(agent_stream(spawn.agent_id), [self._started_event(spawn, worker)], ANY)
+        self.handler.started_in_batch.append(worker)
+
+    async def _assign_standby(self, spawn: AgentSpawnRequested) -> asyncio.subprocess.Process | None:
+        """The waiting worker, now assigned to this agent (and a new one on its way), or None if there is none."""
+        process, self._standby = self._standby, None
+        if process is None:
+            return None
+        asyncio.get_running_loop().create_task(self._prepare_standby())
+        if process.returncode is not None:
+            log.warning("agent.standby_lost", agent=spawn.agent_id, exit_code=process.returncode)
+            return None
+        assignment = {"op": "assign", "document": spawn.document_id, "agent": spawn.agent_id,
+                      "url": spawn.document_url, "token": self.token(spawn)}  # fmt: skip
+        try:
+            assert process.stdin is not None
+            process.stdin.write(orjson.dumps(assignment) + b"\n")
+            await process.stdin.drain()
+        except (OSError, RuntimeError) as error:  # it died waiting: start one the usual way
+            log.warning("agent.standby_lost", agent=spawn.agent_id, error=str(error))
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            return None
+        return process
+
+    async def _prepare_standby(self) -> None:
+        if self.standby_command is None or self.stopping or self._standby is not None:
+            return
+        try:
+            self._standby = await asyncio.create_subprocess_exec(
+                *self.standby_command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as error:
+            log.warning("agent.standby_failed", error=str(error))
+            return
+        if self.stopping:  # stopped while it was starting
+            await self._dismiss_standby()
+
+    async def _dismiss_standby(self) -> None:
+        """Close its standard input: a standby worker that reads end-of-file exits at once."""
+        process, self._standby = self._standby, None
+        if process is None or process.stdin is None:
+            return
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
     def _started_event(self, spawn: AgentSpawnRequested, worker: WorkerProcess) -> NewEvent:
         started = AgentProcessStarted(
@@ -333,6 +401,7 @@ class Supervisor:
                 worker.reports.put_nowait((sequence, event))
 
     async def _record_reports(self, worker: WorkerProcess) -> None:
+        await worker.started_recorded.wait()
         while True:
             sequence, event = await worker.reports.get()
             key = f"report/{worker.spawn.agent_id}/{worker.process.pid}/{sequence}"
@@ -529,8 +598,16 @@ class SupervisorHandler:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.name = f"supervisor.{supervisor.settings.manager_id}"
+        self.started_in_batch: list[WorkerProcess] = []
+        """Workers whose start this batch records: their reports wait for its commit."""
+
+    def batch_committed(self) -> None:
+        for worker in self.started_in_batch:
+            worker.started_recorded.set()
+        self.started_in_batch = []
 
     async def handle(self, batch: HandlerBatch) -> None:
+        self.started_in_batch = []  # a retried batch records them again
         supervisor = self.supervisor
         for recorded in batch.events:
             event = batch.store.decode(recorded)
@@ -546,12 +623,17 @@ class SupervisorHandler:
                 supervisor.abandon(event)
 
 
-def _is_our_worker(pid: int, agent_id: str) -> bool:
+def _is_our_worker(pid: int, agent_id: str, manager_id: str) -> bool:
+    """Whether `pid` still runs that agent's worker (and is not a process that reused its pid): its command line
+    names the agent, or says it was this manager's standby (assigned later, over standard input)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return agent_id.encode() in cmdline.read()
+            arguments = cmdline.read().split(b"\0")
     except OSError:
         return False
+    if agent_id.encode() in arguments:
+        return True
+    return b"agentlog.agents.worker" in arguments and f"--standby-of={manager_id}".encode() in arguments
 
 
 def _plain(value: Any) -> Any:

@@ -48,10 +48,31 @@ def system(database_url: str, home: Path, tmp_path: Path) -> Iterator[RunningSys
 
 
 def worker_alive(pid: int, agent_id: str) -> bool:
+    """Whether `pid` is still an agent worker: started for this agent, or started warm and assigned to it."""
     try:
-        return agent_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
+    if state == "Z":  # exited, not yet reaped
+        return False
+    return b"agentlog.agents.worker" in arguments and (
+        agent_id.encode() in arguments or any(argument.startswith(b"--standby-of=") for argument in arguments)
+    )
+
+
+def standby_workers(manager_id: str) -> list[int]:
+    """Processes started warm for this manager and not assigned yet (or assigned: the command line stays)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"--standby-of={manager_id}".encode() in arguments:
+                found.append(int(entry.name))
+    return found
 
 
 def places(marks: list[tuple[str, dict[str, object]]]) -> set[str]:
@@ -151,6 +172,25 @@ async def test_garbage_closes_only_its_socket(system: RunningSystem, database_ur
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
         ada.type_paragraph("Then we drove to Berlin.")
         assert places(await bob.wait_for_marks(1)) == {"Berlin"}
+
+
+async def test_the_first_agent_is_a_worker_that_was_already_started_and_waiting(
+    system: RunningSystem, database_url: str
+) -> None:
+    (waiting,) = standby_workers("m1")
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "warm", token) as ada:
+        (agent,) = await wait_until(
+            database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_pid > 0"
+        )
+        assert agent["agent_pid"] == waiting, "the agent was not the worker waiting for it"
+        ada.type_paragraph("Warm start in Lisbon.")
+        assert places(await ada.wait_for_marks(1)) == {"Lisbon"}
+        async with asyncio.timeout(20):  # and the next one is on its way
+            while not set(standby_workers("m1")) - {waiting}:
+                await asyncio.sleep(0.1)
+    assert system.stop() == 0
+    assert standby_workers("m1") == [], "a standby worker outlived its manager"
 
 
 async def test_a_killed_worker_is_respawned(system: RunningSystem, database_url: str) -> None:
