@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+from pycrdt import create_update_message
 from pycrdt.websocket import WebsocketServer, YRoom
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -106,6 +107,35 @@ class SocketChannel:
                 await self._websocket.close(code, reason[:120])
 
 
+class DurableRoom(YRoom):
+    """A room that stores each update before anyone else sees it.
+
+    pycrdt-websocket's room sends an update to the other sockets and writes it to the store concurrently, so a
+    person could see an agent's mark that a crash of the server then lost. Here each update is written first, in
+    the order the document received them (concurrent writes could also have stored them out of order), and only
+    then sent on. The cost is one INSERT per update before the others see it; while PostgreSQL is away, the
+    room's updates wait for `PostgresYStore.write`'s retries. Written against pycrdt-websocket 0.16 (pinned): it
+    replaces the room's `_broadcast_updates`.
+    """
+
+    async def _broadcast_updates(self) -> None:
+        assert self.ystore is not None and self._task_group is not None
+        async with self.ystore.start_lock:
+            if not self.ystore.started.is_set():
+                await self._task_group.start(self.ystore.start)
+        async with self._update_receive_stream:
+            async for update in self._update_receive_stream:
+                if self._task_group.cancel_scope.cancel_called:
+                    return
+                try:
+                    await self.ystore.write(update)
+                except Exception as exception:  # the room goes on; its handler logs it
+                    self._handle_exception(exception)
+                message = create_update_message(update)
+                for client in self.clients:
+                    self._task_group.start_soon(client.send, message)
+
+
 class DocumentRooms(WebsocketServer):
     """Rooms loaded from and written to PostgreSQL, unloaded `unload_after_s` after their last socket left."""
 
@@ -121,8 +151,8 @@ class DocumentRooms(WebsocketServer):
         async with lock:
             if name not in self.rooms:
                 document = await load_document(self._pool, name)
-                room = YRoom(ready=True, ystore=PostgresYStore(self._pool, name), ydoc=document,
-                             exception_handler=self._exception)
+                room = DurableRoom(ready=True, ystore=PostgresYStore(self._pool, name), ydoc=document,
+                                   exception_handler=self._exception)
                 room.on_message_error = _close_sender
                 self.rooms[name] = room
         unload = self._unloads.pop(name, None)
