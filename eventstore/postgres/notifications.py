@@ -34,7 +34,7 @@ log = structlog.get_logger("eventstore.notifications")
 class Notifier:
     """Coalesced post-commit NOTIFY on a dedicated connection."""
 
-    def __init__(self, url: str, interval: float, origin: str = "") -> None:
+    def __init__(self, url: str, interval: float, origin: str) -> None:
         self._url = url
         self._interval = interval
         self._origin = origin
@@ -105,7 +105,7 @@ class Wakeups:
     """One LISTEN connection for the whole process, reconnected with backoff, fanning out to waiters."""
 
     def __init__(
-        self, url: str, *, origin: str | None = None, probe_interval: float = 15.0, max_backoff: float = 5.0
+        self, url: str, *, origin: str, probe_interval: float = 15.0, max_backoff: float = 5.0
     ) -> None:
         self._url = url
         self._origin = origin

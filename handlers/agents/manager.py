@@ -62,6 +62,10 @@ AGENT_RESTART = "agent-restart"
 START_DEADLINE = "agent-start-deadline"
 STOP_DEADLINE = "agent-stop-deadline"
 RUN_PROVEN = "agent-run-proven"
+Stage = Literal["start", "stop", "run"]
+STAGE_TIMERS: dict[Stage, str] = {"start": START_DEADLINE, "stop": STOP_DEADLINE, "run": RUN_PROVEN}
+"""The purpose of the timer of each stage an agent can be in."""
+AGENT_STAGES: dict[str, Stage] = {purpose: stage for stage, purpose in STAGE_TIMERS.items()}
 MAX_BACKOFF_S = 30.0
 
 
@@ -89,7 +93,7 @@ class AgentSlot(BaseModel):
     deadline: str | None = None
     """The timer of the stage it is in, once scheduled: start and stop are deadlines; run, after a restart, is
     the time it must stay joined to end its document's streak of failures."""
-    deadline_stage: Literal["start", "stop", "run"] | None = None
+    deadline_stage: Stage | None = None
     unresponsive: bool = False
     """Reported hung: joined, but not running, so it cannot prove a run."""
 
@@ -107,6 +111,9 @@ class ManagerSettings(BaseModel):
     start_deadline_s: TimerDelay = 60.0
     stop_deadline_s: TimerDelay = 30.0
     proven_run_s: TimerDelay = 300.0
+
+    def stage_timer_s(self, stage: Stage) -> float:
+        return {"start": self.start_deadline_s, "stop": self.stop_deadline_s, "run": self.proven_run_s}[stage]
 
 
 class ManagerState(BaseModel):
@@ -284,8 +291,8 @@ class AgentManager:
         if isinstance(event, TimerFired) and event.purpose in (START_DEADLINE, STOP_DEADLINE):
             agent = state.agents.get(event.subject)
             if agent is not None and agent.deadline == event.timer_id and _in_stage(agent):
-                missed = agent.deadline_stage or "start"
-                limit = state.settings.start_deadline_s if missed == "start" else state.settings.stop_deadline_s
+                missed: Literal["start", "stop"] = "stop" if agent.deadline_stage == "stop" else "start"
+                limit = state.settings.stage_timer_s(missed)
                 return Decision(
                     agent_stream(event.subject),
                     AgentAbandoned(
@@ -302,15 +309,15 @@ class AgentManager:
             stage = _stage(agent_id, agent, state.documents.get(agent.document_id))
             if stage is None or agent.deadline_stage == stage:
                 continue
-            purpose, delay = {
-                "start": (START_DEADLINE, state.settings.start_deadline_s),
-                "stop": (STOP_DEADLINE, state.settings.stop_deadline_s),
-                "run": (RUN_PROVEN, state.settings.proven_run_s),
-            }[stage]
             timer_id = f"{stage}-" + _derived(self.name, fact.event_id, agent_id)
             return Decision(
                 agent_stream(agent_id),
-                TimerScheduled(timer_id=timer_id, delay_s=delay, purpose=purpose, subject=agent_id),
+                TimerScheduled(
+                    timer_id=timer_id,
+                    delay_s=state.settings.stage_timer_s(stage),
+                    purpose=STAGE_TIMERS[stage],
+                    subject=agent_id,
+                ),
             )
         return None
 
@@ -451,15 +458,7 @@ def _detach(agent_id: str, agent: AgentSlot, cause: Literal["idle", "evicted"], 
     )
 
 
-AGENT_STAGES: dict[str, Literal["start", "stop", "run"]] = {
-    START_DEADLINE: "start",
-    STOP_DEADLINE: "stop",
-    RUN_PROVEN: "run",
-}
-"""The purpose of each stage's timer, and the stage it belongs to."""
-
-
-def _stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> Literal["start", "stop", "run"] | None:
+def _stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> Stage | None:
     if agent.status == "detaching":
         return "stop"
     if agent.status != "connected":
