@@ -21,7 +21,15 @@ def _default_manager_id() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTLOG_", extra="ignore")
 
-    database_url: str | None = Field(default=None, description="PostgreSQL URL; unset = embedded server")
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL of the application role; unset = embedded server"
+    )
+    owner_database_url: str | None = Field(
+        default=None, description="URL of the schema's owner, for migrations (default: database_url)"
+    )
+    reporting_database_url: str | None = Field(
+        default=None, description="URL of the read-only reporting role (`agentlog db url --role reporting`)"
+    )
     home: Path = Field(default=Path(".agentlog"), description="state directory (embedded server's data)")
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,17 +1,27 @@
-"""Which database agentlog talks to, and bringing its schema to head with alembic."""
+"""Which database agentlog talks to and as whom, and bringing its schema to head with alembic.
+
+Three roles (alembic/versions/0006_roles.sql): the owner runs the migrations, the application role runs
+everything else, the reporting role reads projections and reports. With the embedded server agentlog knows all
+three; with AGENTLOG_DATABASE_URL the operator gives the application role's URL there, and the owner's in
+AGENTLOG_OWNER_DATABASE_URL (without it, migrations run as the application URL's role, which must then own the
+schema).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+import orjson
 import psycopg
+import structlog
 
 import agentlog
 from agentlog.config import Settings
-from agentlog.embedded import EmbeddedPostgres
-from eventstore.errors import DatabaseUnavailableError
+from agentlog.embedded import APPLICATION_ROLE, REPORTING_ROLE, EmbeddedPostgres
+from eventstore.errors import AgentlogError, DatabaseUnavailableError
+from eventstore.events import EventCatalogue, catalogue
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -19,24 +29,74 @@ if TYPE_CHECKING:
 # alembic and SQLAlchemy are imported inside the functions that migrate: they cost a third of a second, and
 # most commands (append, tail, db url) never migrate.
 
+log = structlog.get_logger("agentlog.database")
+
+Role = Literal["application", "reporting", "owner"]
+
+MIGRATION_LOCK_KEY = 1095524684
+"""The advisory lock every migrator holds (alembic/env.py): the steps after the migrations run under it too."""
+
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(%s)"
+ADVANCE_EPOCH = (
+    "SELECT previous_offset, transaction_id_offset, cluster_changed FROM agentlog.advance_transaction_epoch()"
+)
+GRANT_PRIVILEGES = "SELECT agentlog.grant_privileges()"
+REGISTER_SCHEMAS = "SELECT agentlog.register_event_schemas(%s::jsonb)"
+CHECKPOINTS_OUT_OF_ORDER = "SELECT name, events_passed, events_at_or_before FROM agentlog.checkpoints_out_of_order()"
+IS_SUPERUSER = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+
+
+class RolesMissingError(AgentlogError):
+    """agentlog's roles do not exist and the migrating role may not create them."""
+
+
+class LogOrderBrokenError(AgentlogError):
+    """The log's order is broken: some checkpoint has events behind it that it never passed."""
+
 
 @dataclass(frozen=True, slots=True)
 class Database:
     url: str
+    """The application role's URL: what every process but the migrator connects with."""
+    owner_url: str
+    """The owner's URL, for migrations."""
+    reporting_url: str | None
     embedded: EmbeddedPostgres | None
     started_here: bool
     """True when this process started the embedded server (and so stops it when it is done)."""
+
+    def url_for(self, role: Role) -> str:
+        if role == "owner":
+            return self.owner_url
+        if role == "reporting":
+            if self.reporting_url is None:
+                raise AgentlogError("no reporting URL: set AGENTLOG_REPORTING_DATABASE_URL to the reporting role's")
+            return self.reporting_url
+        return self.url
 
 
 def open_database(settings: Settings) -> Database:
     """AGENTLOG_DATABASE_URL when set; otherwise the embedded server under AGENTLOG_HOME, started if needed."""
     if settings.database_url:
-        return Database(settings.database_url, None, False)
+        return Database(
+            settings.database_url,
+            settings.owner_database_url or settings.database_url,
+            settings.reporting_database_url,
+            None,
+            False,
+        )
     server = EmbeddedPostgres(settings.home)
-    url, started = server.ensure_running()
+    owner_url, started = server.ensure_running()
     if started:
-        migrate(url)  # a private database is always at head, whichever command started it
-    return Database(url, server, started)
+        migrate(owner_url)  # a private database is always at head, whichever command started it
+    try:
+        server.ensure_logins()
+    except AgentlogError:
+        migrate(owner_url)  # a server started by an older agentlog: its roles come with the migrations
+        server.ensure_logins()
+    return Database(
+        server.role_url(APPLICATION_ROLE), owner_url, server.role_url(REPORTING_ROLE), server, started
+    )
 
 
 def check_reachable(url: str) -> None:
@@ -80,11 +140,92 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def migrate(url: str) -> tuple[str | None, str | None]:
-    """Upgrade to head; return (revision before, revision after). Safe to run from several processes at once."""
+def migrate(url: str, *, event_catalogue: EventCatalogue = catalogue) -> tuple[str | None, str | None]:
+    """Upgrade to head, then seal the log for this cluster, grant the roles their privileges and record the
+    catalogue's schemas; return (revision before, revision after). Safe to run from several processes at once.
+
+    The steps after the migrations run every time, not once: a database restored into another cluster needs its
+    transaction epoch moved past the log (see 0005_log_under_operators.sql) and, restored without privileges,
+    its grants back; a new agentlog version brings new event schemas.
+    """
     from alembic import command
 
     check_reachable(url)
     before = current_revision(url)
     command.upgrade(_alembic_config(url), "head")
+    _after_migrations(url, event_catalogue)
     return before, current_revision(url)
+
+
+class MigrationNeededError(AgentlogError):
+    """The schema is behind this agentlog and this role may not migrate it."""
+
+
+def prepare_schema(database: Database) -> tuple[str | None, str | None]:
+    """What `agentlog up` does first: migrate as the owner; when the only URL given is a role that may not
+    migrate (a least-privilege deployment, where the owner migrates separately), check that the schema is at head
+    instead. Returns (revision before, revision after)."""
+    try:
+        return migrate(database.owner_url)
+    except Exception as error:
+        if database.owner_url != database.url or not _is_permission_error(error):
+            raise
+    head, current = head_revision(database.url), current_revision(database.url)
+    if current != head:
+        raise MigrationNeededError(
+            f"the schema is at {current or 'nothing'} and this agentlog needs {head}; run `agentlog migrate` as the"
+            " schema's owner (AGENTLOG_OWNER_DATABASE_URL)"
+        )
+    log.info("agentlog.schema_at_head", revision=head, migrated_by="the owner (this role may not migrate)")
+    return current, current
+
+
+def _is_permission_error(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, psycopg.errors.InsufficientPrivilege):
+            return True
+        error = getattr(error, "orig", None) or error.__cause__
+    return False
+
+
+def _after_migrations(url: str, event_catalogue: EventCatalogue) -> None:
+    schemas = [entry.payload_rules() for entry in event_catalogue]
+    try:
+        with psycopg.connect(url) as connection:
+            connection.execute(LOCK_MIGRATIONS, [MIGRATION_LOCK_KEY])
+            row = connection.execute(ADVANCE_EPOCH).fetchone()
+            connection.execute(GRANT_PRIVILEGES)
+            connection.execute(REGISTER_SCHEMAS, [orjson.dumps(schemas).decode()])
+    except psycopg.Error as error:
+        if error.sqlstate == "AL006":
+            hint = error.diag.message_hint or ""
+            raise RolesMissingError(f"{error.diag.message_primary}: {hint}") from error
+        raise
+    if row is not None and row[2]:
+        log.warning(
+            "log.epoch_advanced",
+            previous_offset=row[0],
+            transaction_id_offset=row[1],
+            reason="this database was restored or moved into another PostgreSQL cluster",
+        )
+
+
+def check_log_order(url: str) -> None:
+    """Refuse a log whose order is broken: a checkpoint with events behind it that it never passed would never
+    deliver them (events appended into a restored log before its epoch was sealed, or written around agentlog)."""
+    with psycopg.connect(url) as connection:
+        broken = connection.execute(CHECKPOINTS_OUT_OF_ORDER).fetchall()
+    if broken:
+        name, passed, behind = broken[0]
+        raise LogOrderBrokenError(
+            f"the log's order is broken: handler {name} passed {passed} events but {behind} lie at or before its"
+            f" checkpoint ({len(broken)} handler(s) affected); events were written behind checkpoints, which"
+            " agentlog cannot deliver. Restore the database again and run `agentlog migrate` before anything"
+            " appends."
+        )
+
+
+def runs_as_superuser(url: str) -> bool:
+    with psycopg.connect(url) as connection:
+        row = connection.execute(IS_SUPERUSER).fetchone()
+    return bool(row and row[0])

@@ -9,6 +9,10 @@ first use) that owns the data directory; the directories above it get the search
 it. The server is started in its own session, so Ctrl-C in the terminal reaches agentlog, which shuts down in
 order, and not the database first. It keeps running after short commands (`agentlog append`, `db url`) so they
 stay fast; `agentlog db stop` stops it, and `agentlog up` stops it on exit if `up` started it.
+
+Roles: initdb's superuser `agentlog` owns the database and runs the migrations; the migrations make the
+application and reporting roles (see alembic/versions/0006_roles.sql), which this server lets log in with
+passwords of their own, kept beside the owner's. Everything but `agentlog migrate` connects as one of those.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import psycopg
 import structlog
+from psycopg import sql
 
 from eventstore.errors import AgentlogError
 
@@ -36,6 +41,10 @@ log = structlog.get_logger("agentlog.embedded")
 
 SYSTEM_USER = "agentlog-postgres"
 ROLE = "agentlog"
+"""The owner: initdb's superuser, used by the migrations only."""
+APPLICATION_ROLE = "agentlog_application"
+REPORTING_ROLE = "agentlog_reporting"
+LOGIN_ROLES = (APPLICATION_ROLE, REPORTING_ROLE)
 DATABASE = "agentlog"
 DEFAULT_SERVER_SETTINGS: Mapping[str, str] = {
     "max_connections": "200",
@@ -108,11 +117,42 @@ class EmbeddedPostgres:
         return url, started
 
     def url(self) -> str:
-        """The URL of the running server; raises if it is not running."""
+        """The owner's URL of the running server; raises if it is not running."""
+        return self._url(self._running_port())
+
+    def role_url(self, role: str, database: str = DATABASE) -> str:
+        """The URL of one of the login roles (after `ensure_logins`), for `database`."""
+        password = self._password_file_of(role).read_text().strip()
+        return f"postgresql://{role}:{password}@127.0.0.1:{self._running_port()}/{database}"
+
+    def ensure_logins(self) -> None:
+        """Let the application and reporting roles (made by the migrations) log in, each with its own password."""
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            for role in LOGIN_ROLES:
+                password_file = self._password_file_of(role)
+                can_login = connection.execute(
+                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [role]
+                ).fetchone()
+                if can_login is None:
+                    raise EmbeddedServerError(f"role {role} does not exist: run `agentlog migrate`")
+                if can_login[0] and password_file.exists():
+                    continue
+                password = secrets.token_urlsafe(24)
+                # A utility statement takes no parameters: the driver quotes the generated password as a literal.
+                connection.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+                )
+                password_file.write_text(password)
+                password_file.chmod(0o600)
+
+    def _password_file_of(self, role: str) -> Path:
+        return self.root / f"password-{role}"
+
+    def _running_port(self) -> int:
         running = self.running()
         if running is None:
             raise EmbeddedServerError(f"the embedded server under {self.root} is not running")
-        return self._url(running.port)
+        return running.port
 
     def running(self) -> RunningServer | None:
         """The running postmaster of this data directory, from postmaster.pid, if it is alive and ready."""

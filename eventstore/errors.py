@@ -62,5 +62,10 @@ class SchemaNotReadyError(AgentlogError):
     """The database has no agentlog schema yet; run `agentlog migrate`."""
 
 
+class LogMovedError(AgentlogError):
+    """This log was restored or moved into another PostgreSQL cluster and its order is not sealed there yet;
+    run `agentlog migrate` (or `agentlog up`) before appending."""
+
+
 class ClosedError(AgentlogError):
     """The object is closed."""

@@ -56,6 +56,35 @@ class EventTypeVersion:
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
 
+    def payload_rules(self) -> dict[str, Any]:
+        """What the log's SQL path checks of a payload of this version (`agentlog.payload_problem`): required and
+        allowed fields, and the JSON types of the fields whose schema names them plainly. Payloads from other
+        languages meet these before they can reach a handler that would fail to decode them."""
+        schema = self.json_schema()
+        properties: dict[str, Any] = schema.get("properties", {})
+        property_types = {name: types for name, spec in properties.items() if (types := _json_types(spec))}
+        return {
+            "event_type": self.event_type,
+            "schema_version": self.schema_version,
+            "required": sorted(schema.get("required", [])),
+            "allowed": sorted(properties) if schema.get("additionalProperties") is False else None,
+            "property_types": property_types,
+            "json_schema": schema,
+        }
+
+
+def _json_types(spec: dict[str, Any]) -> list[str] | None:
+    """The JSON types a property allows, when its schema says so plainly (a type, or anyOf plain types)."""
+    kind = spec.get("type")
+    if isinstance(kind, str):
+        return [kind]
+    if isinstance(kind, list) and all(isinstance(item, str) for item in kind):
+        return list(kind)
+    options = spec.get("anyOf")
+    if isinstance(options, list) and options and all(set(option) == {"type"} for option in options):
+        return [str(option["type"]) for option in options]
+    return None
+
 
 def _format_validation_error(event_type: str, error: ValidationError) -> str:
     problems = []

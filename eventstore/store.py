@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import UUID
 
 import orjson
 import structlog
@@ -16,6 +17,7 @@ from eventstore.errors import (
     AgentlogError,
     ClosedError,
     ConcurrencyRetryError,
+    EventIdConflictError,
     EventSchemaError,
     InvalidEventError,
     SchemaNotReadyError,
@@ -214,6 +216,7 @@ class EventStore:
         if not appends:
             raise InvalidEventError("nothing to append: give at least one event")
         rows = EventRows([], [], [], [], [], [], [])
+        seen_ids: set[UUID] = set()
         for append in appends:
             validate_stream_id(append.stream_id)
             if not append.events:
@@ -234,6 +237,12 @@ class EventStore:
                         f"{event.event_type} payload is {len(data)} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
                         "Store large content elsewhere and reference it from the event."
                     )
+                if event_id in seen_ids:
+                    raise EventIdConflictError(
+                        f"event id {event_id} appears more than once in one append; each event needs its own id; "
+                        "nothing was appended"
+                    )
+                seen_ids.add(event_id)
                 rows.stream_ids.append(append.stream_id)
                 rows.expected_versions.append(expected)
                 rows.event_ids.append(event_id)

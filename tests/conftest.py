@@ -3,7 +3,9 @@
 One PostgreSQL server per session: AGENTLOG_TEST_DATABASE_URL when given (any server, user with CREATEDB),
 otherwise the embedded server (as root too), tuned for tests with fsync off. The schema is migrated once into a
 template database; each test gets a fresh `CREATE DATABASE ... TEMPLATE` of it through pytest-postgresql's
-janitor, dropped afterwards.
+janitor, dropped afterwards. On the embedded server tests connect as the application role, as agentlog's own
+processes do (`database_url`); `owner_database_url` is the same database as its owner, for what only migrations
+and operators may do.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from agentlog.database import migrate
-from agentlog.embedded import EmbeddedPostgres
+from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from eventstore import EventStore
 
 TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -31,10 +33,19 @@ TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_
 @dataclass(frozen=True)
 class PostgresServer:
     url: str
+    """The owner's (a superuser)."""
+    embedded: EmbeddedPostgres | None = None
 
     def database_url(self, name: str) -> str:
+        """The owner's URL of database `name`."""
         parts = urlsplit(self.url)
         return urlunsplit(parts._replace(path=f"/{name}"))
+
+    def application_url(self, name: str) -> str:
+        """The application role's URL of database `name` (the owner's on an external test server)."""
+        if self.embedded is None:
+            return self.database_url(name)
+        return self.embedded.role_url(APPLICATION_ROLE, name)
 
     def janitor(self, dbname: str, *, template: str | None = None, as_template: bool = False) -> DatabaseJanitor:
         parts = urlsplit(self.url)
@@ -61,7 +72,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = EmbeddedPostgres(home, server_settings=TEST_SERVER_SETTINGS)
     try:
         url, _ = server.ensure_running()
-        yield PostgresServer(url)
+        yield PostgresServer(url, server)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -73,17 +84,31 @@ def template_database(postgres_server: PostgresServer) -> Iterator[str]:
     janitor = postgres_server.janitor(name, as_template=True)
     janitor.init()
     migrate(postgres_server.database_url(name))
+    if postgres_server.embedded is not None:
+        postgres_server.embedded.ensure_logins()
     yield name
     janitor.drop()
 
 
 @pytest.fixture
-def database_url(postgres_server: PostgresServer, template_database: str) -> Iterator[str]:
+def database_name(postgres_server: PostgresServer, template_database: str) -> Iterator[str]:
     name = f"agentlog_test_{uuid.uuid4().hex[:10]}"
     janitor = postgres_server.janitor(name, template=template_database)
     janitor.init()
-    yield postgres_server.database_url(name)
+    yield name
     janitor.drop()
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer, database_name: str) -> str:
+    """A fresh migrated database, as the application role."""
+    return postgres_server.application_url(database_name)
+
+
+@pytest.fixture
+def owner_database_url(postgres_server: PostgresServer, database_name: str) -> str:
+    """The same database as `database_url`, as its owner."""
+    return postgres_server.database_url(database_name)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from eventstore.errors import (
     DatabaseUnavailableError,
     EventIdConflictError,
     InvalidEventError,
+    LogMovedError,
     NotFoundError,
     SchemaNotReadyError,
     WrongExpectedVersionError,
@@ -46,7 +47,7 @@ def exit_code_for(error: AgentlogError) -> ExitCode:
         return ExitCode.INVALID_INPUT
     if isinstance(error, WrongExpectedVersionError | EventIdConflictError | ConcurrencyRetryError):
         return ExitCode.CONFLICT
-    if isinstance(error, DatabaseUnavailableError | SchemaNotReadyError | EmbeddedServerError):
+    if isinstance(error, DatabaseUnavailableError | SchemaNotReadyError | EmbeddedServerError | LogMovedError):
         return ExitCode.DATABASE_UNAVAILABLE
     return ExitCode.FAILED
 

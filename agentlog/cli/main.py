@@ -7,7 +7,7 @@ import typer
 
 from agentlog.cli import db_commands, handler_commands, log_commands, read_commands, token_commands
 from agentlog.cli.common import handles_errors, load_settings, out, run_async
-from agentlog.database import migrate, open_database
+from agentlog.database import check_log_order, migrate, open_database, prepare_schema, runs_as_superuser
 from agentlog.system import run_system
 from handlers.registry import installed_handlers
 from projections import installed_projections
@@ -35,7 +35,7 @@ app.command("report")(read_commands.report_command)
 def migrate_command() -> None:
     """Bring the database schema to the newest migration (events are never lost)."""
     settings = load_settings()
-    before, after = migrate(open_database(settings).url)
+    before, after = migrate(open_database(settings).owner_url)
     out.print(f"already at {after}" if before == after else f"migrated from {before or 'empty'} to {after}")
 
 
@@ -46,7 +46,14 @@ def up_command() -> None:
     settings = load_settings()
     database = open_database(settings)
     try:
-        before, after = migrate(database.url)
+        before, after = prepare_schema(database)
+        check_log_order(database.url)
+        if runs_as_superuser(database.url):
+            log.warning(
+                "agentlog.superuser",
+                hint="AGENTLOG_DATABASE_URL connects as a superuser, who can forge the log; give it the "
+                "agentlog_application role and the owner's URL to AGENTLOG_OWNER_DATABASE_URL",
+            )
         handlers = list(installed_handlers().values())
         projections = list(installed_projections().values())
         log.info(

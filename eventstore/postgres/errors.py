@@ -13,6 +13,7 @@ from eventstore.errors import (
     DatabaseUnavailableError,
     EventIdConflictError,
     InvalidEventError,
+    LogMovedError,
     SchemaNotReadyError,
     WrongExpectedVersionError,
 )
@@ -20,6 +21,7 @@ from eventstore.errors import (
 WRONG_EXPECTED_VERSION = "AL001"
 EVENT_ID_CONFLICT = "AL002"
 MALFORMED_APPEND = "AL003"
+LOG_MOVED = "AL005"
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure (including the stream-order guard of append_events) and deadlock: retry the transaction."""
 _MISSING_SCHEMA_SQLSTATES = frozenset({"3F000", "42P01", "42883"})
@@ -74,6 +76,8 @@ def translate(error: BaseException) -> AgentlogError | None:
         )
     if sqlstate == EVENT_ID_CONFLICT:
         return EventIdConflictError(message + "; nothing was appended")
+    if sqlstate == LOG_MOVED:
+        return LogMovedError()
     if sqlstate in {MALFORMED_APPEND, "23514", "22P02", "22023"}:
         return InvalidEventError(message + "; nothing was appended")
     if sqlstate in _MISSING_SCHEMA_SQLSTATES and "agentlog" in message:

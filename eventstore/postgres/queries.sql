@@ -2,8 +2,9 @@
 -- purpose line; parameters are numbered ($1, $2, ...) and described under the purpose line.
 --
 -- Reads of the whole log or of a category take only rows below the visibility barrier
--- pg_snapshot_xmin(pg_current_snapshot()) and order by (transaction_id, global_position): see ORDERING in
--- alembic/versions/0001_event_log.sql for why that never skips an event that commits late.
+-- agentlog.visibility_barrier() (pg_snapshot_xmin(pg_current_snapshot()) shifted by the log's transaction epoch)
+-- and order by (transaction_id, global_position): see ORDERING in alembic/versions/0001_event_log.sql for why that
+-- never skips an event that commits late, and TRANSACTION EPOCH in 0005_log_under_operators.sql for the shift.
 
 -- append_events --
 -- Append a batch over one or more streams in one call (the function checks versions and idempotency).
@@ -19,62 +20,24 @@ SELECT event_id, stream_id, stream_version, global_position, transaction_id, dup
   FROM agentlog.append_events(ARRAY[$1::text], ARRAY[$2::bigint], ARRAY[$3::uuid], ARRAY[$4::text],
                               ARRAY[$5::integer], ARRAY[$6::jsonb], ARRAY[$7::jsonb], false);
 
--- append_event_fast --
--- The common case of a one-event append in its own transaction, as one statement: take the stream's lock, read
--- its head, insert after it. It only ever succeeds plainly. When the expected version does not hold it inserts no
--- row; when the event id is recorded, or a racing append took the version first (the statement's snapshot
--- predates the lock), it fails on a unique key. In every such case the caller runs `append_event`, which decides
--- with a fresh snapshot and raises the right error. The lock is what `append_events` relies on: while it holds a
--- stream's lock, no other append has rows of that stream in flight. The transaction id is taken by the insert,
--- after the head it builds on was committed, so stream order and log order agree without the order guard.
--- $1 stream_id, $2 expected_version, $3 event_id, $4 event_type, $5 schema_version, $6 data, $7 metadata
-INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT $3::uuid, $1::text, head.version + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
-  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
-       (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
-                          WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head
- WHERE $2::bigint IS NULL OR head.version = $2::bigint
-RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+-- append_one_to_stream --
+-- The common case of a one-event append in its own transaction, as one call (see `agentlog.append_to_stream`:
+-- it only ever succeeds plainly; no row or a unique violation sends the caller to `append_event`).
+-- $1 stream_id, $2 expected_version, $3 the version to append right after when the client knows the stream
+-- reached it (`eventstore.stream_heads`; NULL: look the head up), $4 event_id, $5 event_type, $6 schema_version,
+-- $7 data, $8 metadata
+SELECT event_id, stream_id, stream_version, global_position, transaction_id, duplicate
+  FROM agentlog.append_one_to_stream($1::text, $2::bigint, $3::bigint, $4::uuid, $5::text, $6::integer, $7::jsonb,
+                                     $8::jsonb);
 
--- append_event_after --
--- append_event_fast when the client knows a version the stream has reached (`eventstore.stream_heads`): insert
--- right after it, with no head lookup (a sixth of the statement's server time). Versions have no gaps and are
--- never removed, so if the stream has moved past $2 the version is taken and the insert fails on the unique
--- key; the caller then runs `append_event`. The same lock and order argument as append_event_fast: version $2
--- was committed before this statement started.
--- $1 stream_id, $2 the version to append after, $3 event_id, $4 event_type, $5 schema_version, $6 data,
--- $7 metadata
-INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::integer, $6::jsonb, $7::jsonb
-  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock
-RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
-
--- append_stream_fast --
--- Several events to one stream in their own transaction, as one statement (the batch counterpart of
--- append_event_fast, with the same outcomes and the same reasons).
--- $1 stream_id, $2 expected_version, $3 event_ids, $4 event_types, $5 schema_versions, $6 data, $7 metadata
-INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT n.event_id, $1::text, head.version + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
-  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
-       (SELECT coalesce((SELECT h.stream_version FROM agentlog.events AS h
-                          WHERE h.stream_id = $1::text ORDER BY h.stream_version DESC LIMIT 1), 0) AS version) AS head,
-       unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
-           WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
- WHERE $2::bigint IS NULL OR head.version = $2::bigint
- ORDER BY n.ordinal
-RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
-
--- append_stream_after --
--- append_stream_fast after a version the client knows the stream has reached (see append_event_after).
--- $1 stream_id, $2 the version to append after, $3 event_ids, $4 event_types, $5 schema_versions, $6 data,
--- $7 metadata
-INSERT INTO agentlog.events AS e (event_id, stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT n.event_id, $1::text, $2::bigint + n.ordinal, n.event_type, n.schema_version, n.data, n.metadata
-  FROM (SELECT pg_advisory_xact_lock(1095524683, hashtext($1::text))) AS stream_lock,
-       unnest($3::uuid[], $4::text[], $5::integer[], $6::jsonb[], $7::jsonb[])
-           WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, ordinal)
- ORDER BY n.ordinal
-RETURNING e.event_id, e.stream_id, e.stream_version, e.global_position, e.transaction_id, false AS duplicate;
+-- append_to_stream --
+-- Several events to one stream in their own transaction, as one call (the batch counterpart of
+-- append_one_to_stream, with the same outcomes).
+-- $1 stream_id, $2 expected_version, $3 the version to append right after (or NULL), $4 event_ids,
+-- $5 event_types, $6 schema_versions, $7 data, $8 metadata
+SELECT event_id, stream_id, stream_version, global_position, transaction_id, duplicate
+  FROM agentlog.append_to_stream($1::text, $2::bigint, $3::bigint, $4::uuid[], $5::text[], $6::integer[],
+                                 $7::jsonb[], $8::jsonb[]);
 
 -- select_stream --
 -- Events of one stream in version order, from a version on.
@@ -97,7 +60,7 @@ SELECT coalesce(max(stream_version), 0) FROM agentlog.events WHERE stream_id = $
 SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
        schema_version, data, metadata, recorded_at
   FROM agentlog.events
- WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ WHERE transaction_id < agentlog.visibility_barrier()
    AND (transaction_id, global_position) > ($1::xid8, $2::bigint)
  ORDER BY transaction_id, global_position
  LIMIT $3;
@@ -109,7 +72,7 @@ SELECT global_position, transaction_id, event_id, stream_id, stream_version, cat
        schema_version, data, metadata, recorded_at
   FROM agentlog.events
  WHERE category = $1
-   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND transaction_id < agentlog.visibility_barrier()
    AND (transaction_id, global_position) > ($2::xid8, $3::bigint)
  ORDER BY transaction_id, global_position
  LIMIT $4;
@@ -119,14 +82,14 @@ SELECT global_position, transaction_id, event_id, stream_id, stream_version, cat
 -- $1 transaction_id, $2 global_position
 SELECT EXISTS (
     SELECT 1 FROM agentlog.events
-     WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())
+     WHERE transaction_id >= agentlog.visibility_barrier()
        AND (transaction_id, global_position) > ($1::xid8, $2::bigint));
 
 -- select_head --
 -- The position of the last event in canonical order that readers can see now (START when none).
 SELECT transaction_id, global_position
   FROM agentlog.events
- WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ WHERE transaction_id < agentlog.visibility_barrier()
  ORDER BY transaction_id DESC, global_position DESC
  LIMIT 1;
 
@@ -203,7 +166,7 @@ WITH batch AS MATERIALIZED (
     SELECT global_position, transaction_id, event_id, stream_id, stream_version, category, event_type,
            schema_version, data, metadata, recorded_at
       FROM agentlog.events
-     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+     WHERE transaction_id < agentlog.visibility_barrier()
        AND (transaction_id, global_position) > ($2::xid8, $3::bigint)
      ORDER BY transaction_id, global_position
      LIMIT $4

@@ -72,17 +72,26 @@ async def insert_events(executor: Executor, rows: EventRows) -> list[asyncpg.Rec
 
 
 async def insert_one_stream(executor: Executor, rows: EventRows, after: int | None) -> list[asyncpg.Record]:
-    """The one-statement append of events to one stream in their own transaction: every row when it simply
-    succeeded, none (or a unique violation) when `insert_events` must decide. With `after`, the events go right
-    after that version, which the stream is known to have reached; without, after the head looked up."""
-    version = rows.expected_versions[0] if after is None else after
+    """The one-call append of events to one stream in their own transaction: every row when it simply succeeded,
+    none (or a unique violation) when `insert_events` must decide. With `after`, the events go right after that
+    version, which the stream is known to have reached; without, after the head looked up."""
     if len(rows.event_ids) == 1:
-        query = QUERIES["append_event_fast"] if after is None else QUERIES["append_event_after"]
-        return await executor.fetch(query, *_single_event(rows, version))
+        return await executor.fetch(
+            QUERIES["append_one_to_stream"],
+            rows.stream_ids[0],
+            rows.expected_versions[0],
+            after,
+            rows.event_ids[0],
+            rows.event_types[0],
+            rows.schema_versions[0],
+            rows.data[0],
+            rows.metadata[0],
+        )
     return await executor.fetch(
-        QUERIES["append_stream_fast"] if after is None else QUERIES["append_stream_after"],
+        QUERIES["append_to_stream"],
         rows.stream_ids[0],
-        version,
+        rows.expected_versions[0],
+        after,
         rows.event_ids,
         rows.event_types,
         rows.schema_versions,

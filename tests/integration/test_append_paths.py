@@ -71,7 +71,9 @@ async def in_flight(url: str, stream_id: str, event_id: UUID, n: int) -> asyncpg
     """A one-statement append that has inserted its row and not committed yet (its connection, to commit)."""
     racer = await connect(url)
     await racer.execute("BEGIN")
-    await racer.fetch(QUERIES["append_event_fast"], stream_id, None, event_id, "Tick", 1, Tick(n=n).to_json(), b"{}")
+    await racer.fetch(
+        QUERIES["append_one_to_stream"], stream_id, None, None, event_id, "Tick", 1, Tick(n=n).to_json(), b"{}"
+    )
     return racer
 
 
@@ -174,5 +176,5 @@ async def test_an_append_waiting_behind_a_one_statement_append_takes_the_next_ve
         await racer.close()
     with pytest.raises(asyncpg.UniqueViolationError):  # a remembered head gone stale fails on the key
         await log.pool.fetch(
-            QUERIES["append_event_after"], "test-s", 1, new_event_id(), "Tick", 1, b'{"n": 3}', b"{}"
+            QUERIES["append_one_to_stream"], "test-s", None, 1, new_event_id(), "Tick", 1, b'{"n": 3}', b"{}"
         )

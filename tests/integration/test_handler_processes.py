@@ -15,6 +15,7 @@ import pytest
 from eventstore import EventStore
 from eventstore.postgres import recorder
 from tests.support.events import test_catalogue, ticks
+from tests.support.owner import create_handler_table
 from tests.support.probe import CREATE_PROBE_TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +23,9 @@ EVENTS = 1_000
 
 
 @pytest.fixture
-async def log(database_url: str) -> EventStore:
+async def log(database_url: str, owner_database_url: str) -> EventStore:
+    await create_handler_table(owner_database_url, CREATE_PROBE_TABLE, "probe_applied")
     async with EventStore.open(database_url, catalogue=test_catalogue, notify_interval=0.001) as store:
-        await store.pool.execute(CREATE_PROBE_TABLE)
         for start in range(0, EVENTS, 100):
             await store.append(f"test-{start // 100}", ticks(100, start=start))
         yield store

@@ -44,7 +44,9 @@ async def wait_for_count(handler: Recording, count: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_an_idle_handler_holds_no_lock_snapshot_or_transaction_id(store: EventStore) -> None:
+async def test_an_idle_handler_holds_no_lock_snapshot_or_transaction_id(
+    store: EventStore, owner_database_url: str
+) -> None:
     """Between batches the handler's session waits in a transaction that has run nothing: it must not hold back
     vacuum or the visibility barrier (no xmin, no xid) nor block DDL (no table lock)."""
     handler = Recording()
@@ -54,7 +56,7 @@ async def test_an_idle_handler_holds_no_lock_snapshot_or_transaction_id(store: E
         await store.append("test-1", ticks(3), ANY)
         await wait_for_count(handler, 3)
         await asyncio.sleep(0.2)  # the claim after the batch finds nothing and ends its transaction
-        other = await asyncpg.connect(store.url)
+        other = await asyncpg.connect(owner_database_url)  # only the owner may lock the log
         try:
             session = await other.fetchrow(
                 "SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE application_name = $1",
@@ -103,3 +105,45 @@ async def test_events_are_stamped_when_appended_not_when_their_transaction_began
         await store.append("test-1", ticks(1, start=1), ANY, connection=connection)  # the batch function too
     events = await store.read_stream("test-1")
     assert all((event.recorded_at - began).total_seconds() >= 0.25 for event in events)
+
+
+class AppendsToBusyStream:
+    """For every event of `test-in`, appends to `test-busy`, which another writer appends to while the batch runs
+    (after the batch's claim gave its transaction an id, as a hammering writer would)."""
+
+    name = "busy-appender"
+    event_types: frozenset[str] | None = frozenset({"Tick"})
+
+    def __init__(self, other: EventStore) -> None:
+        self.other = other
+        self.attempts = 0
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        for event in batch.events:
+            if event.stream_id != "test-in":
+                continue
+            self.attempts += 1
+            await self.other.append("test-busy", ticks(1, writer=1))  # commits now, with a newer transaction id
+            await batch.append("test-busy", ticks(1, start=event.stream_version, writer=2))
+
+
+async def test_a_handler_appending_to_a_busy_stream_is_never_refused(store: EventStore, database_url: str) -> None:
+    """Its batch's transaction is older than the stream's head by the time it appends; that must neither fail
+    the batch nor reorder the stream (issue 9, item 5: handlers starved on hammered streams)."""
+    async with EventStore.open(database_url, catalogue=test_catalogue) as other:
+        handler = AppendsToBusyStream(other)
+        runner = HandlerRunner(store, [handler], batch_size=1)
+        task = asyncio.create_task(runner.run())
+        try:
+            await store.append("test-in", ticks(5), ANY)
+            async with asyncio.timeout(20):
+                while len([e for e in await store.read_stream("test-busy") if e.data["writer"] == 2]) < 5:
+                    await asyncio.sleep(0.02)
+        finally:
+            runner.stop.set()
+            await task
+    assert handler.attempts == 5  # one attempt per event: no batch was refused and retried
+    busy = await store.read_stream("test-busy")
+    assert [event.stream_version for event in busy] == list(range(1, 11))
+    in_log_order = [event for event in await store.read_all(limit=100) if event.stream_id == "test-busy"]
+    assert [event.stream_version for event in in_log_order] == list(range(1, 11))

@@ -7,13 +7,13 @@ import uuid
 from typing import ClassVar
 
 import asyncpg
+import orjson
 import pytest
 
 from eventstore import (
     ANY,
     NO_STREAM,
     START,
-    ConcurrencyRetryError,
     EventIdConflictError,
     EventStore,
     NewEvent,
@@ -25,6 +25,7 @@ from eventstore import (
 from eventstore.postgres import recorder
 from handlers import HandlerBatch, HandlerRunner
 from tests.support.events import Tick, test_catalogue, ticks
+from tests.support.owner import create_handler_table
 
 
 @pytest.fixture
@@ -65,10 +66,17 @@ async def collect(store: EventStore, count: int, *, timeout: float = 10.0, **kwa
         "TRUNCATE agentlog.events",
     ],
 )
-async def test_recorded_events_cannot_be_changed_or_removed(log: EventStore, statement: str) -> None:
+async def test_recorded_events_cannot_be_changed_or_removed(
+    log: EventStore, owner_database_url: str, statement: str
+) -> None:
+    """Not even by the owner (the application role may not try: see test_roles.py)."""
     await log.append("test-1", ticks(3))
-    with pytest.raises(asyncpg.PostgresError, match="append-only") as raised:
-        await log.pool.execute(statement)
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="append-only") as raised:
+            await owner.execute(statement)
+    finally:
+        await owner.close()
     assert raised.value.sqlstate == "AL000"
     assert [event.data["n"] for event in await log.read_stream("test-1")] == [0, 1, 2]
 
@@ -139,6 +147,64 @@ async def test_racing_duplicates_append_once(log: EventStore) -> None:
     assert await count_events(log.pool) == 1
 
 
+REPEATED_ID_BATCHES = {
+    "other content, one stream": [("test-1", {"n": 1}), ("test-1", {"n": 2})],
+    "same content, one stream": [("test-1", {"n": 1}), ("test-1", {"n": 1})],
+    "other content, two streams": [("test-1", {"n": 1}), ("test-2", {"n": 2})],
+}
+
+
+@pytest.mark.parametrize("batch", REPEATED_ID_BATCHES.values(), ids=REPEATED_ID_BATCHES.keys())
+async def test_a_batch_repeating_an_event_id_is_refused_whole_through_sql(
+    log: EventStore, database_url: str, batch: list[tuple[str, dict[str, int]]]
+) -> None:
+    """Whatever its content: the same id twice in one call is AL002 and nothing is appended (issue 9, item 3)."""
+    event_id = uuid.uuid4()
+    connection = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="more than once") as raised:
+            await connection.fetch(
+                "SELECT * FROM agentlog.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
+                "$5::integer[], $6::jsonb[], $7::jsonb[])",
+                [stream for stream, _ in batch],
+                [None] * len(batch),
+                [event_id] * len(batch),
+                ["Tick"] * len(batch),
+                [1] * len(batch),
+                [orjson.dumps(data).decode() for _, data in batch],
+                ["{}"] * len(batch),
+            )
+        assert raised.value.sqlstate == "AL002"
+        if len({stream for stream, _ in batch}) == 1:  # the client's own one-stream path refuses it the same way
+            with pytest.raises(asyncpg.PostgresError, match="more than once"):
+                await connection.fetch(
+                    "SELECT * FROM agentlog.append_to_stream($1, NULL, NULL, $2::uuid[], $3::text[], "
+                    "$4::integer[], $5::jsonb[], $6::jsonb[])",
+                    batch[0][0],
+                    [event_id] * len(batch),
+                    ["Tick"] * len(batch),
+                    [1] * len(batch),
+                    [orjson.dumps(data).decode() for _, data in batch],
+                    ["{}"] * len(batch),
+                )
+    finally:
+        await connection.close()
+    assert await count_events(log.pool) == 0
+
+
+@pytest.mark.parametrize("batch", REPEATED_ID_BATCHES.values(), ids=REPEATED_ID_BATCHES.keys())
+async def test_a_batch_repeating_an_event_id_is_refused_by_the_client_before_sending(
+    log: EventStore, batch: list[tuple[str, dict[str, int]]]
+) -> None:
+    event_id = uuid.uuid4()
+    appends = [StreamAppend(stream, (NewEvent(Tick(**data), event_id=event_id),)) for stream, data in batch]
+    with pytest.raises(EventIdConflictError, match="more than once"):
+        await log.append_batch(appends)
+    with pytest.raises(EventIdConflictError, match="more than once"):
+        await log.append(batch[0][0], [append.events[0] for append in appends])
+    assert await count_events(log.pool) == 0
+
+
 # 4. Atomic batches -------------------------------------------------------------------------------------------
 
 
@@ -200,27 +266,35 @@ async def test_an_event_whose_transaction_commits_late_is_not_skipped(log: Event
 # 6. One canonical order --------------------------------------------------------------------------------------
 
 
-async def test_a_transaction_older_than_the_streams_head_must_retry(log: EventStore, database_url: str) -> None:
-    """Without the guard, test-s v2 would sort before test-s v1 in the canonical order."""
+async def test_a_transaction_older_than_the_streams_head_appends_after_it(log: EventStore, database_url: str) -> None:
+    """A transaction that took its id before the stream's head was appended still appends after the head, in
+    version order and in the canonical order alike (it records the head's transaction id, not its own older one),
+    and is never refused for it: handlers appending to busy streams must make progress (issue 9, item 5)."""
     older = await asyncpg.connect(database_url)
     try:
         from eventstore.postgres.connections import configure_connection
 
         await configure_connection(older)
         async with older.transaction():
-            await log.append("test-other", [Tick(n=0)], connection=older)  # takes a transaction id now
-            await log.append("test-s", [Tick(n=1)])  # a newer transaction appends v1 and commits
-            with pytest.raises(ConcurrencyRetryError):
-                await log.append("test-s", [Tick(n=2)], connection=older)
-            raise asyncio.CancelledError  # roll the older transaction back
-    except asyncio.CancelledError:
-        pass
+            other = await log.append("test-other", [Tick(n=0)], connection=older)  # takes a transaction id now
+            first = await log.append("test-s", [Tick(n=1)])  # a newer transaction appends v1 and commits
+            second = await log.append("test-s", [Tick(n=2)], connection=older)
     finally:
         await older.close()
-    retried = await log.append("test-s", [Tick(n=2)])
-    assert retried.stream_version == 2
+    log.committed()
+    assert second.stream_version == 2
+    own_id = other.events[0].position.transaction_id
+    head_id = first.events[0].position.transaction_id
+    assert own_id < head_id
+    assert second.events[0].position.transaction_id == head_id
     in_order = [event for event in await log.read_all() if event.stream_id == "test-s"]
     assert [event.stream_version for event in in_order] == [1, 2]
+    live = await collect(log, 3)
+    assert [(event.stream_id, event.stream_version) for event in live] == [
+        ("test-other", 1),
+        ("test-s", 1),
+        ("test-s", 2),
+    ]
 
 
 async def test_live_catch_up_and_full_reads_agree_on_the_order(log: EventStore) -> None:
@@ -261,8 +335,8 @@ class FlakyCounter:
             raise RuntimeError("handler failed after writing")
 
 
-async def test_handler_writes_and_checkpoint_commit_together(log: EventStore) -> None:
-    await log.pool.execute("CREATE TABLE counted (event_id uuid NOT NULL)")
+async def test_handler_writes_and_checkpoint_commit_together(log: EventStore, owner_database_url: str) -> None:
+    await create_handler_table(owner_database_url, "CREATE TABLE counted (event_id uuid NOT NULL)", "counted")
     await log.append("test-1", ticks(25))
     runner = HandlerRunner(log, [FlakyCounter()], batch_size=10, lock_retry_interval=0.1)
     task = asyncio.create_task(runner.run())

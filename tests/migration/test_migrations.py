@@ -23,7 +23,21 @@ UNION ALL
 SELECT 'constraint ' || conrelid::regclass || '.' || conname || ': ' || pg_get_constraintdef(oid)
   FROM pg_constraint WHERE connamespace IN ('agentlog'::regnamespace, 'projections'::regnamespace)
 UNION ALL
-SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc AS p WHERE p.pronamespace = 'agentlog'::regnamespace
+SELECT 'function ' || p.oid::regprocedure::text || CASE WHEN p.prosecdef THEN ' security definer' ELSE '' END
+  FROM pg_proc AS p WHERE p.pronamespace = 'agentlog'::regnamespace
+UNION ALL
+SELECT 'grant ' || grantee || ' ' || privilege_type || ' on ' || table_schema || '.' || table_name
+  FROM information_schema.table_privileges
+ WHERE grantee IN ('agentlog_application', 'agentlog_reporting', 'PUBLIC')
+   AND table_schema IN ('agentlog', 'projections', 'reports')
+UNION ALL
+SELECT 'grant ' || grantee || ' EXECUTE on ' || specific_schema || '.' || routine_name
+  FROM information_schema.routine_privileges
+ WHERE grantee IN ('agentlog_application', 'agentlog_reporting', 'PUBLIC') AND specific_schema = 'agentlog'
+UNION ALL
+SELECT 'schema usage ' || n.nspname || ' ' || pg_get_userbyid(a.grantee)
+  FROM pg_namespace AS n, aclexplode(n.nspacl) AS a
+ WHERE n.nspname IN ('agentlog', 'projections', 'reports') AND a.grantee <> n.nspowner
 UNION ALL
 SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass FROM pg_trigger
  WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'agentlog.%'
@@ -64,14 +78,14 @@ async def test_a_rebuild_leaves_the_schema_as_the_migrations_made_it(database_ur
     assert schema_of(database_url) == before
 
 
-def test_migrating_again_keeps_every_event(database_url: str) -> None:
+def test_migrating_again_keeps_every_event(database_url: str, owner_database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as connection:
         for n in range(5):
             connection.execute(
                 "SELECT * FROM agentlog.append_event('document-m', 'PersonJoined', %s::jsonb)",
                 [f'{{"user_id": "u{n}", "people_present": {n + 1}}}'],
             )
-    assert migrate(database_url) == (head_revision(database_url), head_revision(database_url))
+    assert migrate(owner_database_url) == (head_revision(database_url), head_revision(database_url))
     with psycopg.connect(database_url) as connection:
         count = connection.execute("SELECT count(*) FROM agentlog.events").fetchone()
     assert count == (5,)
@@ -104,10 +118,23 @@ def test_the_first_migration_keeps_events_when_the_next_one_runs(empty_database_
     assert applied == (3,)
 
 
-def test_the_event_log_migration_refuses_to_go_down(database_url: str) -> None:
+def test_the_event_log_migrations_refuse_to_go_down(empty_database_url: str) -> None:
     from agentlog.database import _alembic_config
     from alembic import command
 
-    command.downgrade(_alembic_config(database_url), "0001_event_log")  # the read side can go
+    config = _alembic_config(empty_database_url)
+    command.upgrade(config, "head")
+    with pytest.raises(RuntimeError, match="by hand"):  # the roles
+        command.downgrade(config, "0005_log_under_operators")
+    assert current_revision(empty_database_url) == head_revision(empty_database_url)
+
+
+def test_the_read_side_can_go_down_but_not_the_log(empty_database_url: str) -> None:
+    from agentlog.database import _alembic_config
+    from alembic import command
+
+    config = _alembic_config(empty_database_url)
+    command.upgrade(config, "0004_recorded_at_statement_time")
+    command.downgrade(config, "0001_event_log")  # the read side can go
     with pytest.raises(RuntimeError, match="never dropped"):
-        command.downgrade(_alembic_config(database_url), "base")
+        command.downgrade(config, "base")
