@@ -20,6 +20,10 @@ class Handler(Protocol):
     called when its instance becomes active (the database may have moved on meanwhile), and `batch_committed()`,
     called after a batch's transaction committed (a batch that fails is retried, and the memory must not run
     ahead of the database).
+
+    A database error caught inside `handle` leaves the batch's transaction failed unless it was caught around a
+    savepoint (`SAVEPOINT s` ... `ROLLBACK TO SAVEPOINT s`): the runner then rolls the batch back and retries it
+    (`BatchAbortedError`), as for any failed batch.
     """
 
     name: str

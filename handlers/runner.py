@@ -23,7 +23,7 @@ from eventstore import ConcurrencyRetryError, EventStore, LogPosition
 from eventstore.errors import AgentlogError, DatabaseUnavailableError
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, connect
-from eventstore.postgres.errors import CONNECTION_ERRORS
+from eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
 from eventstore.postgres.notifications import Waiter
 from eventstore.subscription import HELD_BACK_FIRST_RETRY_S
 from handlers.handler import Handler, HandlerBatch
@@ -35,6 +35,25 @@ BATCH_ATTEMPTS = 5
 
 class CheckpointMovedError(AgentlogError):
     """Another instance moved this handler's checkpoint; resuming from the database."""
+
+
+class BatchAbortedError(AgentlogError):
+    """A handler caught a database error and carried on, so its batch's transaction had failed and was rolled back.
+
+    Retried with backoff. Let such errors propagate, or catch them around a savepoint (`SAVEPOINT name`, and
+    `ROLLBACK TO SAVEPOINT name` on the error), which undoes only what followed it. The batch's transaction is
+    not asyncpg's, so `connection.transaction()` cannot make one there.
+    """
+
+    def __init__(self, handler: str, sqlstate: str | None, message: str | None) -> None:
+        self.handler = handler
+        self.sqlstate = sqlstate
+        self.swallowed = message
+        cause = f"{sqlstate}: {message}" if sqlstate else "an error the runner did not see"
+        super().__init__(
+            f"handler {handler} caught a database error and carried on ({cause}), so its batch was rolled back; "
+            "let the error propagate, or catch it around a savepoint (SAVEPOINT, ROLLBACK TO SAVEPOINT)"
+        )
 
 
 RECONNECT_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailableError, CheckpointMovedError, *CONNECTION_ERRORS)
@@ -85,6 +104,14 @@ class HandlerInstance:
                 backoff = 0.1
             except RECONNECT_ERRORS as error:
                 log.warning("handler.connection_lost", handler=self.handler.name, error=str(error))
+            except BatchAbortedError as error:
+                log.error(
+                    "handler.batch_aborted",
+                    handler=self.handler.name,
+                    sqlstate=error.sqlstate,
+                    error=error.swallowed,
+                    retry_in_s=backoff,
+                )
             except Exception:
                 log.exception("handler.batch_failed", handler=self.handler.name, retry_in_s=backoff)
             if self._stop.is_set():
@@ -108,6 +135,7 @@ class HandlerInstance:
             idle_in_transaction_session_timeout=str(idle_timeout_ms),
             **dict(getattr(self.handler, "session_settings", {})),
         )
+        failed_statements = FailedStatementWatch(connection)
         try:
             self.state = HandlerState.STANDBY
             if not await self._acquire_lock(connection):
@@ -119,7 +147,7 @@ class HandlerInstance:
             log.info("handler.active", handler=self.handler.name, checkpoint=str(self.position))
             reporter = asyncio.get_running_loop().create_task(self._report_lag())
             try:
-                await self._follow(connection)
+                await self._follow(connection, failed_statements)
             finally:
                 reporter.cancel()
         finally:
@@ -138,7 +166,7 @@ class HandlerInstance:
             await _sleep_unless(self._stop, self._lock_retry_interval)
         return False
 
-    async def _follow(self, connection: Connection) -> None:
+    async def _follow(self, connection: Connection, failed_statements: FailedStatementWatch) -> None:
         """Apply batches until stopped: at once while there is work, else after a wake-up or the fallback poll.
 
         Listening starts (the waiter) before the first read, so no NOTIFY can fall in between. When committed
@@ -156,7 +184,7 @@ class HandlerInstance:
             await recorder.begin_batch(connection)
             while not self._stop.is_set():
                 waiter.clear()  # a wake-up arriving during the batch sets it again
-                applied, held_back = await self._apply_next_batch(connection)
+                applied, held_back = await self._apply_next_batch(connection, failed_statements)
                 if applied == self._batch_size:
                     continue
                 if applied:
@@ -172,17 +200,24 @@ class HandlerInstance:
             stop_watch.cancel()
             self.store.forget_waiter(waiter)
 
-    async def _apply_next_batch(self, connection: Connection) -> tuple[int, bool]:
+    async def _apply_next_batch(
+        self, connection: Connection, failed_statements: FailedStatementWatch
+    ) -> tuple[int, bool]:
         """Claim the next batch, apply it and commit, in one transaction.
 
         Returns how many events the batch held and, when it held none, whether committed events wait behind
         the barrier. The claim reads the events and moves the checkpoint past them in one statement; the
         handler's writes and any events it appends join the same transaction, so all of it commits or none of
         it does. The transaction was opened beforehand, and the next one is opened as this one ends.
+
+        A handler that caught a database error and carried on has left the transaction failed: the COMMIT then
+        rolls back without an error and says so only in its answer. Such a batch is a failed one
+        (`BatchAbortedError`): nothing of it is counted, the hooks are not called, the position stays.
         """
         assert self.position is not None
         wanted = self.handler.event_types
         for attempt in range(1, BATCH_ATTEMPTS + 1):
+            failed_statements.clear()
             try:
                 events, moved = await recorder.claim_batch(
                     connection, self.handler.name, self.position, self._batch_size
@@ -197,9 +232,8 @@ class HandlerInstance:
                 batch = HandlerBatch(self.handler.name, selected, connection, self.store)
                 if selected:
                     await self.handler.handle(batch)
-                if batch.appended:
-                    await recorder.commit_durably(connection)
-                await recorder.commit_batch(connection)
+                if not await self._commit(connection, batch):
+                    raise BatchAbortedError(self.handler.name, failed_statements.sqlstate, failed_statements.message)
             except ConcurrencyRetryError:
                 if attempt == BATCH_ATTEMPTS:
                     raise
@@ -220,6 +254,17 @@ class HandlerInstance:
             )
             return len(events), False
         raise AssertionError("unreachable")
+
+    async def _commit(self, connection: Connection, batch: HandlerBatch) -> bool:
+        """Commit the batch and open the next transaction; False when the transaction had failed (nothing committed)."""
+        try:
+            if batch.appended:
+                await recorder.commit_durably(connection)
+            return await recorder.commit_batch(connection)
+        except Exception as error:
+            if is_in_failed_transaction(error):  # the SET before the COMMIT was refused: the session ends, rolling back
+                return False
+            raise
 
     async def _report_lag(self) -> None:
         while True:

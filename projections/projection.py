@@ -39,7 +39,22 @@ def shadow_schema(projection_name: str) -> str:
 
 def replay_checkpoint(projection: Projection) -> str:
     """The rebuild's own checkpoint; the version in it keeps a rebuild from resuming another version's work."""
-    return f"replay.{projection.name}.v{projection.version}"
+    return f"{replay_checkpoint_prefix(projection.name)}{projection.version}"
+
+
+def replay_checkpoint_prefix(projection_name: str) -> str:
+    """What the rebuild checkpoints of every version of `projection_name` start with (and no other name does)."""
+    return f"replay.{projection_name}.v"
+
+
+def rebuild_lock(projection_name: str) -> str:
+    """The lock every rebuild (and verify) of `projection_name` holds, whatever its version.
+
+    Per name, not per version: all versions share one shadow schema, and a rebuild that starts afresh drops it and
+    forgets every version's checkpoint, so two rebuilds of different versions at once would each destroy the
+    other's work, and one could swap in the other's half-built tables.
+    """
+    return f"replay.{projection_name}"
 
 
 def check_projection(projection: Projection) -> Projection:

@@ -24,9 +24,10 @@ SELECT count(*) = cardinality($2::text[])
 SELECT EXISTS (SELECT 1 FROM agentlog.checkpoints WHERE name = $1);
 
 -- forget_rebuilds --
--- Remove the checkpoints of a projection's rebuilds (of any version).
--- $1 pattern of checkpoint names (replay.NAME.v%)
-DELETE FROM agentlog.checkpoints WHERE name LIKE $1;
+-- Remove the checkpoints of a projection's rebuilds (of any version). A prefix, not a LIKE pattern: the `_` in
+-- projection names would match any character there, and forget the rebuilds of other projections.
+-- $1 prefix of the projection's rebuild checkpoint names (replay.NAME.v)
+DELETE FROM agentlog.checkpoints WHERE starts_with(name, $1);
 
 -- select_checkpoint_row --
 -- A checkpoint with what the lag and the swap need; with FOR UPDATE, the live runner's next commit waits.
@@ -40,16 +41,20 @@ SELECT transaction_id, global_position, last_recorded_at, events_applied
 SELECT agentlog.swap_projection($1, $2, $3::text[]);
 
 -- adopt_checkpoint --
--- The live projection continues from where its rebuild stopped.
--- $1 live checkpoint name, $2 rebuild checkpoint name
+-- The live projection continues from where its rebuild stopped: only from the rebuild checkpoint at the position
+-- the swapping rebuild built its tables to. The row adopted comes back; none when that checkpoint is gone or
+-- elsewhere, and the caller must then roll the swap back.
+-- $1 live checkpoint name, $2 rebuild checkpoint name, $3 transaction_id, $4 global_position (the rebuild's)
 INSERT INTO agentlog.checkpoints AS live
        (name, transaction_id, global_position, last_recorded_at, events_applied, updated_at)
 SELECT $1, transaction_id, global_position, last_recorded_at, events_applied, now()
-  FROM agentlog.checkpoints WHERE name = $2
+  FROM agentlog.checkpoints
+ WHERE name = $2 AND transaction_id = $3::xid8 AND global_position = $4::bigint
 ON CONFLICT (name) DO UPDATE
    SET transaction_id = excluded.transaction_id, global_position = excluded.global_position,
        last_recorded_at = excluded.last_recorded_at, events_applied = excluded.events_applied,
-       updated_at = now();
+       updated_at = now()
+RETURNING live.transaction_id, live.global_position;
 
 -- record_version --
 -- The live tables of a projection are now built by this version.

@@ -28,14 +28,25 @@ from eventstore import START, EventStore, LogPosition, RecordedEvent
 from eventstore.errors import AgentlogError
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, connect
-from projections.projection import LIVE_SCHEMA, Projection, replay_checkpoint, shadow_schema
+from projections.projection import (
+    LIVE_SCHEMA,
+    Projection,
+    rebuild_lock,
+    replay_checkpoint,
+    replay_checkpoint_prefix,
+    shadow_schema,
+)
 from projections.queries import QUERIES
 
 log = structlog.get_logger("projections.replay")
 
 
 class RebuildAlreadyRunningError(AgentlogError):
-    """Another process is rebuilding this projection; wait for it or stop it."""
+    """Another process is rebuilding or verifying this projection; wait for it to finish or stop it."""
+
+
+class RebuildCheckpointMovedError(AgentlogError):
+    """The rebuild's checkpoint is not where this rebuild left it; nothing was swapped: run the rebuild again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,12 @@ class RebuildOutcome:
 
 
 class ShadowBuild:
-    """One projection's rebuild into its shadow schema, on a dedicated connection holding the rebuild lock."""
+    """One projection's rebuild into its shadow schema, on a dedicated connection holding the rebuild lock.
+
+    The lock is the projection's, whatever the version (`rebuild_lock`): the shadow schema is the projection's too,
+    and a second rebuild would drop it under the first. The checkpoint is the version's (`replay_checkpoint`), so a
+    rebuild never resumes another version's work.
+    """
 
     def __init__(
         self,
@@ -103,9 +119,10 @@ class ShadowBuild:
             search_path=self.schema,
         )
         try:
-            if not await recorder.try_lock_handler(self._connection, self.checkpoint):
+            if not await recorder.try_lock_handler(self._connection, rebuild_lock(self.projection.name)):
                 raise RebuildAlreadyRunningError(
-                    f"another process is rebuilding {self.projection.name}; wait for it or stop it"
+                    f"another process is rebuilding or verifying projection {self.projection.name}; "
+                    "wait for it to finish or stop it, then run this again"
                 )
             yield self
         finally:
@@ -123,7 +140,7 @@ class ShadowBuild:
         )
         if not resumable:
             async with connection.transaction():
-                await connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
+                await connection.execute(QUERIES["forget_rebuilds"], replay_checkpoint_prefix(self.projection.name))
                 await connection.execute(QUERIES["create_shadow"], LIVE_SCHEMA, self.schema, tables)
         self.position = await recorder.load_checkpoint(connection, self.checkpoint)
         row = await connection.fetchrow(QUERIES["select_checkpoint_row"], self.checkpoint)
@@ -166,7 +183,9 @@ class ShadowBuild:
             self.connection, self.checkpoint, self.position, last.position, last.recorded_at, len(events)
         )
         if not moved:
-            raise RebuildAlreadyRunningError(f"the rebuild checkpoint of {self.projection.name} moved under us")
+            raise RebuildCheckpointMovedError(
+                f"the rebuild checkpoint of {self.projection.name} moved under this rebuild; run the rebuild again"
+            )
         self.position = last.position
         self.events += len(events)
         self._report()
@@ -177,20 +196,51 @@ class ShadowBuild:
             self._on_progress(Progress(self.projection.name, self.events, self._total))
 
     async def swap(self) -> None:
-        """Make the shadow the live projection, in one transaction, and record its version."""
+        """Make the shadow the live projection, in one transaction, and record its version.
+
+        The live checkpoint must say exactly what the live tables hold: it takes the rebuild checkpoint only if that
+        is still this rebuild's, at the position this rebuild built the shadow to. Anything else (the checkpoint
+        gone or moved: another rebuild, or a hand, was at work) rolls the whole swap back, live tables and live
+        checkpoint untouched, and discards the shadow: it holds what no checkpoint says, so a rerun must not resume
+        from it.
+        """
+        try:
+            await self._swap()
+        except RebuildCheckpointMovedError as error:
+            log.error("replay.swap_refused", projection=self.projection.name, error=str(error))
+            await self.discard()
+            raise
+        log.info("replay.swapped", projection=self.projection.name, position=str(self.position))
+
+    async def _swap(self) -> None:
         connection = self.connection
         async with connection.transaction():
             await recorder.commit_durably(connection)
-            # Lock order, the same as the live runner's: its checkpoint row first (a batch claims it before it
+            # The rebuild checkpoint row first, held to the end: nothing can move it between this check and the
+            # adoption. Then the live runner's lock order: its checkpoint row (a batch claims it before it
             # writes), then its tables. A live batch in flight commits first; the next one waits at its claim.
+            built = await connection.fetch(QUERIES["select_checkpoint_row"], self.checkpoint)
+            self._check_adoptable(built)
             await connection.execute(QUERIES["select_checkpoint_row"], self.projection.name)
             await connection.execute(
                 QUERIES["swap_projection"], LIVE_SCHEMA, self.schema, list(self.projection.tables)
             )
-            await connection.execute(QUERIES["adopt_checkpoint"], self.projection.name, self.checkpoint)
+            adopted = await connection.fetch(
+                QUERIES["adopt_checkpoint"], self.projection.name, self.checkpoint, *self.position
+            )
+            self._check_adoptable(adopted)
             await connection.execute(QUERIES["record_version"], self.projection.name, self.projection.version, True)
-            await connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
-        log.info("replay.swapped", projection=self.projection.name, position=str(self.position))
+            await connection.execute(QUERIES["forget_rebuilds"], replay_checkpoint_prefix(self.projection.name))
+
+    def _check_adoptable(self, rows: Sequence[Any]) -> None:
+        """Raise (rolling the swap back) unless `rows` is one checkpoint row at exactly this rebuild's position."""
+        found = [LogPosition(row["transaction_id"], row["global_position"]) for row in rows]
+        if found != [self.position]:
+            where = f"at {', '.join(str(position) for position in found)}" if found else "gone"
+            raise RebuildCheckpointMovedError(
+                f"the rebuild checkpoint of {self.projection.name} is {where}, not at {self.position} where this "
+                "rebuild left it; nothing was swapped and the shadow was discarded: run the rebuild again"
+            )
 
     async def compare(self, max_rows: int) -> list[Difference]:
         """Row-by-row differences between the live tables and the shadow, both at the live checkpoint."""
@@ -219,7 +269,7 @@ class ShadowBuild:
     async def discard(self) -> None:
         async with self.connection.transaction():
             await self.connection.execute(QUERIES["drop_shadow"], self.schema)
-            await self.connection.execute(QUERIES["forget_rebuilds"], f"replay.{self.projection.name}.v%")
+            await self.connection.execute(QUERIES["forget_rebuilds"], replay_checkpoint_prefix(self.projection.name))
 
 
 async def rebuild(

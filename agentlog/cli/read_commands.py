@@ -93,20 +93,6 @@ def replay_command(
     )
     url = open_database(settings).url
 
-    async def replay_all() -> list[RebuildOutcome]:
-        outcomes = []
-        async with EventStore.open(url) as store:
-            with _progress_bar() as bar:
-                for projection in chosen:
-                    task = bar.add_task(projection.name, total=None)
-
-                    def show(progress: ReplayProgress, task: TaskID = task) -> None:
-                        bar.update(task, completed=progress.done, total=max(progress.total, 1))
-
-                    run = verify if check else rebuild
-                    outcomes.append(await run(store, projection, batch_size=batch_size, on_progress=show))
-        return outcomes
-
     async def verify_deciders() -> list[tuple[str, list[DecisionDifference]]]:
         found = []
         async with EventStore.open(url) as store:
@@ -117,7 +103,7 @@ def replay_command(
         return found
 
     try:
-        outcomes = run_async(replay_all())
+        outcomes = run_async(_replay_projections(url, chosen, check=check, batch_size=batch_size))
         decider_outcomes = run_async(verify_deciders()) if check else []
     except KeyboardInterrupt:
         fail("interrupted: the live projections are untouched; run the same command to resume", ExitCode.FAILED)
@@ -144,6 +130,34 @@ def replay_command(
             )
     if differences:
         raise typer.Exit(int(ExitCode.DIFFERENCES))
+
+
+async def _replay_projections(
+    url: str, chosen: list[Projection], *, check: bool, batch_size: int
+) -> list[RebuildOutcome]:
+    """Rebuild (or verify) each projection in turn, with a progress bar each."""
+    outcomes = []
+    bar = _progress_bar()
+    tasks: dict[str, TaskID] = {}
+
+    def show(progress: ReplayProgress) -> None:
+        # The bars appear at the first progress, once a rebuild holds its lock: a refused one (another process is
+        # rebuilding that projection) prints only its one line of error.
+        if not tasks:
+            bar.start()
+        if progress.projection not in tasks:
+            tasks[progress.projection] = bar.add_task(progress.projection, total=None)
+        bar.update(tasks[progress.projection], completed=progress.done, total=max(progress.total, 1))
+
+    async with EventStore.open(url) as store:
+        try:
+            for projection in chosen:
+                run = verify if check else rebuild
+                outcomes.append(await run(store, projection, batch_size=batch_size, on_progress=show))
+        finally:
+            if tasks:  # an unused bar would still print an empty line
+                bar.stop()
+    return outcomes
 
 
 class ReportFormat(enum.StrEnum):

@@ -18,6 +18,8 @@ from eventstore.errors import (
     WrongExpectedVersionError,
 )
 
+IN_FAILED_TRANSACTION = "25P02"
+"""A statement refused because an earlier one failed in the same transaction: it names no cause of its own."""
 WRONG_EXPECTED_VERSION = "AL001"
 EVENT_ID_CONFLICT = "AL002"
 MALFORMED_APPEND = "AL003"
@@ -47,6 +49,36 @@ def is_unique_violation(error: BaseException) -> bool:
 def is_taken_version(error: BaseException) -> bool:
     """Another append took the stream version this statement wanted."""
     return is_unique_violation(error) and getattr(error, "constraint_name", None) == "events_stream_version_key"
+
+
+def is_in_failed_transaction(error: BaseException) -> bool:
+    """The statement ran in a transaction that an earlier error had failed: only a rollback is possible there."""
+    return isinstance(error, asyncpg.PostgresError) and error.sqlstate == IN_FAILED_TRANSACTION
+
+
+class FailedStatementWatch:
+    """The last error the server reported for a statement on one connection, seen through asyncpg's query logger.
+
+    A transaction in which a statement failed can only roll back, and PostgreSQL answers its COMMIT with ROLLBACK,
+    not with an error. When a caller caught that statement's error and carried on, the COMMIT's answer says that
+    the work was lost but not why: this remembers why. Statements refused because the transaction had already
+    failed (25P02) are passed over, as they name no cause. asyncpg reports each statement from the event loop just
+    after it finished, so the report is in before the result of any later statement on the connection is read.
+    Statements asyncpg does not report (prepared statements, cursors, COPY) leave it empty.
+    """
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.sqlstate: str | None = None
+        self.message: str | None = None
+        connection.add_query_logger(self._logged)
+
+    def clear(self) -> None:
+        self.sqlstate = self.message = None
+
+    def _logged(self, record: asyncpg.connection.LoggedQuery) -> None:
+        error = record.exception
+        if isinstance(error, asyncpg.PostgresError) and error.sqlstate != IN_FAILED_TRANSACTION:
+            self.sqlstate, self.message = error.sqlstate, str(getattr(error, "message", None) or error)
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -143,10 +143,11 @@ RETURNING name;
 BEGIN;
 
 -- commit_batch --
--- Commit a handler's batch and open the next one's transaction in the same round trip. If the COMMIT fails, the
--- BEGIN is not run (a multi-statement query stops at its first error) and the session is left outside a
--- transaction.
-COMMIT; BEGIN;
+-- Commit a handler's batch and open the next one's transaction, in one statement and one round trip. Its status
+-- tag is the outcome: COMMIT, or ROLLBACK when the transaction had failed (a statement's error was caught and
+-- ignored), which PostgreSQL rolls back without an error. The next transaction is opened either way; if the
+-- COMMIT itself fails (an error raised), none is opened and the session is left outside a transaction.
+COMMIT AND CHAIN;
 
 -- abandon_batch --
 -- Roll a handler's batch back (or end a claim that found nothing, releasing the locks its statement took) and

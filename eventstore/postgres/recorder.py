@@ -204,10 +204,15 @@ async def begin_batch(connection: asyncpg.Connection) -> None:
         await connection.execute(QUERIES["begin_batch"])
 
 
-async def commit_batch(connection: asyncpg.Connection) -> None:
-    """Commit the open batch and begin the next (see `begin_batch`): one round trip on the latency path."""
+async def commit_batch(connection: asyncpg.Connection) -> bool:
+    """Commit the open batch and begin the next (see `begin_batch`): one round trip on the latency path.
+
+    False when nothing was committed: the transaction had failed earlier (someone caught a statement's error and
+    carried on), and PostgreSQL answers such a COMMIT with ROLLBACK, not with an error.
+    """
     with translated_errors():
-        await connection.execute(QUERIES["commit_batch"])
+        status = await connection.execute(QUERIES["commit_batch"])
+    return status == "COMMIT"
 
 
 async def abandon_batch(connection: asyncpg.Connection) -> None:

@@ -16,8 +16,9 @@ import pytest
 from eventstore import EventStore
 from eventstore.postgres import recorder
 from projections import installed_projections
+from projections.replay import ShadowBuild
 from tests.acceptance.test_cli import AGENTLOG, ROOT, agentlog, environment
-from tests.integration.test_projections import NAMES, everything, live_until_caught_up
+from tests.integration.test_projections import NAMES, StreamSummaryV2, everything, live_until_caught_up
 from tests.support.events import test_catalogue, ticks
 from tests.support.projection_model import fold, tables
 
@@ -83,6 +84,26 @@ async def test_an_interrupted_rebuild_leaves_the_live_projection_untouched_and_a
     checked = agentlog("replay", "--verify", env=env, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.count("live matches") == len(installed_projections())
+
+
+async def test_a_second_replay_of_a_projection_being_rebuilt_exits_with_one_line(database_url: str) -> None:
+    """The lock is the projection's, whatever the version: a rebuild of version 2 holds off a replay of version 1."""
+    env = environment(AGENTLOG_DATABASE_URL=database_url)
+    async with EventStore.open(database_url, catalogue=test_catalogue) as store:
+        await store.append("agent-1", ticks(100))
+        await live_until_caught_up(store, 50)
+        before = await live_state(store)
+        holder = ShadowBuild(store, StreamSummaryV2(), batch_size=10)
+        async with holder.opened():
+            await holder.prepare()
+            await holder.catch_up(until=(await everything(store))[49].position)
+            second = agentlog("replay", "stream_summary", env=env)
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            "agentlog: error: another process is rebuilding or verifying projection stream_summary; "
+            "wait for it to finish or stop it, then run this again"
+        ]
+        assert await live_state(store) == before
 
 
 async def test_verify_exits_non_zero_on_a_difference(built: EventStore, database_url: str) -> None:

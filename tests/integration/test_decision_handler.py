@@ -6,11 +6,15 @@ also after the decider's settings changed (they are in the log).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
-from eventstore import ANY, EventStore, NewEvent
+from eventstore import ANY, START, EventStore, NewEvent
 from eventstore.event_types.documents import DocumentIdled, PersonJoined, PersonLeft
 from eventstore.postgres import recorder
 from handlers import HandlerBatch, HandlerRunner
@@ -127,3 +131,91 @@ async def test_history_from_before_settings_were_recorded_replays_with_the_first
     until = await recorder.select_checkpoint(store.pool, "document-activity")
     assert until is not None
     assert await verify_decider(store, DocumentActivity(idle_grace_s=60), until=until) == []
+
+
+class CarelessDecisionHandler(DecisionHandler[Any]):
+    """A decision handler that, while `swallowing`, ends each batch with a failing statement whose error it ignores:
+    the batch's transaction has failed, and its decisions, saved state and checkpoint are rolled back."""
+
+    def __init__(self, decider: DocumentActivity) -> None:
+        super().__init__(decider)
+        self.swallowing = True
+        self.attempts = 0
+        self.commits = 0
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        self.attempts += 1
+        await super().handle(batch)
+        if self.swallowing:
+            with contextlib.suppress(asyncpg.PostgresError):
+                await batch.connection.execute("SELECT 1/0")
+
+    def batch_committed(self) -> None:
+        self.commits += 1
+        super().batch_committed()
+
+
+async def caught_up_with(store: EventStore, handler: DecisionHandler[Any]) -> None:
+    async with asyncio.timeout(20):
+        while await recorder.select_checkpoint(store.pool, handler.name) != await store.head():
+            await asyncio.sleep(0.01)
+
+
+async def rolled_back_attempts(handler: CarelessDecisionHandler, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Wait for the batch to be tried three times (or, wrongly, taken as committed); the aborts logged meanwhile."""
+    attempts, commits = handler.attempts, handler.commits
+    async with asyncio.timeout(20):
+        while handler.attempts < attempts + 3 and handler.commits == commits:
+            await asyncio.sleep(0.01)
+    return [entry for entry in logs if entry["event"] == "handler.batch_aborted"]
+
+
+async def test_a_decision_batch_rolled_back_by_a_swallowed_error_leaves_the_state_where_it_was(
+    store: EventStore,
+) -> None:
+    """Both kinds of batch: one whose decisions are appended (it commits durably), one that decides nothing."""
+    await store.append("document-a", [joined("c1"), left("c1"), joined("c2")], ANY)
+    handler = CarelessDecisionHandler(DocumentActivity(idle_grace_s=5))
+    runner = HandlerRunner(store, [handler], batch_size=3)
+    saved_sequence = "SELECT sequence FROM agentlog.decider_states WHERE name = 'document-activity'"
+    with capture_logs() as logs:
+        task = asyncio.create_task(runner.run())
+        try:
+            aborted = await rolled_back_attempts(handler, logs)
+            assert handler.commits == 0 and runner.instances[0].batches_applied == 0
+            assert handler._state is None, "the in-memory state advanced past a batch that was rolled back"
+            assert await decisions(store) == []
+            assert await recorder.select_checkpoint(store.pool, handler.name) == START
+            assert await store.pool.fetchval(saved_sequence) is None
+            aborted_appending = len(aborted)
+
+            handler.swallowing = False
+            await caught_up_with(store, handler)
+            checkpoint, commits = await recorder.select_checkpoint(store.pool, handler.name), handler.commits
+            assert commits >= 1 and await store.pool.fetchval(saved_sequence) == 1
+
+            handler.swallowing = True
+            await store.append("document-a", [joined("c3")], ANY)  # a second person: nothing to decide
+            aborted = await rolled_back_attempts(handler, logs)
+            assert handler.commits == commits, "batch_committed() was called for a batch that was rolled back"
+            assert handler._state is None, "the in-memory state advanced past a batch that was rolled back"
+            assert await recorder.select_checkpoint(store.pool, handler.name) == checkpoint
+            assert await store.pool.fetchval(saved_sequence) == 1
+            assert 0 < aborted_appending < len(aborted), "each kind of batch logs its abort"
+            assert {entry["sqlstate"] for entry in aborted} == {"22012"}
+
+            handler.swallowing = False
+            await caught_up_with(store, handler)
+            await store.append("document-a", [left("c2"), left("c3")], ANY)
+            await caught_up_with(store, handler)
+        finally:
+            runner.stop.set()
+            await task
+    assert await decisions(store) == [
+        ("document-a", "DocumentActivated"), ("document-a", "TimerScheduled"), ("document-a", "TimerCancelled"),
+        ("document-a", "TimerScheduled"),
+    ]  # fmt: skip
+    assert await store.pool.fetchval(saved_sequence) == 3  # saved once per batch of inputs, none lost or repeated
+    until = await recorder.select_checkpoint(store.pool, handler.name)
+    assert until is not None
+    assert await verify_decider(store, DocumentActivity(idle_grace_s=5), until=until) == []

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
-from eventstore import ANY, ConcurrencyRetryError, EventStore, RecordedEvent
+from eventstore import ANY, START, ConcurrencyRetryError, EventStore, RecordedEvent
+from eventstore.postgres import recorder
 from handlers import HandlerBatch, HandlerRunner
 from tests.support.events import test_catalogue, ticks
+from tests.support.owner import create_handler_table
 
 
 @pytest.fixture
@@ -147,3 +152,107 @@ async def test_a_handler_appending_to_a_busy_stream_is_never_refused(store: Even
     assert [event.stream_version for event in busy] == list(range(1, 11))
     in_log_order = [event for event in await store.read_all(limit=100) if event.stream_id == "test-busy"]
     assert [event.stream_version for event in in_log_order] == list(range(1, 11))
+
+
+class Careless:
+    """Records each event in a table and, while `swallowing`, runs a failing statement and ignores its error: the
+    mistake that leaves the batch's transaction failed, though no error reaches the runner."""
+
+    name = "careless"
+    event_types: frozenset[str] | None = None
+
+    def __init__(self, *, savepoint: bool = False) -> None:
+        self.swallowing = True
+        self.savepoint = savepoint
+        self.attempts = 0
+        self.commits = 0
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        self.attempts += 1
+        ids = [event.event_id for event in batch.events]
+        await batch.connection.execute("INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[])", ids)
+        if self.swallowing and self.savepoint:  # the right way: only what follows the savepoint is undone
+            await batch.connection.execute("SAVEPOINT risky")
+            try:
+                await batch.connection.execute("SELECT 1/0")
+            except asyncpg.PostgresError:
+                await batch.connection.execute("ROLLBACK TO SAVEPOINT risky")
+        elif self.swallowing:
+            with contextlib.suppress(asyncpg.PostgresError):
+                await batch.connection.execute("SELECT 1/0")
+
+    def batch_committed(self) -> None:
+        self.commits += 1
+
+
+def logged(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
+async def test_a_batch_whose_handler_swallowed_a_database_error_is_rolled_back_not_counted(
+    store: EventStore, owner_database_url: str
+) -> None:
+    """PostgreSQL answers the COMMIT of a failed transaction with ROLLBACK and no error: the runner must not count
+    such a batch as applied, nor call its hooks, nor move on; it logs what was swallowed and retries."""
+    await create_handler_table(
+        owner_database_url, "CREATE TABLE applied_events (event_id uuid NOT NULL)", "applied_events"
+    )
+    await store.append("test-1", ticks(3), ANY)
+    handler = Careless()
+    runner = HandlerRunner(store, [handler])
+    instance = runner.instances[0]
+    with capture_logs() as logs:
+        task = asyncio.create_task(runner.run())
+        try:
+            async with asyncio.timeout(20):
+                while handler.attempts < 3 and not handler.commits:  # retried twice, or (wrongly) taken as done
+                    await asyncio.sleep(0.01)
+            assert handler.commits == 0, "batch_committed() was called for a batch that was rolled back"
+            assert instance.batches_applied == 0
+            assert await recorder.select_checkpoint(store.pool, handler.name) == START
+            assert await store.pool.fetchval("SELECT count(*) FROM applied_events") == 0
+            aborted = logged(logs, "handler.batch_aborted")
+            assert len(aborted) >= 2
+            assert {(entry["handler"], entry["sqlstate"], entry["error"]) for entry in aborted} == {
+                ("careless", "22012", "division by zero")
+            }
+            handler.swallowing = False  # fixed: the same batch now commits, once
+            async with asyncio.timeout(20):
+                while await recorder.select_checkpoint(store.pool, handler.name) != await store.head():
+                    await asyncio.sleep(0.01)
+            await store.append("test-1", ticks(2, start=3), ANY)
+            async with asyncio.timeout(20):
+                while await recorder.select_checkpoint(store.pool, handler.name) != await store.head():
+                    await asyncio.sleep(0.01)
+        finally:
+            runner.stop.set()
+            await task
+    events = await store.read_stream("test-1")
+    applied = await store.pool.fetch("SELECT event_id FROM applied_events")
+    assert sorted(row["event_id"] for row in applied) == sorted(event.event_id for event in events)
+    assert handler.commits == instance.batches_applied == 2
+    assert instance.position == events[-1].position
+    assert not logged(logs, "handler.connection_lost"), "the runner thought another instance moved its checkpoint"
+
+
+async def test_an_error_caught_around_a_savepoint_leaves_the_batch_to_commit(
+    store: EventStore, owner_database_url: str
+) -> None:
+    await create_handler_table(
+        owner_database_url, "CREATE TABLE applied_events (event_id uuid NOT NULL)", "applied_events"
+    )
+    await store.append("test-1", ticks(3), ANY)
+    handler = Careless(savepoint=True)
+    runner = HandlerRunner(store, [handler])
+    with capture_logs() as logs:
+        task = asyncio.create_task(runner.run())
+        try:
+            async with asyncio.timeout(20):
+                while await recorder.select_checkpoint(store.pool, handler.name) != await store.head():
+                    await asyncio.sleep(0.01)
+        finally:
+            runner.stop.set()
+            await task
+    assert (handler.attempts, handler.commits, runner.instances[0].batches_applied) == (1, 1, 1)
+    assert await store.pool.fetchval("SELECT count(*) FROM applied_events") == 3
+    assert not logged(logs, "handler.batch_aborted")
