@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     handler_batch_size: int = Field(default=500, ge=1, le=100_000)
     handler_lock_retry_s: float = Field(default=1.0, gt=0, description="standby's retry of the handler lock")
     lag_log_interval_s: float = Field(default=10.0, gt=0)
+    barrier_warn_s: float = Field(
+        default=60.0, gt=0, description="warn when a transaction has held the visibility barrier back this long"
+    )
 
     # The document server and the agents (`agentlog up`).
     host: str = Field(default="127.0.0.1", description="address the document server listens on")

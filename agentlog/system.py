@@ -13,6 +13,7 @@ from agentlog.agent_system import AgentSystem
 from agentlog.config import Settings
 from eventstore import EventStore
 from eventstore.errors import AgentlogError
+from eventstore.postgres import recorder
 from handlers import Handler, HandlerRunner
 from handlers.projection_handler import ProjectionHandler
 from projections.projection import Projection
@@ -54,6 +55,7 @@ async def run_system(
                 loop.add_signal_handler(signum, _stopping, stop, signum)
         running = loop.create_task(runner.run())
         rebuilding = loop.create_task(_rebuild_all(store, stale))
+        watching = loop.create_task(_watch_barrier(store, settings.lag_log_interval_s, settings.barrier_warn_s))
         stopping = loop.create_task(stop.wait())
         lost = loop.create_task(system.lost.wait()) if system is not None else None
         try:
@@ -66,7 +68,7 @@ async def run_system(
             if system is not None:
                 await system.shutdown()
             runner.stop.set()
-            for task in (rebuilding, stopping):
+            for task in (rebuilding, watching, stopping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -86,6 +88,29 @@ def _stopping(stop: asyncio.Event, signum: int) -> None:
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
+
+
+async def _watch_barrier(store: EventStore, interval_s: float, warn_after_s: float) -> None:
+    """Warn about a transaction holding the visibility barrier back: while it runs, no handler or subscriber gets
+    any event committed after it began, and nothing else says why. A forgotten prepared transaction is the worst
+    case: it belongs to no session, so idle timeouts never end it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            holders = await recorder.select_barrier_holders(store.pool)
+        except AgentlogError as error:
+            log.warning("log.barrier_unknown", error=str(error))
+            continue
+        if holders and holders[0].age_seconds >= warn_after_s:
+            holder = holders[0]
+            log.warning(
+                "log.barrier_held",
+                held_by=holder.describe(),
+                kind=holder.kind,
+                pid=holder.pid,
+                prepared_gid=holder.prepared_gid,
+                age_seconds=round(holder.age_seconds, 1),
+            )
 
 
 async def _rebuild_all(store: EventStore, stale: Sequence[Projection]) -> None:

@@ -27,7 +27,12 @@ from agentlog.database import migrate
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from eventstore import EventStore
 
-TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+TEST_SERVER_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_prepared_transactions": "10",  # tests leave one behind on purpose (test_barrier.py)
+}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated
 
@@ -49,27 +50,32 @@ def list_command() -> None:
 @app.command("lag")
 @handles_errors
 def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Each handler's checkpoint, events behind the head and age of the oldest event it has not applied."""
+    """Each handler's checkpoint, events behind the head and age of the oldest event it has not applied; and what
+    holds the visibility barrier back, if anything (a long transaction anywhere holds every handler back)."""
     settings = load_settings()
     url = open_database(settings).url
 
-    async def lag() -> list[recorder.HandlerLag]:
+    async def lag() -> tuple[list[recorder.HandlerLag], list[recorder.BarrierHolder]]:
         async with EventStore.open(url) as store:
-            return await recorder.select_handler_lag(store.pool)
+            return await recorder.select_handler_lag(store.pool), await recorder.select_barrier_holders(store.pool)
 
-    lags = run_async(lag())
+    lags, holders = run_async(lag())
+    barrier = holders[0] if holders else None
     if as_json:
-        write_line(json.dumps([
-            {
-                "name": item.name,
-                "global_position": item.position.global_position,
-                "transaction_id": item.position.transaction_id,
-                "events_behind": item.events_behind,
-                "seconds_behind": item.seconds_behind,
-                "updated_at": item.updated_at.isoformat(),
-            }
-            for item in lags
-        ]))
+        write_line(json.dumps({
+            "handlers": [
+                {
+                    "name": item.name,
+                    "global_position": item.position.global_position,
+                    "transaction_id": item.position.transaction_id,
+                    "events_behind": item.events_behind,
+                    "seconds_behind": item.seconds_behind,
+                    "updated_at": item.updated_at.isoformat(),
+                }
+                for item in lags
+            ],
+            "barrier_held_by": None if barrier is None else dataclasses.asdict(barrier),
+        }))
         return
     table = Table("handler", "checkpoint", "events behind", "seconds behind", "updated")
     for item in lags:
@@ -81,3 +87,5 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             item.updated_at.isoformat(timespec="seconds"),
         )
     out.print(table)
+    if barrier is not None and barrier.age_seconds >= 1:
+        out.print(f"visibility barrier held by {barrier.describe()}", markup=False)

@@ -199,3 +199,9 @@ SELECT name, global_position, transaction_id, events_behind, seconds_behind, upd
 -- select_schema_ready --
 -- Whether the log's schema exists in this database.
 SELECT to_regclass('agentlog.events') IS NOT NULL;
+
+-- select_barrier_holders --
+-- The transactions holding the visibility barrier back, oldest first: sessions and prepared transactions (the
+-- first row is the one subscribers wait for).
+SELECT kind, pid, prepared_gid, age_seconds, database_name, user_name, application_name, state, query
+  FROM agentlog.barrier_holders();

@@ -240,6 +240,41 @@ async def select_handler_lag(executor: Executor, names: Sequence[str] | None = N
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class BarrierHolder:
+    """A transaction that holds the visibility barrier back: a session's, or a prepared one (in no session)."""
+
+    kind: str
+    """'session' or 'prepared transaction'."""
+    pid: int | None
+    prepared_gid: str | None
+    age_seconds: float
+    database_name: str | None
+    user_name: str | None
+    application_name: str | None
+    state: str | None
+    query: str | None
+
+    def describe(self) -> str:
+        """One line an operator can act on."""
+        if self.kind == "prepared transaction":
+            return (
+                f"prepared transaction {self.prepared_gid!r} (database {self.database_name}, owner {self.user_name}),"
+                f" held {self.age_seconds:.0f} s: COMMIT PREPARED or ROLLBACK PREPARED it"
+            )
+        return (
+            f"session pid {self.pid} ({self.application_name or 'no application name'}, user {self.user_name},"
+            f" database {self.database_name}, {self.state}), in a transaction for {self.age_seconds:.0f} s:"
+            f" end it or pg_terminate_backend({self.pid})"
+        )
+
+
+async def select_barrier_holders(executor: Executor) -> list[BarrierHolder]:
+    with translated_errors():
+        rows = await executor.fetch(QUERIES["select_barrier_holders"])
+    return [BarrierHolder(*row) for row in rows]
+
+
 async def select_schema_ready(executor: Executor) -> bool:
     with translated_errors():
         return bool(await executor.fetchval(QUERIES["select_schema_ready"]))

@@ -141,7 +141,7 @@ def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
 def test_handler_lag_lists_checkpoints(env: dict[str, str]) -> None:
     result = agentlog("handler", "lag", "--json", env=env)
     assert result.returncode == 0
-    assert json.loads(result.stdout) == []
+    assert json.loads(result.stdout) == {"handlers": [], "barrier_held_by": None}
 
 
 def psql_binary() -> str | None:
