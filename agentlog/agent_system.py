@@ -93,6 +93,7 @@ class AgentSystem:
             token=lambda spawn: issue(
                 key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S, document_id=spawn.document_id
             ),
+            on_new_incarnation=self.documents.presence.rejoin_all,
         )
         try:
             await self.supervisor.start()

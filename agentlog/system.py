@@ -14,6 +14,7 @@ from agentlog.config import Settings
 from eventstore import EventStore
 from eventstore.errors import AgentlogError
 from eventstore.postgres import recorder
+from eventstore.postgres.errors import CONNECTION_ERRORS
 from handlers import Handler, HandlerRunner
 from handlers.projection_handler import ProjectionHandler
 from projections.projection import Projection
@@ -21,6 +22,8 @@ from projections.replay import rebuild
 from projections.versions import projections_to_rebuild
 
 log = structlog.get_logger("agentlog.system")
+
+UNKNOWN_BARRIER: tuple[type[BaseException], ...] = (AgentlogError, *CONNECTION_ERRORS)
 
 
 async def run_system(
@@ -75,8 +78,8 @@ async def run_system(
             await running
         if system is not None and system.lost.is_set():
             raise AgentlogError(
-                f"manager {settings.manager_id} lost its database session (and with it its lock); its agents were"
-                " detached. Start it again: it reconciles with the log."
+                f"another process took over manager {settings.manager_id} while this one was cut off from the "
+                "database; its agents were detached. Give each `agentlog up` its own AGENTLOG_MANAGER_ID."
             )
 
 
@@ -98,7 +101,7 @@ async def _watch_barrier(store: EventStore, interval_s: float, warn_after_s: flo
         await asyncio.sleep(interval_s)
         try:
             holders = await recorder.select_barrier_holders(store.pool)
-        except AgentlogError as error:
+        except UNKNOWN_BARRIER as error:
             log.warning("log.barrier_unknown", error=str(error))
             continue
         if holders and holders[0].age_seconds >= warn_after_s:
@@ -114,13 +117,25 @@ async def _watch_barrier(store: EventStore, interval_s: float, warn_after_s: flo
 
 
 async def _rebuild_all(store: EventStore, stale: Sequence[Projection]) -> None:
-    """Rebuild one after the other, while the live ones (these included) keep serving."""
+    """Rebuild one after the other, while the live ones (these included) keep serving; a rebuild cut off from the
+    database resumes where it stopped once it is back."""
     for projection in stale:
         log.info("projection.rebuild_needed", projection=projection.name, version=projection.version)
-        try:
-            outcome = await rebuild(store, projection)
-        except AgentlogError as error:
-            log.error("projection.rebuild_failed", projection=projection.name, error=str(error))
+        delay = 0.5
+        while True:
+            try:
+                outcome = await rebuild(store, projection)
+                break
+            except CONNECTION_ERRORS as error:  # resumed once the database is back
+                log.warning("projection.rebuild_interrupted", projection=projection.name, error=str(error),
+                            retry_in_s=delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except AgentlogError as error:
+                log.error("projection.rebuild_failed", projection=projection.name, error=str(error))
+                outcome = None
+                break
+        if outcome is None:
             continue
         log.info(
             "projection.rebuilt",

@@ -556,13 +556,14 @@ class AppliedTimes:
 
     name = "bench-latency"
     event_types: frozenset[str] | None = None
+    raw_events = True
 
     def __init__(self) -> None:
         self.applied_at: dict[int, float] = {}
 
     async def handle(self, batch: HandlerBatch) -> None:
         now = time.perf_counter()
-        for event in batch.events:
+        for event in batch.records:
             self.applied_at[event.global_position] = now
 
 

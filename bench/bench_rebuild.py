@@ -359,6 +359,7 @@ class TimedProjection:
         self.version: int = inner.version
         self.tables: tuple[str, ...] = inner.tables
         self.event_types: frozenset[str] | None = inner.event_types
+        self.raw_events: bool = getattr(inner, "raw_events", False)
         self._phases = phases
 
     async def apply(self, connection: asyncpg.Connection, events: Sequence[Any]) -> None:

@@ -16,6 +16,7 @@ from eventstore.errors import (
     EventSchemaError,
     InvalidEventError,
     InvalidStreamIdError,
+    NewerSchemaVersionError,
     SchemaNotReadyError,
     UnknownEventTypeError,
     WrongExpectedVersionError,
@@ -31,6 +32,7 @@ from eventstore.records import (
     NewEvent,
     RecordedEvent,
     StreamAppend,
+    TypedEvent,
 )
 from eventstore.store import EventStore
 from eventstore.subscription import Subscription, SubscriptionState
@@ -58,11 +60,13 @@ __all__ = [
     "InvalidStreamIdError",
     "LogPosition",
     "NewEvent",
+    "NewerSchemaVersionError",
     "RecordedEvent",
     "SchemaNotReadyError",
     "StreamAppend",
     "Subscription",
     "SubscriptionState",
+    "TypedEvent",
     "UnknownEventTypeError",
     "WrongExpectedVersionError",
     "catalogue",

@@ -25,6 +25,12 @@ class EventSchemaError(InvalidEventError):
     """The payload does not match the event type's schema."""
 
 
+class NewerSchemaVersionError(AgentlogError):
+    """The event was written with a schema version newer than this process knows: run the newer release here.
+
+    Not a bad event (a newer release wrote it), so a handler holds at it rather than skipping it."""
+
+
 class InvalidStreamIdError(InvalidEventError):
     """Stream ids are 1 to 200 bytes of UTF-8 without whitespace or control characters."""
 

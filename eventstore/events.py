@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from eventstore.errors import EventSchemaError, InvalidEventError, UnknownEventTypeError
+from eventstore.errors import EventSchemaError, InvalidEventError, NewerSchemaVersionError, UnknownEventTypeError
 
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,127}$")
 
@@ -159,20 +159,38 @@ class EventCatalogue:
             raise EventSchemaError(_format_validation_error(event_type, error)) from error
 
     def upcast(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> tuple[int, Payload]:
-        """Bring a stored payload up to the newest schema version of its type."""
+        """Bring a stored payload up to the newest schema version of its type.
+
+        A payload no upcaster can take (an upcaster raising on it) is an `EventSchemaError`, like one that fails
+        its schema; a version newer than the catalogue knows is a `NewerSchemaVersionError`: this process is older
+        than the one that wrote it.
+        """
         target = self.latest(event_type).schema_version
+        if schema_version > target:
+            raise NewerSchemaVersionError(
+                f"{event_type} schema version {schema_version} is newer than this catalogue knows ({target}): "
+                "the event was written by a newer release; run that release here"
+            )
         payload = dict(data)
         version = schema_version
         while version < target:
             step = self._upcasters.get((event_type, version))
             if step is None:
                 raise EventSchemaError(f"{event_type} has no upcaster from schema version {version}")
-            payload = step(payload)
+            try:
+                payload = step(payload)
+            except Exception as error:
+                raise EventSchemaError(
+                    f"{event_type} schema version {version} payload cannot be upcast: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             version += 1
         return version, payload
 
     def decode(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> Event:
         """The typed event for a stored payload, upcast to the newest schema version."""
+        if not isinstance(data, Mapping):
+            raise EventSchemaError(f"payload of {event_type} is a JSON {type(data).__name__}, not an object")
         _, payload = self.upcast(event_type, schema_version, data)
         return self.parse(event_type, payload)
 

@@ -134,3 +134,52 @@ class RecordedEvent(NamedTuple):
             "metadata": self.metadata,
             "recorded_at": self.recorded_at.isoformat(),
         }
+
+
+class TypedEvent(NamedTuple):
+    """A recorded event with its payload decoded by the catalogue and upcast to the newest schema version: what
+    handlers and projections receive. The envelope (position, stream, metadata, time) reads as on the recorded
+    event; `recorded` is the event as stored, raw payload and stored schema version included."""
+
+    event: Event
+    recorded: RecordedEvent
+
+    @property
+    def event_type(self) -> str:
+        return self.recorded.event_type
+
+    @property
+    def event_id(self) -> UUID:
+        return self.recorded.event_id
+
+    @property
+    def stream_id(self) -> str:
+        return self.recorded.stream_id
+
+    @property
+    def stream_version(self) -> int:
+        return self.recorded.stream_version
+
+    @property
+    def category(self) -> str:
+        return self.recorded.category
+
+    @property
+    def global_position(self) -> int:
+        return self.recorded.global_position
+
+    @property
+    def transaction_id(self) -> int:
+        return self.recorded.transaction_id
+
+    @property
+    def position(self) -> LogPosition:
+        return LogPosition(self.recorded.transaction_id, self.recorded.global_position)
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.recorded.metadata
+
+    @property
+    def recorded_at(self) -> datetime:
+        return self.recorded.recorded_at

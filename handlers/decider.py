@@ -37,9 +37,11 @@ from eventstore import (
     LogPosition,
     NewEvent,
     RecordedEvent,
+    TypedEvent,
     WrongExpectedVersionError,
     derived_event_id,
 )
+from eventstore.decoding import decode_wanted
 from eventstore.event_types.deciders import DeciderConfigured, decider_stream
 from eventstore.postgres.connections import Connection
 from handlers.handler import HandlerBatch
@@ -141,12 +143,12 @@ async def record_settings(store: EventStore, decider: Decider[Any]) -> bool:
     raise ConcurrencyRetryError(f"could not record the settings of decider {decider.name}: too many racing writers")
 
 
-def is_own_decision(decider_name: str, event: RecordedEvent) -> bool:
+def is_own_decision(decider_name: str, event: RecordedEvent | TypedEvent) -> bool:
     return bool(event.metadata) and event.metadata.get("decider") == decider_name
 
 
-def fact_of(store: EventStore, event: RecordedEvent) -> Fact:
-    return Fact(store.decode(event), event.event_id, event.stream_id, event.global_position)
+def fact_of(event: TypedEvent) -> Fact:
+    return Fact(event.event, event.event_id, event.stream_id, event.global_position)
 
 
 class DecisionHandler(Generic[S]):
@@ -182,7 +184,7 @@ class DecisionHandler(Generic[S]):
         for event in batch.events:
             if is_own_decision(self.name, event):
                 continue
-            fact = fact_of(batch.store, event)
+            fact = fact_of(event)
             state, decisions = step(self.decider, state, fact)
             metadata = {"decider": self.name, "causation_id": str(event.event_id)}
             for index, decision in enumerate(decisions):
@@ -276,18 +278,24 @@ async def initial_state(store: EventStore, decider: Decider[S]) -> S:
     better than whatever the replaying process happens to be configured with.
     """
     state = decider.initial_state()
-    first = await store.read_stream(decider_stream(decider.name), limit=1)
+    first, _ = decode_wanted(store.catalogue, await store.read_stream(decider_stream(decider.name), limit=1), None)
     if first:
-        state = decider.evolve(state, fact_of(store, first[0]))
+        state = decider.evolve(state, fact_of(first[0]))
     return state
+
+
+async def _read_inputs(store: EventStore, decider: Decider[Any], until: LogPosition | None) -> list[TypedEvent]:
+    """The decider's input events before `until`, decoded, skipping what the live handler skips."""
+    inputs, _ = decode_wanted(store.catalogue, await _read_log(store, until), decider.input_types)
+    return inputs
 
 
 async def fold_log(store: EventStore, decider: Decider[S], *, until: LogPosition | None = None) -> S:
     """The decider's state after every input event before `until` (all of them when None)."""
     state = await initial_state(store, decider)
-    for event in await _read_log(store, until):
-        if event.event_type in decider.input_types and not is_own_decision(decider.name, event):
-            state, _ = step(decider, state, fact_of(store, event))
+    for event in await _read_inputs(store, decider, until):
+        if not is_own_decision(decider.name, event):
+            state, _ = step(decider, state, fact_of(event))
     return state
 
 
@@ -321,20 +329,20 @@ async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPo
             recorded.setdefault(cause, []).append((event.stream_id, event.event_type, _canonical(event.data)))
     differences: list[DecisionDifference] = []
     state = await initial_state(store, decider)
-    for event in events:
-        if event.position > until:
-            break
-        if event.event_type not in decider.input_types or is_own_decision(decider.name, event):
+    folded = [event for event in events if event.position <= until]
+    inputs, _ = decode_wanted(store.catalogue, folded, decider.input_types)
+    for typed in inputs:
+        if is_own_decision(decider.name, typed):
             continue
-        state, decisions = step(decider, state, fact_of(store, event))
+        state, decisions = step(decider, state, fact_of(typed))
         refolded = [(d.stream_id, d.event.event_type, _canonical(d.event.to_data())) for d in decisions]
-        if refolded != recorded.get(event.event_id, []):
+        if refolded != recorded.get(typed.event_id, []):
             differences.append(
                 DecisionDifference(
-                    event.event_id,
-                    event.global_position,
-                    event.event_type,
-                    tuple(recorded.get(event.event_id, [])),
+                    typed.event_id,
+                    typed.global_position,
+                    typed.event_type,
+                    tuple(recorded.get(typed.event_id, [])),
                     tuple(refolded),
                 )
             )

@@ -6,14 +6,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent
+from eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent, TypedEvent
 from eventstore.postgres.connections import Connection
 from eventstore.records import StreamVersionExpectation
 
 
 @runtime_checkable
 class Handler(Protocol):
-    """A reaction to the log. `event_types` None means every event; other events are skipped, never an error.
+    """A reaction to the log. `event_types` None means every type the catalogue knows; others are not delivered.
+
+    Events arrive decoded and upcast to their newest schema version (`batch.events`, `TypedEvent`s). An event of a
+    wanted type that cannot be decoded (its payload fails the schema, or no upcaster can take it) is skipped: the
+    runner records it (`agentlog handler skipped NAME`) and the handler never sees it (`eventstore.decoding`). A
+    handler that sets `raw_events = True` gets the events as stored instead (`batch.records`, every type, known
+    to the catalogue or not, nothing decoded or skipped).
 
     A handler may also carry `session_settings` (a mapping of PostgreSQL settings for its connection, such as
     `search_path`), and two hooks for handlers that keep state in memory between batches: `session_started()`,
@@ -39,7 +45,10 @@ class HandlerBatch:
     """One batch of events for one handler, and the open transaction its effects and checkpoint share."""
 
     handler_name: str
-    events: Sequence[RecordedEvent]
+    events: Sequence[TypedEvent]
+    """The wanted events, decoded and upcast (empty for a handler that takes raw events)."""
+    records: Sequence[RecordedEvent]
+    """The wanted events as stored: those of `events` for a decoding handler, every one for a raw handler."""
     connection: Connection
     store: EventStore
     appended: bool = field(default=False)

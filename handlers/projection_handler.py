@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from eventstore.decoding import takes_raw_events
 from handlers.handler import HandlerBatch
 from projections.projection import LIVE_SCHEMA, Projection
 
@@ -15,8 +16,9 @@ class ProjectionHandler:
         self.projection = projection
         self.name = projection.name
         self.event_types = projection.event_types
+        self.raw_events = takes_raw_events(projection)
         # The session looks up unqualified table names in the live schema (the runner's own SQL is qualified).
         self.session_settings: Mapping[str, str] = {"search_path": LIVE_SCHEMA}
 
     async def handle(self, batch: HandlerBatch) -> None:
-        await self.projection.apply(batch.connection, batch.events)
+        await self.projection.apply(batch.connection, batch.records if self.raw_events else batch.events)

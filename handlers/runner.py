@@ -19,8 +19,13 @@ from collections.abc import Sequence
 
 import structlog
 
-from eventstore import ConcurrencyRetryError, EventStore, LogPosition
-from eventstore.errors import AgentlogError, DatabaseUnavailableError
+from eventstore import ConcurrencyRetryError, EventStore, LogPosition, RecordedEvent
+from eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
+from eventstore.errors import (
+    AgentlogError,
+    NewerSchemaVersionError,
+    UnknownEventTypeError,
+)
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, connect
 from eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
@@ -56,7 +61,10 @@ class BatchAbortedError(AgentlogError):
         )
 
 
-RECONNECT_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailableError, CheckpointMovedError, *CONNECTION_ERRORS)
+HELD_ERRORS: tuple[type[BaseException], ...] = (NewerSchemaVersionError, UnknownEventTypeError)
+"""Events a handler cannot read yet through no fault of theirs: it retries, and never skips them."""
+
+RECONNECT_ERRORS: tuple[type[BaseException], ...] = (CheckpointMovedError, *CONNECTION_ERRORS)
 """Failures that end an instance's session quietly: it reconnects and resumes from its checkpoint."""
 
 
@@ -104,6 +112,9 @@ class HandlerInstance:
                 backoff = 0.1
             except RECONNECT_ERRORS as error:
                 log.warning("handler.connection_lost", handler=self.handler.name, error=str(error))
+            except HELD_ERRORS as error:
+                # Not the event's fault: this process is older than the event, or lacks a plugin. Hold here.
+                log.error("handler.held", handler=self.handler.name, error=str(error), retry_in_s=backoff)
             except BatchAbortedError as error:
                 log.error(
                     "handler.batch_aborted",
@@ -215,7 +226,6 @@ class HandlerInstance:
         (`BatchAbortedError`): nothing of it is counted, the hooks are not called, the position stays.
         """
         assert self.position is not None
-        wanted = self.handler.event_types
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             failed_statements.clear()
             try:
@@ -228,9 +238,9 @@ class HandlerInstance:
                     return 0, held_back
                 if not moved:
                     raise CheckpointMovedError()
-                selected = [event for event in events if wanted is None or event.event_type in wanted]
-                batch = HandlerBatch(self.handler.name, selected, connection, self.store)
-                if selected:
+                batch, skipped = self._batch_of(events, connection)
+                await recorder.insert_skipped(connection, self.handler.name, skipped)
+                if batch.records:
                     await self.handler.handle(batch)
                 if not await self._commit(connection, batch):
                     raise BatchAbortedError(self.handler.name, failed_statements.sqlstate, failed_statements.message)
@@ -245,15 +255,37 @@ class HandlerInstance:
                 self.store.committed()
             self.position = events[-1].position
             self.batches_applied += 1
+            for recorded, reason in skipped:
+                log.warning(
+                    "handler.event_skipped",
+                    handler=self.handler.name,
+                    global_position=recorded.global_position,
+                    stream_id=recorded.stream_id,
+                    event_type=recorded.event_type,
+                    schema_version=recorded.schema_version,
+                    reason=reason,
+                )
             log.debug(
                 "handler.batch_applied",
                 handler=self.handler.name,
                 events=len(events),
-                applied=len(selected),
+                applied=len(batch.records),
                 checkpoint=str(self.position),
             )
             return len(events), False
         raise AssertionError("unreachable")
+
+    def _batch_of(
+        self, events: Sequence[RecordedEvent], connection: Connection
+    ) -> tuple[HandlerBatch, list[tuple[RecordedEvent, str]]]:
+        """The handler's part of the claimed events, decoded unless it takes raw events, and what it must skip."""
+        wanted = self.handler.event_types
+        if takes_raw_events(self.handler):
+            records = wanted_records(events, wanted)
+            return HandlerBatch(self.handler.name, [], records, connection, self.store), []
+        typed, undecodable = decode_wanted(self.store.catalogue, events, wanted)
+        batch = HandlerBatch(self.handler.name, typed, [event.recorded for event in typed], connection, self.store)
+        return batch, [(skip.recorded, skip.reason) for skip in undecodable]
 
     async def _commit(self, connection: Connection, batch: HandlerBatch) -> bool:
         """Commit the batch and open the next transaction; False when the transaction had failed (nothing committed)."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from eventstore import RecordedEvent
 from eventstore.postgres.connections import Connection
 
 LIVE_SCHEMA = "projections"
@@ -21,14 +20,21 @@ PROJECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,45}$")
 
 @runtime_checkable
 class Projection(Protocol):
+    """A read model. `apply` receives the wanted events decoded and upcast to their newest schema version
+    (`TypedEvent`s: `item.event` is the typed event, the envelope reads as on the recorded event); an event of a
+    wanted type that cannot be decoded is skipped and recorded, by the live runner and by a rebuild alike
+    (`eventstore.decoding`). A projection that sets `raw_events = True` receives `RecordedEvent`s as stored
+    instead: every type, known to the catalogue or not (counting events, say), nothing decoded or skipped."""
+
     name: str
     version: int
     tables: tuple[str, ...]
     event_types: frozenset[str] | None
-    """The event types `apply` receives; None for all. Other types are skipped, never an error."""
+    """The event types `apply` receives; None for every type the catalogue knows (every type at all, raw)."""
 
-    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
-        """Write what `events` (in canonical order) change. Unqualified table names; no commit."""
+    async def apply(self, connection: Connection, events: Sequence[Any]) -> None:
+        """Write what `events` (in canonical order; `TypedEvent`s, or `RecordedEvent`s when raw) change.
+        Unqualified table names; no commit."""
         ...
 
 

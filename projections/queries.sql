@@ -26,8 +26,20 @@ SELECT EXISTS (SELECT 1 FROM agentlog.checkpoints WHERE name = $1);
 -- forget_rebuilds --
 -- Remove the checkpoints of a projection's rebuilds (of any version). A prefix, not a LIKE pattern: the `_` in
 -- projection names would match any character there, and forget the rebuilds of other projections.
+-- The events those rebuilds skipped go with them.
 -- $1 prefix of the projection's rebuild checkpoint names (replay.NAME.v)
+WITH skips AS (DELETE FROM agentlog.skipped_events WHERE starts_with(handler_name, $1))
 DELETE FROM agentlog.checkpoints WHERE starts_with(name, $1);
+
+-- forget_skipped --
+-- Forget the events a handler skipped (the live projection's, before its rebuild's take their place).
+-- $1 handler name
+DELETE FROM agentlog.skipped_events WHERE handler_name = $1;
+
+-- adopt_skipped --
+-- The events the rebuild skipped are now the live projection's (after `forget_skipped` of the live name).
+-- $1 live name, $2 rebuild checkpoint name
+UPDATE agentlog.skipped_events SET handler_name = $1 WHERE handler_name = $2;
 
 -- select_checkpoint_row --
 -- A checkpoint with what the lag and the swap need; with FOR UPDATE, the live runner's next commit waits.

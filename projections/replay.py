@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 import structlog
 
-from eventstore import START, EventStore, LogPosition, RecordedEvent
+from eventstore import START, EventStore, LogPosition, RecordedEvent, TypedEvent
+from eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
 from eventstore.errors import AgentlogError
 from eventstore.postgres import recorder
 from eventstore.postgres.connections import Connection, connect
@@ -175,7 +176,12 @@ class ShadowBuild:
     async def _apply(self, events: Sequence[RecordedEvent]) -> None:
         """Apply a batch and move the rebuild's checkpoint, in the caller's transaction."""
         wanted = self.projection.event_types
-        selected = [event for event in events if wanted is None or event.event_type in wanted]
+        if takes_raw_events(self.projection):
+            selected: Sequence[RecordedEvent | TypedEvent] = wanted_records(events, wanted)
+        else:
+            selected, undecodable = decode_wanted(self.store.catalogue, events, wanted)
+            skipped = [(skip.recorded, skip.reason) for skip in undecodable]
+            await recorder.insert_skipped(self.connection, self.checkpoint, skipped)
         if selected:
             await self.projection.apply(self.connection, selected)
         last = events[-1]
@@ -229,6 +235,8 @@ class ShadowBuild:
                 QUERIES["adopt_checkpoint"], self.projection.name, self.checkpoint, *self.position
             )
             self._check_adoptable(adopted)
+            await connection.execute(QUERIES["forget_skipped"], self.projection.name)
+            await connection.execute(QUERIES["adopt_skipped"], self.projection.name, self.checkpoint)
             await connection.execute(QUERIES["record_version"], self.projection.name, self.projection.version, True)
             await connection.execute(QUERIES["forget_rebuilds"], replay_checkpoint_prefix(self.projection.name))
 

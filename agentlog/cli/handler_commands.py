@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from agentlog.cli.common import handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
@@ -70,6 +71,7 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                     "transaction_id": item.position.transaction_id,
                     "events_behind": item.events_behind,
                     "seconds_behind": item.seconds_behind,
+                    "events_skipped": item.events_skipped,
                     "updated_at": item.updated_at.isoformat(),
                 }
                 for item in lags
@@ -77,15 +79,63 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             "barrier_held_by": None if barrier is None else dataclasses.asdict(barrier),
         }))
         return
-    table = Table("handler", "checkpoint", "events behind", "seconds behind", "updated")
+    table = Table("handler", "checkpoint", "events behind", "seconds behind", "skipped", "updated")
     for item in lags:
         table.add_row(
             item.name,
             str(item.position),
             str(item.events_behind),
             f"{item.seconds_behind:.1f}",
+            str(item.events_skipped),
             item.updated_at.isoformat(timespec="seconds"),
         )
     out.print(table)
     if barrier is not None and barrier.age_seconds >= 1:
         out.print(f"visibility barrier held by {barrier.describe()}", markup=False)
+
+
+@app.command("skipped")
+@handles_errors
+def skipped_command(
+    name: Annotated[str, typer.Argument(help="The handler or projection name.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 1000,
+) -> None:
+    """The events a handler skipped because it could not decode them, and why (one malformed event from any
+    writer must not stop a handler: it is passed, recorded here, and skipped alike by every replay)."""
+    settings = load_settings()
+    url = open_database(settings).url
+
+    async def skipped() -> list[recorder.SkippedEvent]:
+        async with EventStore.open(url) as store:
+            return await recorder.select_skipped(store.pool, name, limit)
+
+    events = run_async(skipped())
+    if as_json:
+        write_line(json.dumps([
+            {
+                "global_position": event.position.global_position,
+                "transaction_id": event.position.transaction_id,
+                "event_id": str(event.event_id),
+                "stream_id": event.stream_id,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "reason": event.reason,
+                "skipped_at": event.skipped_at.isoformat(),
+            }
+            for event in events
+        ]))
+        return
+    if not events:
+        out.print(f"{name} skipped no events")
+        return
+    table = Table("position", "stream", "type", "reason", "skipped")
+    for event in events:
+        table.add_row(
+            str(event.position.global_position),
+            event.stream_id,
+            f"{event.event_type} v{event.schema_version}",
+            Text(event.reason),
+            event.skipped_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)

@@ -225,13 +225,31 @@ class Presence:
         event = PersonLeft(
             user_id=user_id, people_present=len(here), connection_id=connection_id, server_id=self.server_id
         )
+        # Until it is recorded: a presence never recorded as gone keeps its document active.
+        await self._record_until_done(
+            document_id, self._new(event, "left", connection_id), "document.leave_not_recorded"
+        )
+
+    async def rejoin_all(self, incarnation: str) -> None:
+        """Record every person on this server as joined again: a new incarnation of the server's manager (recorded
+        as lost while cut off from the database, then started afresh) dropped its people from presence, while their
+        sockets stayed open here."""
+        for document_id, here in list(self.people.items()):
+            for connection_id, user_id in list(here.items()):
+                event = PersonJoined(
+                    user_id=user_id, people_present=len(here), connection_id=connection_id, server_id=self.server_id
+                )
+                new = self._new(event, f"joined/{incarnation}", connection_id)
+                await self._record_until_done(document_id, new, "document.rejoin_not_recorded")
+
+    async def _record_until_done(self, document_id: str, new: NewEvent, failure: str) -> None:
         delay = 0.2
-        while True:  # until it is recorded: a presence never recorded as gone keeps its document active
+        while True:
             try:
-                await self.store.append(document_stream(document_id), [self._new(event, "left", connection_id)], ANY)
+                await self.store.append(document_stream(document_id), [new], ANY)
                 return
             except Exception as error:
-                log.warning("document.leave_not_recorded", document=document_id, error=str(error), retry_in_s=delay)
+                log.warning(failure, document=document_id, error=str(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

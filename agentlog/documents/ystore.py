@@ -39,18 +39,20 @@ class PostgresYStore(BaseYStore):
         self.document_id = document_id
 
     async def write(self, data: bytes) -> None:
-        """Store one update, retrying through a short outage: until it is stored it lives only in memory (the
-        people who made it still have it, and y-websocket resends it when they reconnect)."""
+        """Store one update, retrying for as long as PostgreSQL is away: the room sends it on only once stored,
+        so its later updates wait behind it (nobody sees what is not stored, and nothing accepted is dropped)."""
         delay = 0.1
-        for attempt in range(8):
+        attempt = 0
+        while True:
             try:
                 await self._pool.execute(INSERT, self.document_id, data)
                 return
             except STORE_ERRORS as error:
-                log.warning("document.update_not_stored", document=self.document_id, error=str(error), attempt=attempt)
+                attempt += 1
+                log.warning("document.update_not_stored", document=self.document_id, error=str(error),
+                            attempt=attempt, retry_in_s=delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        log.error("document.update_lost", document=self.document_id)
 
     async def read(self) -> AsyncIterator[tuple[bytes, bytes, float]]:
         for _, body in await self._pool.fetch(SELECT, self.document_id):

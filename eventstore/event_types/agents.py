@@ -63,6 +63,24 @@ class ManagerStopped(Event):
 
 
 @catalogue.register
+class ManagerReconnected(Event):
+    """A manager that lost its database session (a server restart, a failover) took its lock back before anyone
+    recorded it as lost: it carries on in the same incarnation, with the agents it kept running meanwhile.
+
+    Appended with the manager stream's version as read, so it and another manager's `ManagerStopped(lost)`
+    exclude each other: whichever is recorded first holds, and the other is refused and re-examined.
+    """
+
+    event_type: ClassVar[str] = "ManagerReconnected"
+    category: ClassVar[str] = "manager"
+
+    manager_id: ManagerId
+    incarnation: str
+    offline_s: Annotated[float, Field(ge=0)]
+    """How long it was without its lock."""
+
+
+@catalogue.register
 class AgentSpawnRequested(Event):
     """Decision: run an agent for this document on this manager."""
 

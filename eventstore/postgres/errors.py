@@ -29,6 +29,7 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _MISSING_SCHEMA_SQLSTATES = frozenset({"3F000", "42P01", "42883"})
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailableError,  # what `translated_errors` makes of the ones below (a failed `connect`, say)
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,

@@ -191,7 +191,7 @@ SELECT batch.*, (SELECT count(*) FROM moved) AS moved
 -- select_handler_lag --
 -- Lag of every handler, or of the named ones.
 -- $1 handler names (NULL for all)
-SELECT name, global_position, transaction_id, events_behind, seconds_behind, updated_at
+SELECT name, global_position, transaction_id, events_behind, seconds_behind, updated_at, events_skipped
   FROM agentlog.handler_lag
  WHERE $1::text[] IS NULL OR name = ANY ($1::text[])
  ORDER BY name;
@@ -205,3 +205,22 @@ SELECT to_regclass('agentlog.events') IS NOT NULL;
 -- first row is the one subscribers wait for).
 SELECT kind, pid, prepared_gid, age_seconds, database_name, user_name, application_name, state, query
   FROM agentlog.barrier_holders();
+
+-- insert_skipped --
+-- Record the events a handler's batch skips because it cannot decode them, in the batch's transaction (a retried
+-- batch records nothing twice).
+-- $1 handler name, $2 global_positions, $3 transaction_ids, $4 event_ids, $5 stream_ids, $6 event_types,
+-- $7 schema_versions, $8 reasons
+INSERT INTO agentlog.skipped_events
+       (handler_name, global_position, transaction_id, event_id, stream_id, event_type, schema_version, reason)
+SELECT $1, * FROM unnest($2::bigint[], $3::xid8[], $4::uuid[], $5::text[], $6::text[], $7::integer[], $8::text[])
+ON CONFLICT (handler_name, global_position) DO NOTHING;
+
+-- select_skipped --
+-- The events a handler skipped, in log order, from a global position on.
+-- $1 handler name, $2 limit
+SELECT global_position, transaction_id, event_id, stream_id, event_type, schema_version, reason, skipped_at
+  FROM agentlog.skipped_events
+ WHERE handler_name = $1
+ ORDER BY transaction_id, global_position
+ LIMIT $2;

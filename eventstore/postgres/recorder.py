@@ -48,6 +48,20 @@ class HandlerLag:
     events_behind: int
     seconds_behind: float
     updated_at: datetime
+    events_skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    """An event a handler passed without applying, because it could not decode it."""
+
+    position: LogPosition
+    event_id: UUID
+    stream_id: str
+    event_type: str
+    schema_version: int
+    reason: str
+    skipped_at: datetime
 
 
 def _recorded(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
@@ -235,6 +249,42 @@ async def select_handler_lag(executor: Executor, names: Sequence[str] | None = N
             events_behind=row["events_behind"],
             seconds_behind=row["seconds_behind"],
             updated_at=row["updated_at"],
+            events_skipped=row["events_skipped"],
+        )
+        for row in rows
+    ]
+
+
+async def insert_skipped(executor: Executor, name: str, events: Sequence[tuple[RecordedEvent, str]]) -> None:
+    """Record that handler `name` skips these events (each with its reason), in the caller's transaction."""
+    if not events:
+        return
+    with translated_errors():
+        await executor.execute(
+            QUERIES["insert_skipped"],
+            name,
+            [event.global_position for event, _ in events],
+            [event.transaction_id for event, _ in events],
+            [event.event_id for event, _ in events],
+            [event.stream_id for event, _ in events],
+            [event.event_type for event, _ in events],
+            [event.schema_version for event, _ in events],
+            [reason for _, reason in events],
+        )
+
+
+async def select_skipped(executor: Executor, name: str, limit: int = 1000) -> list[SkippedEvent]:
+    with translated_errors():
+        rows = await executor.fetch(QUERIES["select_skipped"], name, limit)
+    return [
+        SkippedEvent(
+            LogPosition(row["transaction_id"], row["global_position"]),
+            row["event_id"],
+            row["stream_id"],
+            row["event_type"],
+            row["schema_version"],
+            row["reason"],
+            row["skipped_at"],
         )
         for row in rows
     ]

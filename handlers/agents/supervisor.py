@@ -36,7 +36,12 @@ import orjson
 import structlog
 
 from eventstore import ANY, Event, EventStore, NewEvent
-from eventstore.errors import AgentlogError, ConcurrencyRetryError, DatabaseUnavailableError
+from eventstore.errors import (
+    AgentlogError,
+    ConcurrencyRetryError,
+    DatabaseUnavailableError,
+    WrongExpectedVersionError,
+)
 from eventstore.event_types.agents import (
     AgentAbandoned,
     AgentConnected,
@@ -47,6 +52,7 @@ from eventstore.event_types.agents import (
     AgentSpawnRequested,
     AgentUnresponsive,
     LocationsMarked,
+    ManagerReconnected,
     ManagerStarted,
     ManagerStopped,
     MarkedPlace,
@@ -73,6 +79,9 @@ StandbyCommand = Callable[[], Sequence[str]]
 """The command line of a worker for a spawn request (the application edge knows the program)."""
 AgentToken = Callable[[AgentSpawnRequested], str]
 """A token that lets the worker into its document."""
+NewIncarnation = Callable[[str], Awaitable[None]]
+"""Called with the new incarnation once a manager recorded as lost has started afresh (the document server then
+records its people as present again)."""
 
 RUNNING_HERE = """
 SELECT agent_id, document_id, agent_pid FROM projections.agent_connections
@@ -80,10 +89,11 @@ SELECT agent_id, document_id, agent_pid FROM projections.agent_connections
 """
 
 MANAGERS_ALIVE = """
-SELECT DISTINCT ON (stream_id) stream_id, event_type, data
-  FROM agentlog.events
- WHERE category = 'manager' AND event_type IN ('ManagerStarted', 'ManagerStopped')
- ORDER BY stream_id, stream_version DESC
+SELECT DISTINCT ON (e.stream_id) e.stream_id, e.event_type, e.data,
+       (SELECT max(h.stream_version) FROM agentlog.events AS h WHERE h.stream_id = e.stream_id) AS head_version
+  FROM agentlog.events AS e
+ WHERE e.category = 'manager' AND e.event_type IN ('ManagerStarted', 'ManagerStopped')
+ ORDER BY e.stream_id, e.stream_version DESC
 """
 
 SYSTEM_STATS = "SELECT * FROM reports.agent_system_stats"
@@ -135,8 +145,10 @@ class Supervisor:
         command: WorkerCommand,
         token: AgentToken,
         standby_command: StandbyCommand | None = None,
+        on_new_incarnation: NewIncarnation | None = None,
     ) -> None:
         self.store = store
+        self.on_new_incarnation = on_new_incarnation
         self.settings = settings
         self.command = command
         self.token = token
@@ -154,31 +166,17 @@ class Supervisor:
         self._exits_recordable = asyncio.Event()
         self._exits_recordable.set()
         self.lost = asyncio.Event()
-        """Set when this manager lost its database lock: others may already have recorded it as lost."""
+        """Set when another process took this manager id over while this one was cut off from the database."""
 
     # -- start and stop ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         manager_id = self.settings.manager_id
-        self._lock_connection = await connect(self.store.url, application_name=f"agentlog manager {manager_id}")
+        self._lock_connection = await self._connect_for_lock()
         if not await recorder.try_lock_handler(self._lock_connection, manager_lock_name(manager_id)):
             self._lock_connection.terminate()
             raise AgentlogError(f"an agent manager with id {manager_id!r} is already running on this database")
-        await self.store.append(
-            manager_stream(manager_id),
-            [
-                ManagerStarted(
-                    manager_id=manager_id,
-                    incarnation=self.incarnation,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    max_agents=self.settings.max_agents,
-                    document_url=self.settings.document_url,
-                )
-            ],
-            ANY,
-        )
-        log.info("manager.started", manager=manager_id, incarnation=self.incarnation)
+        await self._record_started()
         await self._reconcile()
         await self._prepare_standby()  # after the reconcile: it must not mistake the new standby for an orphan
         loop = asyncio.get_running_loop()
@@ -188,6 +186,22 @@ class Supervisor:
             loop.create_task(self._forever(self._log_stats, self.settings.stats_log_s)),
             loop.create_task(self._forever(self._check_lock, self.settings.watch_managers_s)),
         ]
+
+    async def _connect_for_lock(self) -> Connection:
+        return await connect(self.store.url, application_name=f"agentlog manager {self.settings.manager_id}")
+
+    async def _record_started(self) -> None:
+        manager_id = self.settings.manager_id
+        started = ManagerStarted(
+            manager_id=manager_id,
+            incarnation=self.incarnation,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            max_agents=self.settings.max_agents,
+            document_url=self.settings.document_url,
+        )
+        await self.store.append(manager_stream(manager_id), [started], ANY)
+        log.info("manager.started", manager=manager_id, incarnation=self.incarnation)
 
     async def _reconcile(self) -> None:
         """Workers of this manager's previous life: stop any still running, record that they are gone."""
@@ -474,6 +488,8 @@ class Supervisor:
                 await round_()
             except asyncio.CancelledError:
                 raise
+            except RETRYABLE as error:
+                log.warning("supervisor.round_failed", round=getattr(round_, "__name__", "?"), error=str(error))
             except Exception:
                 log.exception("supervisor.round_failed", round=getattr(round_, "__name__", "?"))
 
@@ -490,7 +506,8 @@ class Supervisor:
             await self._send(worker, {"op": "ping", "n": worker.pings_sent})
 
     async def _check_lock(self) -> None:
-        """A manager whose lock session died may already be recorded as lost by another: it must stop."""
+        """The manager's lock lives in one session. When that session dies (the server restarted or failed over,
+        the network was cut), take the lock back and find out what happened meanwhile (`_relock`)."""
         connection = self._lock_connection
         alive = connection is not None and not connection.is_closed()
         if alive:
@@ -499,9 +516,82 @@ class Supervisor:
                 await connection.fetchval("SELECT 1", timeout=5)
             except PROBE_ERRORS:
                 alive = False
-        if not alive and not self.lost.is_set():
-            log.error("manager.lock_lost", manager=self.settings.manager_id)
-            self.lost.set()
+        if not alive and not self.stopping:
+            log.warning("manager.lock_lost", manager=self.settings.manager_id, action="taking it back")
+            await self._relock()
+
+    async def _relock(self) -> None:
+        """Take the lock back, with backoff, while the workers keep running and their reports wait to be recorded.
+
+        With the lock in hand, the manager stream says what happened meanwhile. Nobody noticed (the usual case: a
+        restart is over in seconds): `ManagerReconnected`, same incarnation, same agents. Another manager recorded
+        this one as lost, so the decider has already placed its documents elsewhere: this incarnation's workers
+        are stopped and a new incarnation starts (`_reincarnate`). And while the lock stays taken by a process that
+        recorded its own start under this manager id, that process is this manager now: this one stops (`lost`).
+        """
+        if self._lock_connection is not None:
+            self._lock_connection.terminate()
+        self._lock_connection = None
+        cut_off = time.monotonic()
+        delay = 0.2
+        while not self.stopping and not self.lost.is_set():
+            connection: Connection | None = None
+            try:
+                connection = await self._connect_for_lock()
+                if await self._resume(connection, time.monotonic() - cut_off):
+                    self._lock_connection, connection = connection, None
+                    return
+            except RETRYABLE as error:
+                log.warning("manager.relock_failed", manager=self.settings.manager_id, error=str(error),
+                            retry_in_s=delay)  # fmt: skip
+            finally:
+                if connection is not None:
+                    connection.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _resume(self, connection: Connection, offline_s: float) -> bool:
+        """One attempt of `_relock` on a new session; True when the manager runs again (or is `lost`)."""
+        manager_id = self.settings.manager_id
+        stream = manager_stream(manager_id)
+        locked = await recorder.try_lock_handler(connection, manager_lock_name(manager_id))
+        version = await self.store.stream_version(stream)
+        records = await self.store.read_stream(stream, from_version=version, limit=1) if version else []
+        last = self.store.decode(records[0]) if records else None
+        ours = getattr(last, "incarnation", None) == self.incarnation
+        if not locked:
+            if isinstance(last, ManagerStarted) and not ours:
+                log.error("manager.taken_over", manager=manager_id, incarnation=last.incarnation, pid=last.pid,
+                          host=last.host)  # fmt: skip
+                self.lost.set()
+                return True
+            return False  # our old session may linger on the server for a while: wait for it to go
+        if ours and isinstance(last, ManagerStarted | ManagerReconnected):
+            reconnected = ManagerReconnected(manager_id=manager_id, incarnation=self.incarnation, offline_s=offline_s)
+            try:
+                await self.store.append(stream, [reconnected], version)
+            except WrongExpectedVersionError:
+                return False  # recorded as lost at this very moment: look again
+            log.info("manager.reconnected", manager=manager_id, offline_s=round(offline_s, 1),
+                     workers=len(self.workers))  # fmt: skip
+            return True
+        await self._reincarnate(last)
+        return True
+
+    async def _reincarnate(self, last: Event | None) -> None:
+        """Recorded as lost (or replaced, then gone) while cut off: this incarnation's agents were dropped by the
+        decider and may run elsewhere already. Stop them, then start afresh under a new incarnation."""
+        reason = "its manager was recorded as lost while cut off from the database"
+        log.warning("manager.recorded_lost", manager=self.settings.manager_id, last=getattr(last, "event_type", None),
+                    workers=len(self.workers))  # fmt: skip
+        await asyncio.gather(*(self._stop_worker(agent_id, reason) for agent_id in list(self.workers)))
+        processes = [worker.process.wait() for worker in self.workers.values()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*processes, return_exceptions=True), STOP_GRACE_S + 2)
+        self.incarnation = uuid.uuid4().hex[:12]
+        await self._record_started()
+        if self.on_new_incarnation is not None:
+            await self.on_new_incarnation(self.incarnation)
 
     async def _unresponsive(self, worker: WorkerProcess, silent: float) -> None:
         spawn = worker.spawn
@@ -535,6 +625,8 @@ class Supervisor:
                 await self._watch_round(suspects)
             except asyncio.CancelledError:
                 raise
+            except RETRYABLE as error:
+                log.warning("supervisor.watch_failed", error=str(error))
             except Exception:
                 log.exception("supervisor.watch_failed")
 
@@ -557,9 +649,13 @@ class Supervisor:
                 how="lost",
                 reason=f"its database session ended (noticed by manager {self.settings.manager_id})",
             )
-            # The same id whichever manager notices: several watchers record the loss once.
+            # The same id whichever manager notices: several watchers record the loss once. At the version read:
+            # a manager that took its lock back meanwhile has recorded so (`ManagerReconnected`), and wins.
             lost_id = uuid.uuid5(SUPERVISOR_NAMESPACE, f"lost/{manager_id}/{data['incarnation']}")
-            await self.store.append(manager_stream(manager_id), [NewEvent(lost, lost_id)], ANY)
+            try:
+                await self.store.append(manager_stream(manager_id), [NewEvent(lost, lost_id)], row["head_version"])
+            except WrongExpectedVersionError:
+                continue  # it came back, or another watcher recorded it first: look again next round
             log.warning("manager.lost", manager=manager_id, incarnation=data["incarnation"])
 
     async def _log_stats(self) -> None:
@@ -609,8 +705,8 @@ class SupervisorHandler:
     async def handle(self, batch: HandlerBatch) -> None:
         self.started_in_batch = []  # a retried batch records them again
         supervisor = self.supervisor
-        for recorded in batch.events:
-            event = batch.store.decode(recorded)
+        for typed in batch.events:
+            event = typed.event
             if isinstance(event, AgentSpawnRequested):
                 if event.manager_id != supervisor.settings.manager_id or supervisor.stopping:
                     continue

@@ -10,7 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from eventstore import RecordedEvent
+from eventstore import TypedEvent
+from eventstore.event_types.agents import (
+    AgentAbandoned,
+    AgentConnected,
+    AgentDetachRequested,
+    AgentFailed,
+    AgentMetricsReported,
+    AgentProcessExited,
+    AgentProcessStarted,
+    AgentSpawnRequested,
+    AgentUnresponsive,
+    LocationsMarked,
+    ManagerStopped,
+    TokensSpent,
+)
+from eventstore.event_types.documents import DocumentIdled
 from eventstore.postgres.connections import Connection
 
 ENDED = "('disconnected', 'error')"
@@ -61,32 +76,32 @@ STATEMENTS: dict[str, str] = {
 }
 
 
-def _arguments(event: RecordedEvent) -> tuple[Any, ...]:
-    data, at = event.data, event.recorded_at
-    match event.event_type:
-        case "AgentSpawnRequested":
-            return (data["agent_id"], data["document_id"], data["manager_id"], data["attempt"], data["reason"], at)
-        case "AgentProcessStarted":
-            return (data["agent_id"], data["pid"], at)
-        case "AgentConnected":
-            return (data["agent_id"], at)
-        case "DocumentIdled":
-            return (data["document_id"], at)
-        case "AgentDetachRequested" | "AgentFailed" | "AgentAbandoned":
-            return (data["agent_id"], data["reason"], at)
-        case "AgentUnresponsive":
-            return (data["agent_id"], f"missed {data['missed_pongs']} pongs ({data['silent_s']:.0f} s silent)", at)
-        case "AgentProcessExited":
-            return (data["agent_id"], data["expected"], data["exit_code"], data["reason"], at)
-        case "ManagerStopped":
-            return (data["manager_id"], f"manager {data['how']}: {data['reason']}", at)
-        case "LocationsMarked":
-            return (data["agent_id"], len(data["places"]), at)
-        case "TokensSpent":
-            return (data["agent_id"], int(data["prompt_tokens"]) + int(data["completion_tokens"]), at)
-        case "AgentMetricsReported":
-            return (data["agent_id"], data["memory_mb"], data["cpu_percent"])
-    raise AssertionError(f"agent_connections does not handle {event.event_type}")
+def _arguments(item: TypedEvent) -> tuple[Any, ...]:
+    at = item.recorded_at
+    match item.event:
+        case AgentSpawnRequested() as event:
+            return (event.agent_id, event.document_id, event.manager_id, event.attempt, event.reason, at)
+        case AgentProcessStarted() as event:
+            return (event.agent_id, event.pid, at)
+        case AgentConnected() as event:
+            return (event.agent_id, at)
+        case DocumentIdled() as event:
+            return (event.document_id, at)
+        case AgentDetachRequested() | AgentFailed() | AgentAbandoned() as event:
+            return (event.agent_id, event.reason, at)
+        case AgentUnresponsive() as event:
+            return (event.agent_id, f"missed {event.missed_pongs} pongs ({event.silent_s:.0f} s silent)", at)
+        case AgentProcessExited() as event:
+            return (event.agent_id, event.expected, event.exit_code, event.reason, at)
+        case ManagerStopped() as event:
+            return (event.manager_id, f"manager {event.how}: {event.reason}", at)
+        case LocationsMarked() as event:
+            return (event.agent_id, len(event.places), at)
+        case TokensSpent() as event:
+            return (event.agent_id, int(event.prompt_tokens) + int(event.completion_tokens), at)
+        case AgentMetricsReported() as event:
+            return (event.agent_id, event.memory_mb, event.cpu_percent)
+    raise AssertionError(f"agent_connections does not handle {item.event_type}")
 
 
 class AgentConnections:
@@ -95,10 +110,10 @@ class AgentConnections:
     tables: ClassVar[tuple[str, ...]] = ("agent_connections",)
     event_types: ClassVar[frozenset[str] | None] = frozenset(STATEMENTS)
 
-    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+    async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
         # Agent events are few next to the log's other traffic: one statement per event keeps the rules readable.
-        for event in events:
-            await connection.execute(STATEMENTS[event.event_type], *_arguments(event))
+        for item in events:
+            await connection.execute(STATEMENTS[item.event_type], *_arguments(item))
 
 
 projection = AgentConnections()

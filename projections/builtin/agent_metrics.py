@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from eventstore import RecordedEvent
+from eventstore import TypedEvent
 from eventstore.postgres.connections import Connection
 
 INSERT = """
@@ -26,9 +26,10 @@ class AgentMetrics:
     tables: ClassVar[tuple[str, ...]] = ("agent_metrics",)
     event_types: ClassVar[frozenset[str] | None] = frozenset({"AgentMetricsReported"})
 
-    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+    async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
         rows = [
-            (event.global_position, *(event.data.get(name) for name in FIELDS), event.recorded_at) for event in events
+            (item.global_position, *(getattr(item.event, name) for name in FIELDS), item.recorded_at)
+            for item in events
         ]
         if rows:
             await connection.execute(INSERT, *map(list, zip(*rows, strict=True)))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from eventstore import RecordedEvent
+from eventstore import TypedEvent
+from eventstore.event_types.documents import DocumentActivated, PersonJoined, PersonLeft
 from eventstore.postgres.connections import Connection
 
 HISTORY = """
@@ -48,16 +49,17 @@ class DocumentActivityProjection:
     tables: ClassVar[tuple[str, ...]] = ("documents", "document_activity")
     event_types: ClassVar[frozenset[str] | None] = frozenset(KINDS)
 
-    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+    async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
         history: list[tuple[object, ...]] = []
-        for event in events:
-            data = event.data
-            kind = KINDS[event.event_type]
-            document_id = event.stream_id.removeprefix("document-")
-            count = int(data.get("people_present", 0))
-            history.append((event.global_position, document_id, kind, data.get("user_id"), count, event.recorded_at))
+        for item in events:
+            event = item.event
+            kind = KINDS[item.event_type]
+            document_id = item.stream_id.removeprefix("document-")
+            user_id = event.user_id if isinstance(event, PersonJoined | PersonLeft) else None
+            count = event.people_present if isinstance(event, PersonJoined | PersonLeft | DocumentActivated) else 0
+            history.append((item.global_position, document_id, kind, user_id, count, item.recorded_at))
             change = {"user_joined": 1, "user_left": -1}.get(kind, 0)
-            await connection.execute(NOW, document_id, kind, change, event.recorded_at)
+            await connection.execute(NOW, document_id, kind, change, item.recorded_at)
         if history:
             await connection.execute(HISTORY, *map(list, zip(*history, strict=True)))
 

@@ -22,6 +22,8 @@ class EventCountsDaily:
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("event_counts_daily",)
     event_types: ClassVar[frozenset[str] | None] = None
+    raw_events: ClassVar[bool] = True
+    """Every event, of any writer's types: only the envelope is read."""
 
     async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
         counts: Counter[tuple[date, str, str]] = Counter(

@@ -28,6 +28,8 @@ class LogHead:
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("log_head",)
     event_types: ClassVar[frozenset[str] | None] = None
+    raw_events: ClassVar[bool] = True
+    """Every event, of any writer's types: only the envelope is read."""
 
     async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
         if not events:

@@ -40,6 +40,8 @@ class StreamSummary:
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("stream_summary",)
     event_types: ClassVar[frozenset[str] | None] = None
+    raw_events: ClassVar[bool] = True
+    """Every event, of any writer's types: only the envelope is read."""
 
     async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
         # Canonical order keeps each stream in version order, so the last event of a stream in the batch is its

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import ClassVar
 
-from eventstore import RecordedEvent
+from eventstore import TypedEvent
+from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
 from eventstore.postgres.connections import Connection
 
 SCHEDULE = """
@@ -29,19 +30,18 @@ class Timers:
     tables: ClassVar[tuple[str, ...]] = ("timers",)
     event_types: ClassVar[frozenset[str] | None] = frozenset({"TimerScheduled", "TimerCancelled", "TimerFired"})
 
-    async def apply(self, connection: Connection, events: Sequence[RecordedEvent]) -> None:
+    async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
         scheduled: list[tuple[object, ...]] = []
         settled: list[tuple[str, str]] = []
-        for event in events:
-            data = event.data
-            if event.event_type == "TimerScheduled":
-                due = event.recorded_at + timedelta(seconds=float(data["delay_s"]))
+        for item in events:
+            event = item.event
+            if isinstance(event, TimerScheduled):
+                due = item.recorded_at + timedelta(seconds=float(event.delay_s))
                 scheduled.append(
-                    (data["timer_id"], event.stream_id, data["purpose"], data.get("subject", ""), due, "scheduled",
-                     event.recorded_at)
+                    (event.timer_id, item.stream_id, event.purpose, event.subject, due, "scheduled", item.recorded_at)
                 )
-            else:
-                settled.append((data["timer_id"], "fired" if event.event_type == "TimerFired" else "cancelled"))
+            elif isinstance(event, TimerFired | TimerCancelled):
+                settled.append((event.timer_id, "fired" if isinstance(event, TimerFired) else "cancelled"))
         # One statement each, schedules first: a timer cancelled in the same batch it was scheduled in must exist.
         if scheduled:
             await connection.execute(SCHEDULE, *map(list, zip(*scheduled, strict=True)))

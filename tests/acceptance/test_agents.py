@@ -8,6 +8,7 @@ workers and managers with SIGKILL and read what happened from the projections, a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -422,21 +424,91 @@ async def test_the_openai_compatible_provider_is_chosen_by_configuration(
     sock.close()
 
 
-async def test_a_manager_that_loses_its_database_lock_detaches_everything_and_stops(
+LOCK_SESSION = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentlog manager m1'"
+TAKE_THE_LOCK = "SELECT pg_try_advisory_lock(1095524685, hashtext('manager.m1'))"
+
+
+async def last_started(database_url: str) -> dict[str, object]:
+    rows = await query(
+        database_url,
+        "SELECT data, (SELECT max(stream_version) FROM agentlog.events WHERE stream_id = 'manager-m1') AS version"
+        " FROM agentlog.events WHERE stream_id = 'manager-m1' AND event_type = 'ManagerStarted'"
+        " ORDER BY stream_version DESC LIMIT 1",
+    )
+    return {**json.loads(rows[0]["data"]), "version": rows[0]["version"]}
+
+
+async def test_a_manager_that_loses_its_database_lock_takes_it_back_and_keeps_its_agents(
+    system: RunningSystem, database_url: str
+) -> None:
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "fragile", token) as ada:
+        (agent,) = await wait_until(database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'")
+        await query(database_url, LOCK_SESSION)
+        system.wait_for_log(lambda line: line.get("event") == "manager.reconnected", 20)
+        ada.type_paragraph(SENTENCE)
+        await ada.wait_for_marks(2)  # by the same agent, which never stopped
+        assert worker_alive(agent["agent_pid"], agent["agent_id"])
+    assert system.process is not None and system.process.poll() is None
+    kinds = [row["event_type"] for row in await query(
+        database_url, "SELECT event_type FROM agentlog.events WHERE stream_id = 'manager-m1' ORDER BY stream_version"
+    )]  # fmt: skip
+    assert kinds == ["ManagerStarted", "ManagerReconnected"]
+    assert await query(database_url, "SELECT 1 FROM agentlog.events WHERE event_type = 'AgentProcessExited'") == []
+
+
+async def test_a_manager_recorded_as_lost_while_cut_off_starts_a_new_incarnation(
     system: RunningSystem, database_url: str
 ) -> None:
     token = await token_for(database_url, "ada")
     async with open_document(system.document_url, "fragile", token):
         (agent,) = await wait_until(database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'")
-        await query(
+        before = await last_started(database_url)
+        holder = await asyncpg.connect(database_url)
+        try:  # as a watcher would, while m1 cannot take its lock back: the lock is free, so m1 is lost
+            await query(database_url, LOCK_SESSION)
+            assert await holder.fetchval(TAKE_THE_LOCK)
+            lost = {"manager_id": "m1", "incarnation": before["incarnation"], "how": "lost", "reason": "test"}
+            await holder.execute(
+                "SELECT agentlog.append_event('manager-m1', 'ManagerStopped', $1::jsonb, $2)",
+                json.dumps(lost), before["version"],
+            )  # fmt: skip
+        finally:
+            await holder.close()  # m1 can take its lock now, and finds itself recorded as lost
+        system.wait_for_log(lambda line: line.get("event") == "manager.recorded_lost", 20)
+        after = await wait_until(
             database_url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentlog manager m1'",
+            "SELECT * FROM projections.agent_connections WHERE status = 'active' AND agent_id <> $1",
+            agent["agent_id"],
         )
-        assert system.process is not None
-        code = await asyncio.to_thread(system.process.wait, 30)
+        assert len(after) == 1 and after[0]["document_id"] == "fragile"  # a new agent, for the new incarnation
+    assert (await last_started(database_url))["incarnation"] != before["incarnation"]
+    assert not worker_alive(agent["agent_pid"], agent["agent_id"])
+    assert system.process is not None and system.process.poll() is None
+
+
+async def test_a_manager_whose_id_another_process_took_over_detaches_everything_and_stops(
+    system: RunningSystem, database_url: str
+) -> None:
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "fragile", token):
+        (agent,) = await wait_until(database_url, "SELECT * FROM projections.agent_connections WHERE status = 'active'")
+        before = await last_started(database_url)
+        impostor = await asyncpg.connect(database_url)
+        try:  # another `up` with the same manager id, started while m1 was cut off
+            await query(database_url, LOCK_SESSION)
+            assert await impostor.fetchval(TAKE_THE_LOCK)
+            started = {**{k: v for k, v in before.items() if k != "version"}, "incarnation": "impostor", "pid": 1}
+            await impostor.execute(
+                "SELECT agentlog.append_event('manager-m1', 'ManagerStarted', $1::jsonb)", json.dumps(started)
+            )
+            assert system.process is not None
+            code = await asyncio.to_thread(system.process.wait, 30)
+        finally:
+            await impostor.close()
     assert code != 0
-    lost = system.wait_for_log(lambda line: line.get("event") == "manager.lock_lost", 5)
-    assert lost["manager"] == "m1"
+    taken = system.wait_for_log(lambda line: line.get("event") == "manager.taken_over", 5)
+    assert taken["incarnation"] == "impostor"
     assert not worker_alive(agent["agent_pid"], agent["agent_id"])
     exits = await query(database_url, "SELECT data FROM agentlog.events WHERE event_type = 'AgentProcessExited'")
     assert len(exits) == 1 and '"expected": true' in exits[0]["data"]  # detached and recorded before it stopped

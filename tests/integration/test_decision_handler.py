@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from eventstore import ANY, START, EventStore, NewEvent
+from eventstore.decoding import decode_wanted
 from eventstore.event_types.documents import DocumentIdled, PersonJoined, PersonLeft
 from eventstore.postgres import recorder
 from handlers import HandlerBatch, HandlerRunner
@@ -90,15 +91,16 @@ async def test_a_decision_the_decider_would_not_make_is_reported(store: EventSto
 
 async def test_a_batch_whose_commit_failed_is_decided_again_from_the_saved_state(store: EventStore) -> None:
     await store.append("document-a", [joined("c1")], ANY)
-    events = await store.read_all()
+    events, _ = decode_wanted(store.catalogue, await store.read_all(), None)
+    records = [event.recorded for event in events]
     handler = DecisionHandler(DocumentActivity(idle_grace_s=5))
     async with store.pool.acquire() as connection:
         transaction = connection.transaction()
         await transaction.start()
-        await handler.handle(HandlerBatch(handler.name, events, connection, store))
+        await handler.handle(HandlerBatch(handler.name, events, records, connection, store))
         await transaction.rollback()  # as if the COMMIT had failed: nothing of the batch is in the database
         async with connection.transaction():
-            await handler.handle(HandlerBatch(handler.name, events, connection, store))
+            await handler.handle(HandlerBatch(handler.name, events, records, connection, store))
         handler.batch_committed()
     assert await decisions(store) == [("document-a", "DocumentActivated")]
 

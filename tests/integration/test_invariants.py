@@ -415,7 +415,7 @@ class Echo:
             if event.stream_id.startswith("echo-"):
                 continue
             echoed = NewEvent(
-                Tick(n=event.data["n"] * 10), event_id=derived_event_id(self.name, event.event_id)
+                Tick(n=event.event.n * 10), event_id=derived_event_id(self.name, event.event_id)
             )
             await batch.append(f"echo-{event.stream_id}", [echoed], ANY)
 

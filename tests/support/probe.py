@@ -25,14 +25,15 @@ class ProbeHandler:
     """Inserts one row per event; optionally sleeps in the middle of each batch (inside the transaction)."""
 
     event_types: ClassVar[frozenset[str] | None] = None
+    raw_events: ClassVar[bool] = True
 
     def __init__(self, name: str = "probe", sleep_mid_batch: float = 0.0) -> None:
         self.name = name
         self.sleep_mid_batch = sleep_mid_batch
 
     async def handle(self, batch: HandlerBatch) -> None:
-        half = len(batch.events) // 2
-        for index, event in enumerate(batch.events):
+        half = len(batch.records) // 2
+        for index, event in enumerate(batch.records):
             if index == half and self.sleep_mid_batch:
                 await asyncio.sleep(self.sleep_mid_batch)
             await batch.connection.execute(
