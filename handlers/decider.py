@@ -9,12 +9,17 @@ restart limit) are part of the log too: a process that hosts a decider records `
 with settings other than the last recorded (`record_settings`), and the decider folds that event into its state and
 decides with the state's settings from there on.
 
-`DecisionHandler` hosts a decider in the handler runner. Decisions are appended in the batch's transaction with
-ids derived from (decider, causing event, index), so a batch retried after a crash appends nothing twice, and with
-the decider's name and the causing event's id in their metadata. When the handler later reads its own decisions
-back from the log it skips them: they are already in its state. The state is saved with every batch (compare-and-
-set on a sequence number, in the same transaction as the checkpoint), so a restarted handler resumes from it
-instead of refolding the whole log; a missing or outdated snapshot is rebuilt by folding the log.
+`DecisionHandler` hosts a decider in the handler runner. Decisions are appended in the batch's transaction, all in
+one call, with ids derived from (decider, causing event, index), so a batch retried after a crash appends nothing
+twice, and with the decider's name and the causing event's id in their metadata. When the handler later reads its
+own decisions back from the log it skips them: they are already in its state.
+
+The state is saved with every batch that folded an input, in the same transaction as the checkpoint, and saved
+by key (`KeyedState`): a head row (compare-and-set on a sequence number, so two instances cannot both save) plus
+one row per entry of the state's keyed collections (a document, an agent), of which a batch writes only those it
+changed. Saving the whole state with every batch made each decision cost as much as the number of documents the
+system knows; by key it costs what the batch touched. A restarted handler loads the rows instead of refolding the
+whole log; missing, outdated or incomplete rows are rebuilt by folding the log and written anew.
 """
 
 from __future__ import annotations
@@ -37,18 +42,19 @@ from eventstore import (
     LogPosition,
     NewEvent,
     RecordedEvent,
+    StreamAppend,
     TypedEvent,
     WrongExpectedVersionError,
     derived_event_id,
 )
 from eventstore.decoding import decode_wanted
 from eventstore.event_types.deciders import DeciderConfigured, decider_stream
-from eventstore.postgres.connections import Connection
+from handlers.decider_state import KeyedState, load_state, save_state
 from handlers.handler import HandlerBatch
 
 log = structlog.get_logger("handlers.decider")
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=KeyedState)
 
 MAX_ROUNDS_PER_EVENT = 100_000
 """A decider still deciding after this many rounds for one event has a bug (a decision that does not change the
@@ -152,7 +158,7 @@ def fact_of(event: TypedEvent) -> Fact:
 
 
 class DecisionHandler(Generic[S]):
-    """Hosts a decider in the handler runner: folds each batch, appends the decisions, saves the state.
+    """Hosts a decider in the handler runner: folds each batch, appends the decisions, saves what changed.
 
     The folded state is kept in memory between batches, but only once the batch that produced it committed
     (`batch_committed`, called by the runner), and never across sessions (`session_started`): after a failed
@@ -167,6 +173,11 @@ class DecisionHandler(Generic[S]):
         self._sequence = 0
         self._pending: tuple[S, int] | None = None
 
+    @property
+    def state(self) -> S | None:
+        """The state as of the last committed batch (None until one committed in this session); read, never change."""
+        return self._state
+
     def session_started(self) -> None:
         self._state, self._pending = None, None
 
@@ -177,19 +188,20 @@ class DecisionHandler(Generic[S]):
 
     async def handle(self, batch: HandlerBatch) -> None:
         state, self._state, self._pending = self._state, None, None  # until this batch commits, reload if asked
-        sequence = self._sequence
+        sequence, rewrite = self._sequence, False
         if state is None:
-            state, sequence = await _load_state(batch, self.decider)
-        appends: list[tuple[str, NewEvent]] = []
+            state, sequence, rewrite = await _load_state(batch, self.decider)
+        appends: list[StreamAppend] = []
+        inputs = 0
         for event in batch.events:
             if is_own_decision(self.name, event):
                 continue
-            fact = fact_of(event)
-            state, decisions = step(self.decider, state, fact)
+            inputs += 1
+            state, decisions = step(self.decider, state, fact_of(event))
             metadata = {"decider": self.name, "causation_id": str(event.event_id)}
             for index, decision in enumerate(decisions):
                 new = NewEvent(decision.event, decision_id(self.name, event.event_id, index), metadata)
-                appends.append((decision.stream_id, new))
+                appends.append(StreamAppend(decision.stream_id, (new,), ANY))
                 log.info(
                     "decider.decided",
                     decider=self.name,
@@ -197,11 +209,17 @@ class DecisionHandler(Generic[S]):
                     stream=decision.stream_id,
                     **_loggable(decision.event),
                 )
-        for stream_id, new in appends:
-            await batch.append(stream_id, [new], ANY)
-        if not await _save_state(batch.connection, self.decider, state, sequence):
-            raise ConcurrencyRetryError(f"the saved state of decider {self.name} moved; reloading it")
-        self._pending = (state, sequence + 1)
+        if appends:  # one round trip for the whole batch's decisions, in the order they were made
+            results = await batch.store.append_batch(appends, connection=batch.connection)
+            batch.appended = batch.appended or not all(result.duplicate for result in results)
+        if inputs or rewrite:  # a batch of the decider's own decisions read back changed nothing to save
+            decider = self.decider
+            if not await save_state(
+                batch.connection, decider.name, decider.state_version, state, sequence, everything=rewrite
+            ):
+                raise ConcurrencyRetryError(f"the saved state of decider {self.name} moved; reloading it")
+            sequence += 1
+        self._pending = (state, sequence)
 
 
 def _loggable(event: Event) -> dict[str, Any]:
@@ -209,47 +227,17 @@ def _loggable(event: Event) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in {"document_id", "agent_id", "manager_id", "reason"}}
 
 
-# -- the saved state --------------------------------------------------------------------------------------------
-
-LOAD_STATE = """
-SELECT sequence, state_version, state FROM agentlog.decider_states WHERE name = $1
-"""
-
-SAVE_STATE = """
-WITH updated AS (
-    UPDATE agentlog.decider_states
-       SET sequence = sequence + 1, state_version = $3, state = $4::jsonb, updated_at = now()
-     WHERE name = $1 AND sequence = $2
-    RETURNING sequence
-), inserted AS (
-    -- The first save only where none was loaded: a state saved meanwhile by another instance is not overwritten.
-    INSERT INTO agentlog.decider_states (name, sequence, state_version, state, updated_at)
-    SELECT $1, 1, $3, $4::jsonb, now()
-     WHERE $2::bigint = 0 AND NOT EXISTS (SELECT 1 FROM updated)
-    ON CONFLICT (name) DO NOTHING
-    RETURNING sequence
-)
-SELECT sequence FROM updated UNION ALL SELECT sequence FROM inserted
-"""
-
-
-async def _load_state(batch: HandlerBatch, decider: Decider[S]) -> tuple[S, int]:
-    row = await batch.connection.fetchrow(LOAD_STATE, decider.name)
-    if row is not None and row["state_version"] == decider.state_version:
-        return decider.state_model.model_validate(row["state"]), row["sequence"]
-    # No snapshot (first run) or one of another shape: fold everything before this batch again.
-    sequence = 0 if row is None else row["sequence"]
+async def _load_state(batch: HandlerBatch, decider: Decider[S]) -> tuple[S, int, bool]:
+    """The saved state, its sequence, and whether every row must be written at the next save (after a refold)."""
+    state, sequence = await load_state(batch.connection, decider.name, decider.state_model, decider.state_version)
+    if state is not None:
+        return state, sequence, False
+    # Nothing saved (first run), or a state of another shape or with rows missing: fold everything before this
+    # batch again.
     until = batch.events[0].position if batch.events else None
     state = await fold_log(batch.store, decider, until=until)
     log.info("decider.state_rebuilt", decider=decider.name, until=str(until))
-    return state, sequence
-
-
-async def _save_state(connection: Connection, decider: Decider[S], state: S, sequence: int) -> bool:
-    saved = await connection.fetchval(
-        SAVE_STATE, decider.name, sequence, decider.state_version, state.model_dump_json().encode()
-    )
-    return saved is not None
+    return state, sequence, True
 
 
 # -- folding and verifying ---------------------------------------------------------------------------------------

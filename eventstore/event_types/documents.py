@@ -1,5 +1,5 @@
-"""Events of `document-{document_id}` streams: people opening and closing a collaborative document, and the
-document's activity decided from that (active, then idle after a grace period nobody came back in)."""
+"""Events of `document-{document_id}` streams: people opening, editing and closing a collaborative document, and
+the document's activity decided from that (active, then idle after a grace period nobody came back in)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,21 @@ class DocumentIdled(Event):
 
     document_id: DocumentId
     reason: str
+
+
+@catalogue.register
+class DocumentEdited(Event):
+    """People typed in the document. Recorded by the document server at most once per document per interval (a
+    minute, say) while updates keep arriving, never once per keystroke: it tells deciders that a document is being
+    worked on (recency for eviction is work, never leaving) at a cost the log can carry.
+
+    `updates` counts the updates people's sockets sent to this server for this document since the server's
+    previous `DocumentEdited` of it (an agent's own marks are not a person's work and are not counted).
+    """
+
+    event_type: ClassVar[str] = "DocumentEdited"
+    category: ClassVar[str] = "document"
+
+    document_id: DocumentId
+    server_id: ServerId
+    updates: Annotated[int, Field(ge=1)]

@@ -1,18 +1,22 @@
 """The document activity decider: people in → active; last one out → grace timer → idle, unless someone returns.
 
-Presence is counted per connection, each tagged with the document server that holds it, so several servers can
-serve one document and a server that restarts or is lost takes its people with it (`ManagerStarted` with a new
-incarnation, `ManagerStopped`): nobody stays "present" on a socket that no longer exists.
+Who is present is the documents domain's rule (`domains.documents.presence`), folded here as the agent manager
+folds it: per connection, each tagged with the document server that holds it, so that a server that restarts or is
+lost takes its people with it.
+
+Each event costs what it touches, whatever the number of documents known: the documents an event changed are the
+only ones looked at again (`_settle`), and the documents that want a decision are kept in an index.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
+from domains.documents.presence import Presence, document_of
 from eventstore.event_types.agents import ManagerStarted, ManagerStopped
 from eventstore.event_types.deciders import DeciderConfigured, decider_stream
 from eventstore.event_types.documents import (
@@ -24,19 +28,14 @@ from eventstore.event_types.documents import (
 )
 from eventstore.event_types.timers import TimerCancelled, TimerDelay, TimerFired, TimerScheduled
 from handlers.decider import Decision, Fact
+from handlers.decider_state import KeyedState
 
 IDLE_GRACE = "idle-grace"
 
 
-class DocumentPresence(BaseModel):
-    connections: dict[str, str] = Field(default_factory=dict)
-    """connection id → the server holding it."""
-    last_server: str = ""
-    """The server of the most recent person in (where an agent should join)."""
+class DocumentStatus(BaseModel):
     active: bool = False
     grace_timer: str | None = None
-    last_left_at: int | None = None
-    """Global position of the event that emptied the document (for the reason people read)."""
 
 
 class ActivitySettings(BaseModel):
@@ -44,12 +43,20 @@ class ActivitySettings(BaseModel):
     """How long a document stays active after the last person left."""
 
 
-class ActivityState(BaseModel):
+class ActivityState(KeyedState):
+    keyed: ClassVar[dict[str, tuple[str, ...]]] = {"document": ("documents",), "presence": ("presence", "documents")}
+
     settings: ActivitySettings = Field(default_factory=ActivitySettings)
     """As last recorded in the log (`DeciderConfigured`), else as this process was configured."""
-    documents: dict[str, DocumentPresence] = Field(default_factory=dict)
-    servers: dict[str, str] = Field(default_factory=dict)
-    """server id → its current incarnation."""
+    documents: dict[str, DocumentStatus] = Field(default_factory=dict)
+    """Active documents only: an idle one needs no state."""
+    presence: Presence = Field(default_factory=Presence)
+    _unsettled: set[str] = PrivateAttr(default_factory=set)
+    """Documents that want a decision (derived; empty between events, as every decision is made at once)."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        for document_id in {*self.documents, *self.presence.documents}:
+            _settle(self, document_id)
 
 
 class DocumentActivity:
@@ -60,7 +67,7 @@ class DocumentActivity:
         {"PersonJoined", "PersonLeft", "TimerFired", "ManagerStarted", "ManagerStopped", "DeciderConfigured"}
     )
     state_model: ClassVar[type[ActivityState]] = ActivityState
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(self, idle_grace_s: float = 30.0) -> None:
         self.configured = ActivitySettings(idle_grace_s=idle_grace_s)
@@ -70,41 +77,36 @@ class DocumentActivity:
 
     def evolve(self, state: ActivityState, fact: Fact) -> ActivityState:
         event = fact.event
+        touched: list[str] = []
         match event:
-            case PersonJoined():
-                document = state.documents.setdefault(_document_of(fact.stream_id), DocumentPresence())
-                document.connections[event.connection_id] = event.server_id
-                document.last_server = event.server_id
-            case PersonLeft():
-                document = state.documents.setdefault(_document_of(fact.stream_id), DocumentPresence())
-                document.connections.pop(event.connection_id, None)
-                if not document.connections:
-                    document.last_left_at = fact.position
-            case ManagerStarted():
-                if state.servers.get(event.manager_id) != event.incarnation:
-                    _drop_connections_of(state, event.manager_id, fact.position)
-                state.servers[event.manager_id] = event.incarnation
-            case ManagerStopped():
-                if state.servers.get(event.manager_id) == event.incarnation:
-                    _drop_connections_of(state, event.manager_id, fact.position)
-                    del state.servers[event.manager_id]
+            case PersonJoined() | PersonLeft() | ManagerStarted() | ManagerStopped():
+                for document_id in state.presence.fold(fact.stream_id, event):
+                    state.changed("presence", document_id)
+                    _settle(state, document_id)
             case DocumentActivated():
-                state.documents[event.document_id].active = True
+                state.documents.setdefault(event.document_id, DocumentStatus()).active = True
+                touched = [event.document_id]
             case TimerScheduled():
                 state.documents[event.subject].grace_timer = event.timer_id
+                touched = [event.subject]
             case TimerCancelled():
-                for document in state.documents.values():
-                    if document.grace_timer == event.timer_id:
-                        document.grace_timer = None
+                document_id = document_of(fact.stream_id)  # cancelled on the stream of the document it was for
+                status = state.documents.get(document_id)
+                if status is not None and status.grace_timer == event.timer_id:
+                    status.grace_timer = None
+                touched = [document_id]
             case DocumentIdled():
-                document = state.documents[event.document_id]
-                document.active, document.grace_timer = False, None
+                status = state.documents[event.document_id]
+                status.active, status.grace_timer = False, None
+                touched = [event.document_id]
             case DeciderConfigured() if event.decider == self.name and fact.stream_id == decider_stream(self.name):
                 # Settings this version cannot use (appended by hand, or by a newer version) are not adopted:
                 # deciding on with the previous ones beats stopping at every later event.
                 with contextlib.suppress(ValidationError):
                     state.settings = ActivitySettings.model_validate(event.settings)
-        _forget_quiet_documents(state)
+        for document_id in touched:
+            state.changed("document", document_id)
+            _settle(state, document_id)
         return state
 
     def decide(self, state: ActivityState, fact: Fact) -> list[Decision]:
@@ -113,31 +115,26 @@ class DocumentActivity:
         if isinstance(event, TimerFired):
             if event.purpose != IDLE_GRACE:
                 return []
-            document = state.documents.get(event.subject)
-            if document is None or document.grace_timer != event.timer_id or document.connections:
+            status = state.documents.get(event.subject)
+            if status is None or status.grace_timer != event.timer_id or state.presence.people_in(event.subject):
                 return []  # cancelled, superseded, or someone is back
             reason = f"nobody came back within {state.settings.idle_grace_s:g} s after the last person left"
             return [Decision(document_stream(event.subject), DocumentIdled(document_id=event.subject, reason=reason))]
-        if isinstance(event, ManagerStarted | ManagerStopped):
-            candidates = sorted(state.documents.items())
-        else:
-            document_id = _document_of(fact.stream_id)
-            document = state.documents.get(document_id)
-            candidates = [] if document is None else [(document_id, document)]
-        decisions = (self._next(state, document_id, document, fact) for document_id, document in candidates)
+        decisions = (self._next(state, document_id, fact) for document_id in sorted(state._unsettled))
         return [decision for decision in decisions if decision is not None]
 
-    def _next(self, state: ActivityState, document_id: str, document: DocumentPresence, fact: Fact) -> Decision | None:
+    def _next(self, state: ActivityState, document_id: str, fact: Fact) -> Decision | None:
         stream = document_stream(document_id)
-        present = len(document.connections)
-        if present and not document.active:
+        present = state.presence.people_in(document_id)
+        status = state.documents.get(document_id) or DocumentStatus()
+        if present and not status.active:
+            server_id = state.presence.documents[document_id].last_server
             return Decision(
-                stream,
-                DocumentActivated(document_id=document_id, people_present=present, server_id=document.last_server),
+                stream, DocumentActivated(document_id=document_id, people_present=present, server_id=server_id)
             )
-        if present and document.grace_timer is not None:
-            return Decision(stream, TimerCancelled(timer_id=document.grace_timer))
-        if not present and document.active and document.grace_timer is None:
+        if present and status.grace_timer is not None:
+            return Decision(stream, TimerCancelled(timer_id=status.grace_timer))
+        if not present and status.active and status.grace_timer is None:
             timer_id = "grace-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/{fact.event_id}/{document_id}").hex
             return Decision(
                 stream,
@@ -148,24 +145,17 @@ class DocumentActivity:
         return None
 
 
-def _document_of(stream_id: str) -> str:
-    return stream_id.removeprefix("document-")
-
-
-def _drop_connections_of(state: ActivityState, server_id: str, position: int | None) -> None:
-    for document in state.documents.values():
-        before = len(document.connections)
-        document.connections = {c: s for c, s in document.connections.items() if s != server_id}
-        if before and not document.connections:
-            document.last_left_at = position
-
-
-def _forget_quiet_documents(state: ActivityState) -> None:
-    """A document nobody is in, that is idle and waits for no timer, needs no state: keep the snapshot small."""
-    quiet = [
-        document_id
-        for document_id, document in state.documents.items()
-        if not document.connections and not document.active and document.grace_timer is None
-    ]
-    for document_id in quiet:
-        del state.documents[document_id]
+def _settle(state: ActivityState, document_id: str) -> None:
+    """Look at one document again: forget it once idle, and note whether it wants a decision."""
+    status = state.documents.get(document_id)
+    if status is not None and not status.active and status.grace_timer is None:
+        del state.documents[document_id]  # idle and waiting for no timer: nothing to remember
+        state.changed("document", document_id)
+        status = None
+    present = state.presence.people_in(document_id) > 0
+    active = status is not None and status.active
+    waiting = status is not None and status.grace_timer is not None
+    if (present and (not active or waiting)) or (not present and active and not waiting):
+        state._unsettled.add(document_id)
+    else:
+        state._unsettled.discard(document_id)

@@ -221,3 +221,57 @@ async def test_a_decision_batch_rolled_back_by_a_swallowed_error_leaves_the_stat
     until = await recorder.select_checkpoint(store.pool, handler.name)
     assert until is not None
     assert await verify_decider(store, DocumentActivity(idle_grace_s=5), until=until) == []
+
+
+ROWS = "SELECT key, xmin::text AS written FROM agentlog.decider_rows WHERE name = 'document-activity' ORDER BY key"
+
+
+async def test_the_state_is_saved_by_key_and_a_batch_writes_only_what_it_changed(store: EventStore) -> None:
+    """Saving the whole state with every batch made a decision cost as much as the documents known (issue 10,
+    item 8): rows keyed by document, of which a batch writes those it touched."""
+    for document in ("a", "b", "c"):
+        await store.append(f"document-{document}", [joined("c1")], ANY)
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    before = {row["key"]: row["written"] for row in await store.pool.fetch(ROWS)}
+    assert sorted(before) == [f"{kind}/{document}" for kind in ("document", "presence") for document in "abc"]
+
+    await store.append("document-a", [left("c1")], ANY)
+    with capture_logs() as logs:
+        await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))  # a new handler: loads the rows
+    assert not [entry for entry in logs if entry["event"] == "decider.state_rebuilt"], "the log was refolded"
+    after = {row["key"]: row["written"] for row in await store.pool.fetch(ROWS)}
+    assert "presence/a" not in after, "nobody is in a: its row is gone"
+    assert after["document/a"] != before["document/a"], "a's grace timer was not saved"
+    assert {key: after[key] for key in after if not key.endswith("/a")} == {
+        key: before[key] for key in before if not key.endswith("/a")
+    }, "rows of documents the batch did not touch were written"
+    assert await decisions(store) == [
+        ("document-a", "DocumentActivated"), ("document-b", "DocumentActivated"), ("document-c", "DocumentActivated"),
+        ("document-a", "TimerScheduled"),
+    ]  # fmt: skip
+    until = await recorder.select_checkpoint(store.pool, "document-activity")
+    assert until is not None
+    assert await verify_decider(store, DocumentActivity(idle_grace_s=5), until=until) == []
+
+
+async def test_saved_rows_that_do_not_add_up_are_not_trusted(store: EventStore) -> None:
+    for document in ("a", "b"):
+        await store.append(f"document-{document}", [joined("c1")], ANY)
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    await store.pool.execute("DELETE FROM agentlog.decider_rows WHERE key = 'presence/b'")  # lost by hand
+    await store.append("document-b", [joined("c2")], ANY)  # someone else in b: nothing to decide
+    with capture_logs() as logs:
+        await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    assert [entry for entry in logs if entry["event"] == "decider.state_rebuilt"], "incomplete rows were trusted"
+    keys = [row["key"] for row in await store.pool.fetch(ROWS)]
+    assert keys == ["document/a", "document/b", "presence/a", "presence/b"]
+    assert await decisions(store) == [("document-a", "DocumentActivated"), ("document-b", "DocumentActivated")]
+    await store.append("document-b", [left("c2")], ANY)  # c1 is still in b: remembered, though its row was lost
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    assert len(await decisions(store)) == 2
+    await store.append("document-b", [left("c1")], ANY)
+    await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
+    assert (await decisions(store))[-1] == ("document-b", "TimerScheduled")
+    until = await recorder.select_checkpoint(store.pool, "document-activity")
+    assert until is not None
+    assert await verify_decider(store, DocumentActivity(idle_grace_s=5), until=until) == []

@@ -1,11 +1,14 @@
 """The agent manager decider, against a simulated world of documents, managers and worker processes.
 
-Hypothesis drives random sequences of what the world does (documents become active and idle, people come and go,
-managers start and stop, workers start, crash or exit when asked, timers fire) and checks, after every event:
-no manager ever runs more agents than it allows; every active document has an agent unless it lost to more
-recently active documents (or waits for a restart, or failed); a document is given up on only after more abnormal
-exits in a row than allowed (a run that lasted breaks the row); and the same events always give the same
-decisions, also when the state is saved and loaded in between (the handler's snapshot).
+Hypothesis drives random sequences of what the world does (documents become active and idle, people come, type and
+go, managers start and stop, workers start, crash or exit when asked, timers fire) and checks, after every event:
+no manager ever runs more agents than it allows; no document ever has two agents; every active document has an
+agent unless it lost to more deserving documents (people in them first, then the most recent work: joins and
+edits, never leaves), or waits for a restart, or failed; a document is given up on only after more abnormal exits
+in a row than allowed (a run that lasted breaks the row), and recorded under its last agent; the same events always
+give the same decisions, also when the state is saved and loaded in between (as the handler does, row by row); and
+the decider, with its indexes, decides exactly as a reference written as plain passes over everything
+(`reference_manager`).
 
 Each run starts with one manager and is at least 20 actions long, and two composite actions (a crash followed by
 its restart, a worker living long enough to prove its run) make long worker histories likely: in a sample of 300
@@ -34,7 +37,7 @@ from eventstore.event_types.agents import (
     ManagerStopped,
 )
 from eventstore.event_types.deciders import DeciderConfigured
-from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined
+from eventstore.event_types.documents import DocumentActivated, DocumentEdited, DocumentIdled, PersonJoined, PersonLeft
 from eventstore.event_types.timers import TimerFired, TimerScheduled
 from handlers.agents.manager import (
     AGENT_RESTART,
@@ -46,6 +49,8 @@ from handlers.agents.manager import (
     ManagerState,
 )
 from handlers.decider import Decision, Fact, step
+from tests.unit.reference_manager import ReferenceManager
+from tests.unit.saved_rows import SavedRows, private_indexes
 
 DOCUMENTS = [f"doc{i}" for i in range(6)]
 MANAGERS = ["m1", "m2"]
@@ -78,39 +83,64 @@ class World:
     connected: set[str] = field(default_factory=set)
     exits_in_a_row: dict[str, int] = field(default_factory=dict)
     """Abnormal exits of each document's agents since it became active or one of its agents proved a run."""
+    people: dict[str, dict[str, str]] = field(default_factory=dict)
+    """document → connection → the server holding it."""
+    spawned_for: dict[str, list[str]] = field(default_factory=dict)
+    """document → its agents, in the order they were spawned."""
+    reference: ReferenceManager = field(init=False)
+    saved: SavedRows | None = None
+    """When set, the state is saved (row by row) after every event and loaded back for comparison."""
 
     def __post_init__(self) -> None:
         self.state = self.decider.initial_state()
+        self.reference = ReferenceManager(self.state.settings)
 
     def feed(self, stream_id: str, event: Event) -> None:
         self.position += 1
         fact = Fact(event, uuid.UUID(int=self.position), stream_id, self.position)
         self.facts.append(fact)
         self.state, decisions = step(self.decider, self.state, fact)
+        assert self.reference.step(fact) == decisions, "the decider and the reference decided differently"
         self.decisions.extend(decisions)
+        if self.saved is not None:
+            self.saved.save(self.state)
+            loaded = self.saved.load(ManagerState)
+            assert loaded.model_dump() == self.state.model_dump(), "what was saved row by row is not the state"
+            assert private_indexes(loaded) == private_indexes(self.state), "an index drifted from the state"
         for decision in decisions:
             self.observe(decision.event)
+
+    def rank(self, document: str) -> tuple[bool, int]:
+        """How much a document deserves an agent: people in it first, then its latest join or edit."""
+        return bool(self.people.get(document)), self.last_activity[document]
 
     def observe(self, event: Event) -> None:
         match event:
             case AgentSpawnRequested():
                 assert event.manager_id in self.managers, "spawned on a manager that is not running"
+                assert all(spawn.document_id != event.document_id for spawn in self.running.values()), (
+                    f"a second agent for {event.document_id} while its previous one still holds a slot"
+                )
                 self.running[event.agent_id] = event
+                self.spawned_for.setdefault(event.document_id, []).append(event.agent_id)
                 self.incarnation_of[event.agent_id] = self.managers[event.manager_id][0]
                 self.failed.discard(event.document_id)
             case AgentDetachRequested():
                 assert event.agent_id in self.running
                 if event.cause == "evicted":
                     serving = {spawn.document_id for a, spawn in self.running.items() if a not in self.detaching}
-                    victim = self.last_activity[event.document_id]
-                    assert any(self.last_activity[document] > victim for document in self.active - serving), (
-                        f"{event.document_id} was evicted though no more recently active document was waiting"
+                    victim = self.rank(event.document_id)
+                    assert any(self.rank(document) > victim for document in self.active - serving), (
+                        f"{event.document_id} was evicted though no more deserving document was waiting"
                     )
                 self.detaching.add(event.agent_id)
             case AgentFailed():
                 assert self.exits_in_a_row.get(event.document_id, 0) > self.state.settings.max_restarts, (
                     f"{event.document_id} was given up on after {self.exits_in_a_row.get(event.document_id, 0)} "
                     f"abnormal exits in a row (limit {self.state.settings.max_restarts} restarts)"
+                )
+                assert event.agent_id == self.spawned_for[event.document_id][-1], (
+                    f"AgentFailed of {event.document_id} names {event.agent_id}, not its last agent"
                 )
                 self.failed.add(event.document_id)
             case TimerScheduled():
@@ -128,8 +158,10 @@ class World:
     # -- what the world can do ---------------------------------------------------------------------------------
 
     def activate(self, document: str) -> None:
+        """Someone opens an idle document: their join, then its activation (as the activity decider does it)."""
         if document in self.active:
             return
+        self.join(document)
         self.active.add(document)
         self.failed.discard(document)
         self.exits_in_a_row[document] = 0
@@ -137,16 +169,44 @@ class World:
         self.feed(f"document-{document}", DocumentActivated(document_id=document, people_present=1, server_id="m1"))
 
     def touch(self, document: str) -> None:
+        """One more person opens the document."""
+        self.join(document)
+
+    def join(self, document: str) -> None:
+        server = MANAGERS[self.position % len(MANAGERS)]
+        connection = f"c{self.position}"
+        self.people.setdefault(document, {})[connection] = server
         if document in self.active:
             self.last_activity[document] = self.position + 1
         self.feed(
             f"document-{document}",
-            PersonJoined(user_id="u", people_present=2, connection_id=f"c{self.position}", server_id="m1"),
+            PersonJoined(user_id="u", people_present=2, connection_id=connection, server_id=server),
         )
 
+    def leave(self, document: str, pick: int) -> None:
+        """A person closes the document: not work, so no more recent for it."""
+        connections = sorted(self.people.get(document, {}))
+        if not connections:
+            return
+        connection = connections[pick % len(connections)]
+        server = self.people[document].pop(connection)
+        self.feed(
+            f"document-{document}",
+            PersonLeft(user_id="u", people_present=0, connection_id=connection, server_id=server),
+        )
+
+    def edit(self, document: str) -> None:
+        """People typed in the document (the server records it at most once a minute)."""
+        if document in self.active:
+            self.last_activity[document] = self.position + 1
+        self.feed(f"document-{document}", DocumentEdited(document_id=document, server_id="m1", updates=3))
+
     def idle(self, document: str) -> None:
+        """Everybody leaves and nobody comes back within the grace period."""
         if document not in self.active:
             return
+        while self.people.get(document):
+            self.leave(document, 0)
         self.active.discard(document)
         self.feed(f"document-{document}", DocumentIdled(document_id=document, reason="test"))
 
@@ -154,6 +214,7 @@ class World:
         self.incarnations += 1
         incarnation = f"i{self.incarnations}"
         self._drop_agents_of(manager)
+        self._drop_people_of(manager)
         self.managers[manager] = (incarnation, max_agents)
         self.feed(
             f"manager-{manager}",
@@ -172,10 +233,17 @@ class World:
             return
         incarnation, _ = self.managers.pop(manager)
         self._drop_agents_of(manager)
+        self._drop_people_of(manager)
         self.feed(
             f"manager-{manager}",
             ManagerStopped(manager_id=manager, incarnation=incarnation, how="lost", reason="test"),
         )
+
+    def _drop_people_of(self, server: str) -> None:
+        """A server that restarts or stops takes the connections it held with it."""
+        for connections in self.people.values():
+            for connection in [c for c, s in connections.items() if s == server]:
+                del connections[connection]
 
     def _drop_agents_of(self, manager: str) -> None:
         for agent_id in [a for a, spawn in self.running.items() if spawn.manager_id == manager]:
@@ -272,6 +340,8 @@ class World:
     # -- the checks --------------------------------------------------------------------------------------------
 
     def check(self) -> None:
+        documents = [spawn.document_id for spawn in self.running.values()]
+        assert len(documents) == len(set(documents)), f"two agents on one document: {sorted(documents)}"
         per_manager: dict[str, int] = {}
         for spawn in self.running.values():
             per_manager[spawn.manager_id] = per_manager.get(spawn.manager_id, 0) + 1
@@ -286,14 +356,10 @@ class World:
         for document in self.active - serving - self.failed - waiting_for_restart:
             if self.detaching or capacity == 0:
                 continue  # a slot is on its way back, or there is nowhere to run anything
-            holders = [
-                self.last_activity.get(spawn.document_id, 0)
-                for a, spawn in self.running.items()
-                if a not in self.detaching
-            ]
+            holders = [self.rank(spawn.document_id) for a, spawn in self.running.items() if a not in self.detaching]
             assert len(self.running) >= capacity, f"{document} is active without an agent while a slot is free"
-            assert all(holder >= self.last_activity[document] for holder in holders), (
-                f"{document} lost its slot to a less recently active document"
+            assert all(holder >= self.rank(document) for holder in holders), (
+                f"{document} lost its slot to a less deserving document"
             )
 
 
@@ -306,6 +372,8 @@ WORKER_LIFE = [
 ACTIONS = st.one_of(
     st.tuples(st.just("activate"), st.sampled_from(DOCUMENTS)),
     st.tuples(st.just("touch"), st.sampled_from(DOCUMENTS)),
+    st.tuples(st.just("leave"), st.sampled_from(DOCUMENTS), st.integers(0, 3)),
+    st.tuples(st.just("edit"), st.sampled_from(DOCUMENTS)),
     st.tuples(st.just("idle"), st.sampled_from(DOCUMENTS)),
     st.tuples(st.just("start_manager"), st.sampled_from(MANAGERS), st.integers(0, 3)),
     st.tuples(st.just("stop_manager"), st.sampled_from(MANAGERS)),
@@ -327,7 +395,7 @@ def run(actions: list[tuple[object, ...]]) -> World:
 
 @settings(max_examples=300, deadline=None)
 @given(RUNS)
-def test_limits_hold_and_only_more_recent_documents_win_slots(actions: list[tuple[object, ...]]) -> None:
+def test_limits_hold_and_only_more_deserving_documents_win_slots(actions: list[tuple[object, ...]]) -> None:
     run(actions)
 
 
@@ -341,11 +409,27 @@ def test_the_same_events_give_the_same_decisions_also_across_a_saved_state(
     state = decider.initial_state()
     replayed: list[Decision] = []
     for index, fact in enumerate(world.facts):
-        if index == cut:  # what the handler does between batches: save the state as JSON, load it back
+        if index == cut:  # what the handler does between batches: save the state, load it back
+            saved = SavedRows()
+            saved.save(state, everything=True)
+            state = saved.load(ManagerState)
+        if index == cut // 2:  # the whole state as one JSON value loads alike
             state = ManagerState.model_validate_json(state.model_dump_json())
         state, decisions = step(decider, state, fact)
         replayed.extend(decisions)
     assert replayed == world.decisions
+
+
+@settings(max_examples=100, deadline=None)
+@given(RUNS)
+def test_what_each_event_changed_is_saved_and_the_indexes_follow_the_state(actions: list[tuple[object, ...]]) -> None:
+    """Saved after every event, row by row, and loaded back: the same state, the same indexes built from scratch."""
+    world = World(saved=SavedRows())
+    world.start_manager("m1", 2)
+    for name, *arguments in actions:
+        getattr(world, str(name))(*arguments)
+    assert world.saved is not None
+    assert world.saved.written <= 8 * len(world.facts), "a save wrote more than what its event touched"
 
 
 SETTINGS = st.builds(
@@ -494,3 +578,83 @@ def test_a_lost_manager_s_documents_move_to_the_other_manager() -> None:
     world.stop_manager("m1")
     moved = [d.event for d in world.decisions if isinstance(d.event, AgentSpawnRequested)][3:]
     assert {e.manager_id for e in moved} == {"m2"} and len(moved) == 1  # m2 has one free slot left
+
+
+def spawned(world: World) -> list[str]:
+    return [d.event.document_id for d in world.decisions if isinstance(d.event, AgentSpawnRequested)]
+
+
+def evicted(world: World) -> list[AgentDetachRequested]:
+    detaches = [d.event for d in world.decisions if isinstance(d.event, AgentDetachRequested)]
+    return [detach for detach in detaches if detach.cause == "evicted"]
+
+
+def exit_of(world: World, document: str) -> None:
+    agent_id = next(a for a, spawn in world.running.items() if spawn.document_id == document)
+    world.process_exited(sorted(world.running).index(agent_id), crash=False)
+
+
+def test_leaving_is_not_work_and_an_empty_document_never_evicts_one_people_are_in() -> None:
+    """Issue 10, item 4: with one slot, a document whose person left (in its grace period) took the agent of a
+    document a person was still in, because the leave counted as its most recent activity."""
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("b")
+    world.activate("a")  # more recent: b's agent is evicted for it
+    exit_of(world, "b")
+    assert spawned(world) == ["b", "a"] and len(evicted(world)) == 1
+    world.leave("b", 0)  # b is empty now, waiting out its grace period; someone is still in a
+    assert len(evicted(world)) == 1, f"{evicted(world)[-1].document_id}'s agent was evicted for an empty document"
+    world.touch("b")  # someone is back in b, and more recently than anything in a: now b deserves the slot
+    assert [e.document_id for e in evicted(world)] == ["b", "a"]
+
+
+def test_a_document_being_typed_in_is_more_recently_active_than_one_only_opened() -> None:
+    """Issue 10, item 4: edits never counted, so a document typed in for an hour was "least recently active"."""
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("a")
+    world.activate("b")  # opened after a: a's agent goes to b
+    exit_of(world, "a")
+    assert spawned(world) == ["a", "b"]
+    world.edit("a")  # people in a type (recorded once a minute): a is the more recently active one now
+    (_, eviction) = evicted(world)
+    assert eviction.document_id == "b" and "document a was active more recently than b" in eviction.reason
+
+
+def test_people_in_a_document_outrank_a_more_recent_empty_one_and_the_reason_says_so() -> None:
+    world = World()
+    world.start_manager("m1", 1)
+    world.activate("a")
+    world.leave("a", 0)  # a is empty (in its grace period) and keeps its agent while nobody else wants one
+    world.activate("b")  # someone opens b
+    (eviction,) = evicted(world)
+    assert eviction.document_id == "a"
+    assert "people are in document b and nobody is in a" in eviction.reason
+
+
+def test_an_agent_given_up_on_after_a_failed_start_is_recorded_under_its_own_id() -> None:
+    """Issue 10, item 9: after a start-stage abandon, AgentFailed named the document id as if it were an agent's,
+    so the agent's projection row was never updated."""
+    world = World(decider=AgentManager(max_restarts=0))
+    world.start_manager("m1", 1)
+    world.activate("a")
+    (agent_id,) = world.running
+    (deadline,) = [timer for timer in world.timers.values() if timer.purpose == START_DEADLINE]
+    world.fire_timer(sorted(world.timers).index(deadline.timer_id))
+    (failed,) = [d for d in world.decisions if isinstance(d.event, AgentFailed)]
+    assert isinstance(failed.event, AgentFailed)
+    assert (failed.stream_id, failed.event.agent_id) == (f"agent-{agent_id}", agent_id)
+
+
+def test_a_document_active_again_at_once_waits_for_its_detaching_agent() -> None:
+    """Issue 10, item 9: one agent per document, always; a quick re-activation spawned a second agent while the
+    first was still detaching."""
+    world = World()
+    world.start_manager("m1", 2)
+    world.activate("a")
+    world.idle("a")  # its agent is asked to detach and still holds its slot
+    world.activate("a")
+    assert spawned(world) == ["a"], "a second agent for a while the first one is still detaching"
+    exit_of(world, "a")
+    assert spawned(world) == ["a", "a"] and len(world.running) == 1

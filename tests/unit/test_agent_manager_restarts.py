@@ -123,7 +123,9 @@ def test_a_detaching_agent_s_run_timer_does_not_end_the_new_agent_s_row() -> Non
     world.connect(0)
     (x_run,) = [t for t in world.timers.values() if t.purpose == RUN_PROVEN]
     world.idle("a")                                 # x detaching, its run timer still pending
-    world.activate("a")                             # row 0 again; y spawned in the second slot
+    world.activate("a")                             # row 0 again; y waits for x to exit (one agent per document)
+    assert list(world.running) == [x], "a second agent was spawned while the first was still detaching"
+    world.process_exited(0, crash=False)            # x exits as asked: y is spawned in its place
     (y,) = [a for a in world.running if a != x]
     world.process_exited(sorted(world.running).index(y), crash=True)   # row 1
     assert world.state.documents["a"].failures == 1

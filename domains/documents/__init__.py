@@ -1,0 +1,1 @@
+"""The documents domain: people in collaborative documents."""
