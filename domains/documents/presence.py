@@ -11,7 +11,7 @@ indexed, so a lost server with thousands of documents costs those documents, not
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -42,7 +42,12 @@ class Presence(BaseModel):
     servers: dict[str, str] = Field(default_factory=dict)
     """server id → its current incarnation."""
     _documents_of_server: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)
-    """server id → document → how many of the document's connections it holds. Derived: rebuilt when loaded."""
+
+    @property
+    def documents_of_server(self) -> dict[str, dict[str, int]]:
+        """server id → document → how many of the document's connections it holds. Derived: rebuilt when loaded.
+        (Read through the private dictionary: pydantic's own lookup of a private attribute is slow.)"""
+        return cast(dict[str, dict[str, int]], self.__pydantic_private__["_documents_of_server"])  # type: ignore[index]
 
     def model_post_init(self, context: Any, /) -> None:
         for document_id, people in self.documents.items():
@@ -93,7 +98,7 @@ class Presence(BaseModel):
             del self.documents[document_id]
 
     def _drop_server(self, server_id: str) -> list[str]:
-        documents = sorted(self._documents_of_server.pop(server_id, {}))
+        documents = sorted(self.documents_of_server.pop(server_id, {}))
         for document_id in documents:
             people = self.documents[document_id]
             people.connections = {c: s for c, s in people.connections.items() if s != server_id}
@@ -102,9 +107,10 @@ class Presence(BaseModel):
         return documents
 
     def _count(self, server_id: str, document_id: str, change: int) -> None:
-        counts = self._documents_of_server.setdefault(server_id, {})
+        documents_of_server = self.documents_of_server
+        counts = documents_of_server.setdefault(server_id, {})
         counts[document_id] = counts.get(document_id, 0) + change
         if counts[document_id] <= 0:
             del counts[document_id]
             if not counts:
-                del self._documents_of_server[server_id]
+                del documents_of_server[server_id]

@@ -230,9 +230,10 @@ class AgentManager:
                         f"{limit:g} s (a stalled supervisor or worker); its slot is free again",
                     ),
                 )
-        agent_id = state.first_unscheduled()
-        if agent_id is None:
+        unscheduled = state.index.unscheduled
+        if not unscheduled:
             return None
+        agent_id = min(unscheduled)
         agent = state.agents[agent_id]
         wanted = _stage_of(state, agent_id, agent)
         assert wanted is not None, "the index of unscheduled stages is out of date"
@@ -248,9 +249,10 @@ class AgentManager:
         )
 
     def _failure(self, state: ManagerState, fact: Fact) -> Decision | None:
-        document_id = state.first_restart_due()
-        if document_id is None:
+        restarts_due = state.index.restarts_due
+        if not restarts_due:
             return None
+        document_id = min(restarts_due)
         document = state.documents[document_id]
         last = document.restart_due
         assert last is not None, "the index of restarts due is out of date"
@@ -273,15 +275,16 @@ class AgentManager:
         )
 
     def _idle_detach(self, state: ManagerState) -> Decision | None:
-        agent_id = state.first_orphan()
-        if agent_id is None:
+        orphans = state.index.orphans
+        if not orphans:
             return None
+        agent_id = min(orphans)
         return _detach(agent_id, state.agents[agent_id], "idle", "the document became idle")
 
     def _placement(self, state: ManagerState, fact: Fact) -> Decision | None:
         """The most deserving waiting document gets a free slot; else, past the documents that slots on their way
         back are for, the next one evicts a less deserving agent, or is told it is deferred."""
-        wanting = state.wanting()
+        wanting = state.index.wanting
         top = wanting.first()
         if top is None:
             return None
@@ -315,14 +318,14 @@ class AgentManager:
         if boundary is None:
             return None
         document_id = boundary[-1]
-        victim = state.victims().first()
+        victim = state.index.victims.first()
         if victim is not None:
             victim_id = victim[-1]
             agent = state.agents[victim_id]
             if state.rank(agent.document_id) < state.rank(document_id):
                 return _detach(victim_id, agent, "evicted", _eviction_reason(state, document_id, agent.document_id))
         # Every document from the boundary on is deferred, once.
-        for key in state.undeferred():
+        for key in state.index.undeferred:
             if key >= boundary:
                 return Decision(document_stream(key[-1]), AgentDeferred(document_id=key[-1], reason=_why_not(live)))
         return None

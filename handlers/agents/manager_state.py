@@ -10,7 +10,7 @@ then answered from an index, not by a pass over every document.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -72,6 +72,56 @@ class ManagerSettings(BaseModel):
         return {"start": self.start_deadline_s, "stop": self.stop_deadline_s, "run": self.proven_run_s}[stage]
 
 
+class ManagerIndex:
+    """What the decider looks up after every event, kept up to date by `settle` (a plain object, see `index`)."""
+
+    __slots__ = (
+        "agents_of_document",
+        "agents_of_manager",
+        "detaching",
+        "orphans",
+        "recheck_agents",
+        "recheck_documents",
+        "restarts_due",
+        "undeferred",
+        "unscheduled",
+        "victims",
+        "wanting",
+    )
+
+    def __init__(self) -> None:
+        self.agents_of_document: dict[str, set[str]] = {}
+        self.agents_of_manager: dict[str, set[str]] = {}
+        self.detaching: set[str] = set()
+        self.wanting = Ranking()
+        """Documents that want an agent and may get one, most deserving first."""
+        self.undeferred = Ranking()
+        """The wanting documents not yet told they are deferred, in the same order."""
+        self.victims = Ranking()
+        """Agents that could be evicted (not detaching), least deserving first."""
+        self.unscheduled: set[str] = set()
+        """Agents in a stage whose timer is not scheduled yet."""
+        self.restarts_due: set[str] = set()
+        self.orphans: set[str] = set()
+        """Agents not detaching whose document is idle (or gone)."""
+        self.recheck_documents: set[str] = set()
+        self.recheck_agents: set[str] = set()
+
+    def link(self, agent_id: str, agent: AgentSlot) -> None:
+        self.agents_of_document.setdefault(agent.document_id, set()).add(agent_id)
+        self.agents_of_manager.setdefault(agent.manager_id, set()).add(agent_id)
+        if agent.status == "detaching":
+            self.detaching.add(agent_id)
+
+    def comparable(self) -> dict[str, Any]:
+        """Every index as plain values (what tests compare between a live state and one loaded)."""
+        return {
+            name: list(value) if isinstance(value, Ranking) else value
+            for name in self.__slots__
+            if not name.startswith("recheck") and (value := getattr(self, name)) is not None
+        }
+
+
 class ManagerState(KeyedState):
     keyed: ClassVar[dict[str, tuple[str, ...]]] = {
         "document": ("documents",),
@@ -90,90 +140,82 @@ class ManagerState(KeyedState):
     presence: Presence = Field(default_factory=Presence)
     """Who is in each document: a document people are in is never evicted in favour of one nobody is in."""
 
-    # Derived, never saved.
-    _agents_of_document: dict[str, set[str]] = PrivateAttr(default_factory=dict)
-    _agents_of_manager: dict[str, set[str]] = PrivateAttr(default_factory=dict)
-    _detaching: set[str] = PrivateAttr(default_factory=set)
-    _wanting: Ranking = PrivateAttr(default_factory=Ranking)
-    """Documents that want an agent and may get one, most deserving first."""
-    _undeferred: Ranking = PrivateAttr(default_factory=Ranking)
-    """The wanting documents not yet told they are deferred, in the same order."""
-    _victims: Ranking = PrivateAttr(default_factory=Ranking)
-    """Agents that could be evicted (not detaching), least deserving first."""
-    _unscheduled: set[str] = PrivateAttr(default_factory=set)
-    """Agents in a stage whose timer is not scheduled yet."""
-    _restarts_due: set[str] = PrivateAttr(default_factory=set)
-    _orphans: set[str] = PrivateAttr(default_factory=set)
-    """Agents not detaching whose document is idle (or gone)."""
-    _recheck_documents: set[str] = PrivateAttr(default_factory=set)
-    _recheck_agents: set[str] = PrivateAttr(default_factory=set)
+    _index: ManagerIndex = PrivateAttr(default_factory=ManagerIndex)
+
+    @property
+    def index(self) -> ManagerIndex:
+        """The derived indexes: never saved, rebuilt when a state is loaded. (Read through the private dictionary:
+        pydantic's own lookup of a private attribute costs ~6 µs, on a path taken dozens of times per event.)"""
+        return cast(ManagerIndex, self.__pydantic_private__["_index"])  # type: ignore[index]
 
     def model_post_init(self, context: Any, /) -> None:
+        index = self.index
         for agent_id, agent in self.agents.items():
-            self._index_agent(agent_id, agent)
-        self._recheck_documents.update(self.documents)
-        self._recheck_agents.update(self.agents)
+            index.link(agent_id, agent)
+        index.recheck_documents.update(self.documents)
+        index.recheck_agents.update(self.agents)
+        rankings = (index.wanting, index.undeferred, index.victims)
+        for ranking in rankings:
+            ranking.gather()
         settle(self)
+        for ranking in rankings:
+            ranking.order()
 
     # -- changes, as evolve makes them -------------------------------------------------------------------------
 
     def document(self, document_id: str) -> DocumentWants:
         """The document, to change: it is saved and looked at again."""
         self.changed("document", document_id)
-        self._recheck_documents.add(document_id)
+        self.index.recheck_documents.add(document_id)
         return self.documents[document_id]
 
     def agent(self, agent_id: str) -> AgentSlot:
         """The agent, to change: it is saved and looked at again."""
         self.changed("agent", agent_id)
-        self._recheck_agents.add(agent_id)
+        self.index.recheck_agents.add(agent_id)
         return self.agents[agent_id]
 
     def recheck_document(self, document_id: str) -> None:
         """Something a document's ranking depends on changed outside it (its people, its agents)."""
-        self._recheck_documents.add(document_id)
+        self.index.recheck_documents.add(document_id)
 
     def add_agent(self, agent_id: str, agent: AgentSlot) -> None:
         self.agents[agent_id] = agent
-        self._index_agent(agent_id, agent)
+        index = self.index
+        index.link(agent_id, agent)
         self.changed("agent", agent_id)
-        self._recheck_agents.add(agent_id)
-        self._recheck_documents.add(agent.document_id)
+        index.recheck_agents.add(agent_id)
+        index.recheck_documents.add(agent.document_id)
 
     def detaching(self, agent_id: str) -> None:
         self.agent(agent_id).status = "detaching"
-        self._detaching.add(agent_id)
+        self.index.detaching.add(agent_id)
 
     def remove_agent(self, agent_id: str) -> AgentSlot | None:
         agent = self.agents.pop(agent_id, None)
         if agent is None:
             return None
-        _unlink(self._agents_of_document, agent.document_id, agent_id)
-        _unlink(self._agents_of_manager, agent.manager_id, agent_id)
-        self._detaching.discard(agent_id)
+        index = self.index
+        _unlink(index.agents_of_document, agent.document_id, agent_id)
+        _unlink(index.agents_of_manager, agent.manager_id, agent_id)
+        index.detaching.discard(agent_id)
         self.changed("agent", agent_id)
-        self._recheck_agents.add(agent_id)
-        self._recheck_documents.add(agent.document_id)
+        index.recheck_agents.add(agent_id)
+        index.recheck_documents.add(agent.document_id)
         return agent
-
-    def _index_agent(self, agent_id: str, agent: AgentSlot) -> None:
-        self._agents_of_document.setdefault(agent.document_id, set()).add(agent_id)
-        self._agents_of_manager.setdefault(agent.manager_id, set()).add(agent_id)
-        if agent.status == "detaching":
-            self._detaching.add(agent_id)
 
     # -- what decide reads --------------------------------------------------------------------------------------
 
     def agents_of_manager(self, manager_id: str) -> list[str]:
-        return sorted(self._agents_of_manager.get(manager_id, ()))
+        return sorted(self.index.agents_of_manager.get(manager_id, ()))
 
     def occupied(self, manager_id: str) -> int:
         """Slots taken on a manager: every agent from its spawn decision until its exit, detaching ones included."""
-        return len(self._agents_of_manager.get(manager_id, ()))
+        return len(self.index.agents_of_manager.get(manager_id, ()))
 
     def freeing(self) -> int:
         """Slots on their way back: agents asked to detach that have not exited yet."""
-        return len(self._detaching)
+        return len(self.index.detaching)
 
     def present(self, document_id: str) -> bool:
         return self.presence.people_in(document_id) > 0
@@ -182,32 +224,15 @@ class ManagerState(KeyedState):
         """How much a document deserves an agent: people in it first, then its most recent work."""
         return self.present(document_id), self.documents[document_id].last_activity
 
-    def wanting(self) -> Ranking:
-        return self._wanting
-
-    def undeferred(self) -> Ranking:
-        return self._undeferred
-
-    def victims(self) -> Ranking:
-        return self._victims
-
-    def first_unscheduled(self) -> str | None:
-        return min(self._unscheduled) if self._unscheduled else None
-
-    def first_restart_due(self) -> str | None:
-        return min(self._restarts_due) if self._restarts_due else None
-
-    def first_orphan(self) -> str | None:
-        return min(self._orphans) if self._orphans else None
-
 
 def settle(state: ManagerState) -> None:
     """Bring the indexes up to date with what changed: documents first (they may be forgotten, and their agents'
     rankings follow theirs), then agents. Called at the end of every evolve."""
-    while state._recheck_documents:
-        _settle_document(state, state._recheck_documents.pop())
-    while state._recheck_agents:
-        _settle_agent(state, state._recheck_agents.pop())
+    index = state.index
+    while index.recheck_documents:
+        _settle_document(state, index, index.recheck_documents.pop())
+    while index.recheck_agents:
+        _settle_agent(state, index, index.recheck_agents.pop())
 
 
 def stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> Stage | None:
@@ -221,18 +246,18 @@ def stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> St
     return None
 
 
-def _settle_document(state: ManagerState, document_id: str) -> None:
+def _settle_document(state: ManagerState, index: ManagerIndex, document_id: str) -> None:
     document = state.documents.get(document_id)
-    agents = state._agents_of_document.get(document_id, set())
-    state._recheck_agents.update(agents)
+    agents = index.agents_of_document.get(document_id, set())
+    index.recheck_agents.update(agents)
     if document is not None and _settled(document, agents):
         del state.documents[document_id]  # idle, no agent, nothing pending: nothing to remember
         state.changed("document", document_id)
         document = None
     if document is None:
-        state._wanting.discard(document_id)
-        state._undeferred.discard(document_id)
-        state._restarts_due.discard(document_id)
+        index.wanting.discard(document_id)
+        index.undeferred.discard(document_id)
+        index.restarts_due.discard(document_id)
         return
     if (
         document.active
@@ -242,53 +267,51 @@ def _settle_document(state: ManagerState, document_id: str) -> None:
         and document.restart_timer is None
         and document.restart_due is None
     ):
-        present, last_activity = state.rank(document_id)
-        key: Key = (not present, -last_activity, document_id)
-        state._wanting.put(document_id, key)
+        key: Key = (not state.present(document_id), -document.last_activity, document_id)
+        index.wanting.put(document_id, key)
         if document.deferred:
-            state._undeferred.discard(document_id)
+            index.undeferred.discard(document_id)
         else:
-            state._undeferred.put(document_id, key)
+            index.undeferred.put(document_id, key)
     else:
-        state._wanting.discard(document_id)
-        state._undeferred.discard(document_id)
+        index.wanting.discard(document_id)
+        index.undeferred.discard(document_id)
     if document.restart_due is not None:
-        state._restarts_due.add(document_id)
+        index.restarts_due.add(document_id)
     else:
-        state._restarts_due.discard(document_id)
+        index.restarts_due.discard(document_id)
 
 
 def _settled(document: DocumentWants, agents: set[str]) -> bool:
     return not document.active and document.agent_id is None and document.restart_timer is None and not agents
 
 
-def _settle_agent(state: ManagerState, agent_id: str) -> None:
+def _settle_agent(state: ManagerState, index: ManagerIndex, agent_id: str) -> None:
     agent = state.agents.get(agent_id)
     if agent is None:
-        state._victims.discard(agent_id)
-        state._unscheduled.discard(agent_id)
-        state._orphans.discard(agent_id)
+        index.victims.discard(agent_id)
+        index.unscheduled.discard(agent_id)
+        index.orphans.discard(agent_id)
         return
     document = state.documents.get(agent.document_id)
     if agent.status != "detaching" and document is not None:
-        present, last_activity = state.rank(agent.document_id)
-        state._victims.put(agent_id, (present, last_activity, agent_id))
+        index.victims.put(agent_id, (state.present(agent.document_id), document.last_activity, agent_id))
     else:
-        state._victims.discard(agent_id)
+        index.victims.discard(agent_id)
     wanted = stage(agent_id, agent, document)
     if wanted is not None and agent.deadline_stage != wanted:
-        state._unscheduled.add(agent_id)
+        index.unscheduled.add(agent_id)
     else:
-        state._unscheduled.discard(agent_id)
+        index.unscheduled.discard(agent_id)
     if agent.status != "detaching" and (document is None or not document.active):
-        state._orphans.add(agent_id)
+        index.orphans.add(agent_id)
     else:
-        state._orphans.discard(agent_id)
+        index.orphans.discard(agent_id)
 
 
-def _unlink(index: dict[str, set[str]], key: str, agent_id: str) -> None:
-    members = index.get(key)
+def _unlink(members_of: dict[str, set[str]], key: str, agent_id: str) -> None:
+    members = members_of.get(key)
     if members is not None:
         members.discard(agent_id)
         if not members:
-            del index[key]
+            del members_of[key]

@@ -2,8 +2,9 @@
 
 The agent manager asks, after every event, for the most deserving document without an agent and for the least
 deserving agent; sorting every document for that made each event cost as much as the number of documents known.
-Here an insert, a move or a removal costs O(log n) comparisons plus moving at most `2 * LOAD` references (the keys
-are held in sorted runs of bounded length, as `sortedcontainers` does), and the first entries are read in order.
+Here an insert, a move or a removal costs O(log n) comparisons plus moving at most `2 * LOAD` references within a
+run and n / LOAD in the list of runs (the keys are held in sorted runs of bounded length, as `sortedcontainers`
+does), and the first entries are read in order.
 Deterministic: the order is the keys' alone (each key ends with its id, so no two are equal).
 """
 
@@ -24,6 +25,17 @@ class Ranking:
         self._runs: list[list[Key]] = []
         self._maxima: list[Key] = []
         """The last (greatest) key of each run, for the search."""
+        self._gathering = False
+
+    def gather(self) -> None:
+        """Take keys without ordering them until `order` (a state being loaded: one sort beats n inserts)."""
+        self._gathering = True
+
+    def order(self) -> None:
+        self._gathering = False
+        ordered = sorted(self._keys.values())
+        self._runs = [ordered[start : start + LOAD] for start in range(0, len(ordered), LOAD)]
+        self._maxima = [run[-1] for run in self._runs]
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -36,14 +48,16 @@ class Ranking:
         old = self._keys.get(item)
         if old == key:
             return
+        self._keys[item] = key
+        if self._gathering:
+            return
         if old is not None:
             self._remove(old)
-        self._keys[item] = key
         self._insert(key)
 
     def discard(self, item: str) -> None:
         old = self._keys.pop(item, None)
-        if old is not None:
+        if old is not None and not self._gathering:
             self._remove(old)
 
     def __iter__(self) -> Iterator[Key]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
@@ -52,7 +52,12 @@ class ActivityState(KeyedState):
     """Active documents only: an idle one needs no state."""
     presence: Presence = Field(default_factory=Presence)
     _unsettled: set[str] = PrivateAttr(default_factory=set)
-    """Documents that want a decision (derived; empty between events, as every decision is made at once)."""
+
+    @property
+    def unsettled(self) -> set[str]:
+        """Documents that want a decision (derived; empty between events, as every decision is made at once). (Read
+        through the private dictionary: pydantic's own lookup of a private attribute is slow.)"""
+        return cast(set[str], self.__pydantic_private__["_unsettled"])  # type: ignore[index]
 
     def model_post_init(self, context: Any, /) -> None:
         for document_id in {*self.documents, *self.presence.documents}:
@@ -120,7 +125,7 @@ class DocumentActivity:
                 return []  # cancelled, superseded, or someone is back
             reason = f"nobody came back within {state.settings.idle_grace_s:g} s after the last person left"
             return [Decision(document_stream(event.subject), DocumentIdled(document_id=event.subject, reason=reason))]
-        decisions = (self._next(state, document_id, fact) for document_id in sorted(state._unsettled))
+        decisions = (self._next(state, document_id, fact) for document_id in sorted(state.unsettled))
         return [decision for decision in decisions if decision is not None]
 
     def _next(self, state: ActivityState, document_id: str, fact: Fact) -> Decision | None:
@@ -156,6 +161,6 @@ def _settle(state: ActivityState, document_id: str) -> None:
     active = status is not None and status.active
     waiting = status is not None and status.grace_timer is not None
     if (present and (not active or waiting)) or (not present and active and not waiting):
-        state._unsettled.add(document_id)
+        state.unsettled.add(document_id)
     else:
-        state._unsettled.discard(document_id)
+        state.unsettled.discard(document_id)

@@ -43,12 +43,11 @@ class SavedRows:
 
 
 def private_indexes(state: KeyedState) -> dict[str, Any]:
-    """Every derived index of a state, in a comparable form."""
+    """Every derived index of a state (and of the models it holds), in a comparable form."""
     found: dict[str, Any] = {}
     for name, value in (state.__pydantic_private__ or {}).items():
-        if name in ("_unsaved", "_recheck_documents", "_recheck_agents"):
-            continue
-        found[name] = list(value) if hasattr(value, "first") else value
+        if name != "_unsaved":
+            found[name] = value.comparable() if hasattr(value, "comparable") else value
     for name, value in state:
         if isinstance(value, BaseModel):
             for inner, index in (value.__pydantic_private__ or {}).items():

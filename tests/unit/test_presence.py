@@ -54,7 +54,7 @@ def test_presence_follows_connections_and_servers_take_their_people_with_them(
                 assert document not in presence.documents, "a document nobody is in is kept"
         assert presence.servers == servers
         reloaded = Presence.model_validate_json(presence.model_dump_json())
-        assert reloaded._documents_of_server == presence._documents_of_server, "the server index drifted"
+        assert reloaded.documents_of_server == presence.documents_of_server, "the server index drifted"
 
 
 def _event(
