@@ -44,6 +44,12 @@ GRANT_PRIVILEGES = "SELECT agentlog.grant_privileges()"
 REGISTER_SCHEMAS = "SELECT agentlog.register_event_schemas(%s::jsonb)"
 CHECKPOINTS_OUT_OF_ORDER = "SELECT name, events_passed, events_at_or_before FROM agentlog.checkpoints_out_of_order()"
 IS_SUPERUSER = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+SERVER_BEHIND_LOG = """
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint + (SELECT transaction_id_offset FROM agentlog.log_epoch)
+       <= (SELECT transaction_id::text::bigint FROM agentlog.events
+            ORDER BY transaction_id DESC, global_position DESC LIMIT 1)
+"""
+"""Whether the next transaction id this server assigns, shifted, would not sort above the newest recorded event."""
 
 
 class RolesMissingError(AgentlogError):
@@ -212,9 +218,17 @@ def _after_migrations(url: str, event_catalogue: EventCatalogue) -> None:
 
 def check_log_order(url: str) -> None:
     """Refuse a log whose order is broken: a checkpoint with events behind it that it never passed would never
-    deliver them (events appended into a restored log before its epoch was sealed, or written around agentlog)."""
+    deliver them (events appended into a restored log before its epoch was sealed, or written around agentlog);
+    a server whose transaction ids, shifted, do not sort above the newest recorded event would append behind it (a
+    restore that `agentlog migrate` has not sealed)."""
     with psycopg.connect(url) as connection:
         broken = connection.execute(CHECKPOINTS_OUT_OF_ORDER).fetchall()
+        behind = connection.execute(SERVER_BEHIND_LOG).fetchone()
+    if behind is not None and behind[0]:
+        raise LogOrderBrokenError(
+            "the log's order is not sealed here: this server's transaction ids sort below events the log holds (a"
+            " restore into another server or an older copy of this one); run `agentlog migrate` as the owner"
+        )
     if broken:
         name, passed, behind = broken[0]
         raise LogOrderBrokenError(

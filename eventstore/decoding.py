@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from eventstore.errors import EventSchemaError, UnknownEventTypeError
 from eventstore.events import EventCatalogue
-from eventstore.records import RecordedEvent, TypedEvent
+from eventstore.records import RecordedEvent, TypedEvent, UnreadableJSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,11 @@ def decode_wanted(
                 f"a handler wants {event.event_type} events, which no installed event type defines: "
                 "install the package that defines it"
             )
+        unreadable = next((v for v in (event.data, event.metadata) if isinstance(v, UnreadableJSON)), None)
+        if unreadable is not None:
+            part = "data" if unreadable is event.data else "metadata"
+            undecodable.append(UndecodableEvent(event, f"its {part} cannot be read as JSON: {unreadable.error}"))
+            continue
         try:
             typed = catalogue.decode(event.event_type, event.schema_version, event.data)
         except EventSchemaError as error:

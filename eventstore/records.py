@@ -13,6 +13,16 @@ from eventstore.events import Event
 from eventstore.identifiers import new_event_id
 
 
+class UnreadableJSON(dict[str, Any]):
+    """Stands for a payload or metadata the log holds but no JSON reader here can decode (written around agentlog's
+    checks: a number beyond a double's range, nesting thousands of levels deep). An empty mapping, so that reading
+    the log never fails on one event; handlers skip such an event (`eventstore.decoding`)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
 class LogPosition(NamedTuple):
     """A place in the canonical order of the log: (transaction_id, global_position), compared as a tuple."""
 

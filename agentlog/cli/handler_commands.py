@@ -14,6 +14,7 @@ from agentlog.cli.common import handles_errors, load_settings, out, run_async, w
 from agentlog.database import open_database
 from agentlog.system import run_system
 from eventstore import EventStore
+from eventstore.errors import NotFoundError
 from eventstore.postgres import recorder
 from handlers.projection_handler import ProjectionHandler
 from handlers.registry import installed_handlers, resolve_handler
@@ -82,7 +83,7 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     table = Table("handler", "checkpoint", "events behind", "seconds behind", "skipped", "updated")
     for item in lags:
         table.add_row(
-            item.name,
+            Text(item.name),
             str(item.position),
             str(item.events_behind),
             f"{item.seconds_behind:.1f}",
@@ -108,6 +109,8 @@ def skipped_command(
 
     async def skipped() -> list[recorder.SkippedEvent]:
         async with EventStore.open(url) as store:
+            if await recorder.select_checkpoint(store.pool, name) is None:
+                raise NotFoundError(f"no handler or projection named {name!r} has run here (`agentlog handler lag`)")
             return await recorder.select_skipped(store.pool, name, limit)
 
     events = run_async(skipped())
@@ -127,14 +130,14 @@ def skipped_command(
         ]))
         return
     if not events:
-        out.print(f"{name} skipped no events")
+        out.print(f"{name} skipped no events", markup=False)
         return
     table = Table("position", "stream", "type", "reason", "skipped")
     for event in events:
         table.add_row(
             str(event.position.global_position),
-            event.stream_id,
-            f"{event.event_type} v{event.schema_version}",
+            Text(event.stream_id),
+            Text(f"{event.event_type} v{event.schema_version}"),
             Text(event.reason),
             event.skipped_at.isoformat(timespec="seconds"),
         )

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from eventstore.postgres.errors import translated_errors
+from eventstore.records import UnreadableJSON
 
 APPLICATION_NAME = "agentlog"
 
@@ -38,7 +39,10 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(value: bytes) -> Any:
-    return orjson.loads(value[1:])
+    try:
+        return orjson.loads(value[1:])
+    except orjson.JSONDecodeError as error:  # never fail a whole read (a handler's batch) on one value
+        return UnreadableJSON(str(error))
 
 
 async def configure_connection(connection: asyncpg.Connection) -> None:

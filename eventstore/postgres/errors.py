@@ -111,7 +111,7 @@ def translate(error: BaseException) -> AgentlogError | None:
         return EventIdConflictError(message + "; nothing was appended")
     if sqlstate == LOG_MOVED:
         return LogMovedError()
-    if sqlstate in {MALFORMED_APPEND, "23514", "22P02", "22023"}:
+    if sqlstate in {MALFORMED_APPEND, "23502", "23514", "22P02", "22023"}:
         return InvalidEventError(message + "; nothing was appended")
     if sqlstate in _MISSING_SCHEMA_SQLSTATES and "agentlog" in message:
         return SchemaNotReadyError()

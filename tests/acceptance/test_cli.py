@@ -189,7 +189,8 @@ def test_up_runs_on_an_embedded_server_whose_data_survives_restarts(home: Path) 
         appended = subprocess.run(
             [psql, url, "-At", "-c",
              "SELECT stream_version FROM agentlog.append_event("
-             "'document-readme', 'PersonJoined', '{\"user_id\": \"ada\", \"people_present\": 1}')"],
+             "'document-readme', 'PersonJoined', '{\"user_id\": \"ada\", \"people_present\": 1, "
+             "\"connection_id\": \"c1\", \"server_id\": \"psql\"}')"],
             capture_output=True, text=True, check=False,
         )
         assert appended.returncode == 0, appended.stderr

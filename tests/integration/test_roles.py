@@ -131,7 +131,7 @@ def test_a_database_from_before_the_roles_migrates_forward(
         ).fetchone()
         new = connection.execute(
             "SELECT stream_version, transaction_id::text::bigint FROM agentlog.append_event('document-old', "
-            "'PersonLeft', '{\"user_id\": \"u0\", \"people_present\": 2}', expected_version => 3)"
+            "'PersonLeft', '{\"user_id\": \"u0\", \"people_present\": 2}', expected_version => 3, schema_version => 1)"
         ).fetchone()
         assert connection.execute("SELECT count(*) FROM agentlog.events").fetchone() == (4,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

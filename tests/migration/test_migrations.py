@@ -82,7 +82,7 @@ def test_migrating_again_keeps_every_event(database_url: str, owner_database_url
     with psycopg.connect(database_url, autocommit=True) as connection:
         for n in range(5):
             connection.execute(
-                "SELECT * FROM agentlog.append_event('document-m', 'PersonJoined', %s::jsonb)",
+                "SELECT * FROM agentlog.append_event('document-m', 'PersonJoined', %s::jsonb, schema_version => 1)",
                 [f'{{"user_id": "u{n}", "people_present": {n + 1}}}'],
             )
     assert migrate(owner_database_url) == (head_revision(database_url), head_revision(database_url))
