@@ -18,17 +18,22 @@ from typing import Any
 import structlog
 
 from agentlog.config import Settings
+from agentlog.documents.room import RoomLimits
+from agentlog.documents.rooms import DocumentRooms
 from agentlog.documents.server import (
-    DocumentRooms,
     DocumentServer,
+    EditActivity,
     Presence,
+    ServerLimits,
     listening_socket,
     reachable_url,
     serve_documents,
 )
 from agentlog.documents.tokens import issue, signing_key
+from agentlog.documents.updates import CHANNEL, UpdateFollower, UpdateWriter
 from eventstore import EventStore
 from eventstore.event_types.agents import AgentSpawnRequested
+from eventstore.postgres.notifications import Notifier
 from handlers import Handler
 from handlers.agents.manager import AgentManager
 from handlers.agents.supervisor import Supervisor, SupervisorSettings
@@ -37,8 +42,6 @@ from handlers.documents.activity import DocumentActivity
 from handlers.timers import TimerService
 
 log = structlog.get_logger("agentlog.agents")
-
-AGENT_TOKEN_TTL_S = 30 * 24 * 3600
 
 
 def deciders(settings: Settings) -> list[Decider[Any]]:
@@ -73,10 +76,28 @@ class AgentSystem:
         `ManagerStarted`, which would otherwise discard it as a connection of the server's previous life.
         """
         settings = self.settings
+        server_id = settings.manager_id
         key = await signing_key(store.pool)
         sock = listening_socket(settings.host, settings.port)
-        rooms = DocumentRooms(store.pool, unload_after_s=settings.idle_grace_s + 10)
-        self.documents = DocumentServer(store, settings.manager_id, key, rooms, Presence(store, settings.manager_id))
+        room_limits = RoomLimits(
+            messages_per_s=settings.document_messages_per_s,
+            burst=settings.document_burst,
+            pending_updates=settings.document_max_pending_updates,
+            outbox_bytes=settings.document_outbox_bytes,
+        )
+        writer = UpdateWriter(
+            store.pool, server_id, Notifier(store.url, settings.notify_interval_s, server_id, channel=CHANNEL)
+        )
+        edits = EditActivity(store, server_id, settings.edit_activity_s)
+        rooms = DocumentRooms(
+            store.pool, writer, server_id, room_limits, unload_after_s=settings.idle_grace_s + 10,
+            max_rooms=settings.document_max_rooms, on_person_edit=edits.edited,
+        )  # fmt: skip
+        follower = UpdateFollower(store.pool, store.url, server_id, poll_interval=settings.poll_interval_s)
+        self.documents = DocumentServer(
+            store, server_id, key, rooms, Presence(store, server_id), room_limits=room_limits,
+            limits=ServerLimits(settings.document_max_sockets_per_person, settings.edit_activity_s),
+        )  # fmt: skip
         self.documents.url = reachable_url(sock, settings.host)
         self.supervisor = Supervisor(
             store,
@@ -91,8 +112,9 @@ class AgentSystem:
             command=self._worker_command,
             standby_command=self._standby_command,
             token=lambda spawn: issue(
-                key, "agent", spawn.agent_id, ttl_s=AGENT_TOKEN_TTL_S, document_id=spawn.document_id
+                key, "agent", spawn.agent_id, ttl_s=settings.agent_token_ttl_s, document_id=spawn.document_id
             ),
+            token_renewal_s=settings.agent_token_ttl_s / 3,
             on_new_incarnation=self.documents.presence.rejoin_all,
         )
         try:
@@ -102,7 +124,17 @@ class AgentSystem:
             raise
         listening = asyncio.Event()
         loop = asyncio.get_running_loop()
-        serving = loop.create_task(serve_documents(self.documents, sock, self._stop_documents, listening))
+        serving = loop.create_task(
+            serve_documents(
+                self.documents,
+                sock,
+                self._stop_documents,
+                listening,
+                writer=writer,
+                follower=follower,
+                max_message_bytes=settings.document_max_message_bytes,
+            )
+        )
         waiting = loop.create_task(listening.wait())
         await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
@@ -122,12 +154,19 @@ class AgentSystem:
         assert self.supervisor is not None
         return self.supervisor.lost
 
+    @property
+    def document_url_for_agents(self) -> str:
+        """An agent joins the document server of its own manager: the nearest, and every server serves every
+        document (what people type on another server reaches this one through the database)."""
+        assert self.documents is not None
+        return self.documents.url
+
     def _worker_command(self, spawn: AgentSpawnRequested) -> Sequence[str]:
         return [
             *self._worker_base(),
             "--document", spawn.document_id,
             "--agent", spawn.agent_id,
-            "--url", spawn.document_url,
+            "--url", self.document_url_for_agents,
         ]  # fmt: skip
 
     def _standby_command(self) -> Sequence[str]:
@@ -152,6 +191,7 @@ class AgentSystem:
     async def shutdown(self) -> None:
         if self.documents is not None:
             self.documents.accepting = False
+            self.documents.rooms.pause()
         if self.supervisor is not None:
             await self.supervisor.shutdown()
         self._stop_documents.set()

@@ -85,4 +85,27 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
     llm_model: str | None = None
     token_ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="lifetime of `agentlog token` tokens")
+    agent_token_ttl_s: float = Field(
+        default=900.0, ge=60, description="lifetime of an agent's token; its supervisor renews it at a third of that"
+    )
+
+    # What one client may ask of a document server.
+    document_max_message_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest WebSocket message a document socket may send"
+    )
+    document_messages_per_s: float = Field(
+        default=200.0, gt=0, description="updates and awareness messages per second per socket, sustained"
+    )
+    document_burst: int = Field(default=1_000, ge=1, description="... and at once")
+    document_max_pending_updates: int = Field(
+        default=100, ge=1, description="updates with missing dependencies one socket may have waiting"
+    )
+    document_max_sockets_per_person: int = Field(default=20, ge=1, description="sockets one person may have open")
+    document_max_rooms: int = Field(default=1_000, ge=1, description="documents one server has open at once")
+    document_outbox_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="bytes waiting to be sent to one socket before it is closed"
+    )
+    edit_activity_s: float = Field(
+        default=60.0, gt=0, description="at most one DocumentEdited per document per this many seconds"
+    )
 

@@ -1,20 +1,23 @@
-"""The document server: `/doc/{document_id}?token=…` speaks the y-websocket protocol (pycrdt-websocket rooms).
+"""The document server: `/doc/{document_id}?token=…` speaks the y-websocket protocol; rooms in `room.py`.
 
-What pycrdt-websocket does not do, this module does:
+What this module adds around the rooms:
 
-- **Who is there.** Every socket needs a token; people's sockets are recorded as `PersonJoined`/`PersonLeft` on
-  the document's stream (agents' sockets are not: an agent is not a person wanting an agent). A refused socket is
-  accepted and closed at once with a 44xx code and the reason, which y-websocket clients take as final (an HTTP
-  refusal would look like a network error to them and they would retry forever); nothing is appended for it.
-- **Content.** A room is loaded from PostgreSQL on first use, writes each update back, and is unloaded a while
-  after its last socket closed.
-- **Garbage.** A socket that sends anything but a well-formed y-websocket message is closed; the room and the
-  other people in it carry on.
+- **Who may come in.** Every socket needs a token (`tokens.py`) that opens this document and was not revoked;
+  people's sockets are recorded as `PersonJoined`/`PersonLeft` on the document's stream (agents' sockets are not:
+  an agent is not a person wanting an agent). A refused socket is accepted and closed at once with a 44xx code and
+  the reason, which y-websocket clients take as final (an HTTP refusal would look like a network error to them and
+  they would retry forever); nothing is appended for it. A token's expiry and its revocation close open sockets
+  too; an agent renews its short-lived token over its socket (`auth` message) before it expires.
+- **How much anyone may ask of it.** Sockets per person, documents open at once, message size; per socket the
+  limits of `RoomLimits`.
+- **Activity.** People's edits are recorded as `DocumentEdited`, at most once per document per interval, so that
+  "recently active" means work, not only joins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 import time
@@ -24,71 +27,65 @@ from typing import Any
 
 import structlog
 import uvicorn
-from pycrdt import create_update_message
-from pycrdt.websocket import WebsocketServer, YRoom
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agentlog.documents.protocol import MalformedMessageError, check_message
-from agentlog.documents.tokens import TokenError, verify
-from agentlog.documents.ystore import PostgresYStore, load_document
+from agentlog.documents.revocations import Revocations
+from agentlog.documents.room import Client, RoomLimits, SocketClosedError
+from agentlog.documents.rooms import DocumentRooms, RoomsFullError
+from agentlog.documents.tokens import Identity, TokenError, verify
+from agentlog.documents.updates import UpdateFollower, UpdateWriter
 from eventstore import ANY, EventStore, NewEvent
-from eventstore.errors import AgentlogError
-from eventstore.event_types.documents import DOCUMENT_ID_PATTERN, PersonJoined, PersonLeft, document_stream
-from eventstore.postgres.connections import StatementPool
+from eventstore.errors import AgentlogError, ClosedError
+from eventstore.event_types.documents import (
+    DOCUMENT_ID_PATTERN,
+    DocumentEdited,
+    PersonJoined,
+    PersonLeft,
+    document_stream,
+)
+from eventstore.event_types.tokens import TokenRevoked
 
 log = structlog.get_logger("agentlog.documents")
 
 CLOSE_INVALID_DOCUMENT = 4400
 CLOSE_BAD_TOKEN = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 CLOSE_UNSUPPORTED = 1003
-CLOSE_MALFORMED = 1007
 CLOSE_SERVER_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
 
 
 class SocketChannel:
-    """A Starlette WebSocket as the channel pycrdt-websocket rooms serve, checking every frame on the way in."""
+    """A Starlette WebSocket as a room's channel: binary frames in and out, a close with a reason."""
 
     def __init__(self, websocket: WebSocket, document_id: str) -> None:
         self._websocket = websocket
-        self._path = document_id
+        self.document_id = document_id
         self._send_lock = asyncio.Lock()
         self.closed_because: str | None = None
 
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def __aiter__(self) -> SocketChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
+    async def receive(self) -> bytes | None:
+        """The next frame; None once the socket is gone (or after a text frame, which closes it)."""
         if self.closed_because is not None:
-            raise StopAsyncIteration
+            return None
         try:
             message = await self._websocket.receive()
-        except (WebSocketDisconnect, RuntimeError) as error:
-            raise StopAsyncIteration from error
+        except (WebSocketDisconnect, RuntimeError):
+            return None
         if message["type"] == "websocket.disconnect":
-            raise StopAsyncIteration
+            return None
         data = message.get("bytes")
         if data is None:
             await self.close(CLOSE_UNSUPPORTED, "y-websocket messages are binary; got a text frame")
-            raise StopAsyncIteration
-        try:
-            check_message(data)
-        except MalformedMessageError as error:
-            await self.close(CLOSE_MALFORMED, f"malformed y-websocket message: {error}")
-            raise StopAsyncIteration from error
+            return None
         return bytes(data)
-
-    async def recv(self) -> bytes:
-        return await self.__anext__()
 
     async def send(self, message: bytes) -> None:
         if self.closed_because is not None:
@@ -101,92 +98,16 @@ class SocketChannel:
         if self.closed_because is not None:
             return
         self.closed_because = reason
-        log.warning("document.socket_closed", document=self._path, code=code, reason=reason)
         async with self._send_lock:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self._websocket.close(code, reason[:120])
 
 
-class DurableRoom(YRoom):
-    """A room that stores each update before anyone else sees it.
-
-    pycrdt-websocket's room sends an update to the other sockets and writes it to the store concurrently, so a
-    person could see an agent's mark that a crash of the server then lost. Here each update is written first, in
-    the order the document received them (concurrent writes could also have stored them out of order), and only
-    then sent on. The cost is one INSERT per update before the others see it; while PostgreSQL is away, the
-    room's updates wait for `PostgresYStore.write`'s retries. Written against pycrdt-websocket 0.16 (pinned): it
-    replaces the room's `_broadcast_updates`.
-    """
-
-    async def _broadcast_updates(self) -> None:
-        assert self.ystore is not None and self._task_group is not None
-        async with self.ystore.start_lock:
-            if not self.ystore.started.is_set():
-                await self._task_group.start(self.ystore.start)
-        async with self._update_receive_stream:
-            async for update in self._update_receive_stream:
-                if self._task_group.cancel_scope.cancel_called:
-                    return
-                try:
-                    await self.ystore.write(update)
-                except Exception as exception:  # the room goes on; its handler logs it
-                    self._handle_exception(exception)
-                message = create_update_message(update)
-                for client in self.clients:
-                    self._task_group.start_soon(client.send, message)
-
-
-class DocumentRooms(WebsocketServer):
-    """Rooms loaded from and written to PostgreSQL, unloaded `unload_after_s` after their last socket left."""
-
-    def __init__(self, pool: StatementPool, *, unload_after_s: float) -> None:
-        super().__init__(rooms_ready=True, auto_clean_rooms=False, exception_handler=self._exception)
-        self._pool = pool
-        self._unload_after_s = unload_after_s
-        self._loading: dict[str, asyncio.Lock] = {}
-        self._unloads: dict[str, asyncio.Task[None]] = {}
-
-    async def get_room(self, name: str) -> YRoom:
-        lock = self._loading.setdefault(name, asyncio.Lock())
-        async with lock:
-            if name not in self.rooms:
-                document = await load_document(self._pool, name)
-                room = DurableRoom(ready=True, ystore=PostgresYStore(self._pool, name), ydoc=document,
-                                   exception_handler=self._exception)
-                room.on_message_error = _close_sender
-                self.rooms[name] = room
-        unload = self._unloads.pop(name, None)
-        if unload is not None:
-            unload.cancel()
-        return await super().get_room(name)
-
-    def socket_closed(self, name: str) -> None:
-        room = self.rooms.get(name)
-        if room is not None and not room.clients and name not in self._unloads:
-            self._unloads[name] = asyncio.get_running_loop().create_task(self._unload_later(name))
-
-    async def _unload_later(self, name: str) -> None:
-        await asyncio.sleep(self._unload_after_s)
-        room = self.rooms.get(name)
-        if room is not None and not room.clients:
-            await asyncio.sleep(0.5)  # let the last updates' writes finish
-            await self.delete_room(room=room)
-            log.debug("document.unloaded", document=name)
-        self._unloads.pop(name, None)
-
-    @staticmethod
-    def _exception(exception: Exception, logger: Any) -> bool:
-        log.error("document.room_error", error=repr(exception))
-        return True
-
-
-def _close_sender(exception: Exception, message: bytes, channel: Any) -> bool:
-    """A frame that passed the framing check but that the document cannot apply: close its sender only."""
-    if isinstance(channel, SocketChannel):
-        asyncio.get_running_loop().create_task(
-            channel.close(CLOSE_MALFORMED, f"the document cannot apply this message: {exception}")
-        )
-    return True
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    sockets_per_person: int = 20
+    edit_activity_s: float = 60.0
+    """At most one `DocumentEdited` per document per this many seconds."""
 
 
 PRESENCE_NAMESPACE = uuid.UUID("7c1e3f0a-5a5d-4f0e-9a8e-3d2f6b1c9e42")
@@ -248,6 +169,8 @@ class Presence:
             try:
                 await self.store.append(document_stream(document_id), [new], ANY)
                 return
+            except ClosedError:
+                return  # the server is stopping: its ManagerStopped takes its people with it
             except Exception as error:
                 log.warning(failure, document=document_id, error=str(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
@@ -257,67 +180,211 @@ class Presence:
         return NewEvent(event, uuid.uuid5(PRESENCE_NAMESPACE, f"{self.server_id}/{connection_id}/{what}"))
 
 
+class EditActivity:
+    """People's edits, recorded coarsely: one `DocumentEdited` per document per interval at most."""
+
+    def __init__(self, store: EventStore, server_id: str, interval_s: float) -> None:
+        self._store = store
+        self._server_id = server_id
+        self._interval_s = interval_s
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._last: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def edited(self, document_id: str) -> None:
+        self._counts[document_id] += 1
+        now = time.monotonic()
+        if now - self._last.get(document_id, -self._interval_s) < self._interval_s:
+            return
+        self._last[document_id] = now
+        updates, self._counts[document_id] = self._counts[document_id], 0
+        task = asyncio.get_running_loop().create_task(self._record(document_id, updates))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record(self, document_id: str, updates: int) -> None:
+        event = DocumentEdited(document_id=document_id, server_id=self._server_id, updates=updates)
+        try:
+            await self._store.append(document_stream(document_id), [event], ANY)
+        except AgentlogError as error:  # activity is a hint for eviction order: the next edit records it again
+            log.warning("document.edit_not_recorded", document=document_id, error=str(error))
+            self._last.pop(document_id, None)
+
+
 @dataclass(slots=True)
+class OpenSocket:
+    client: Client
+    identity: Identity
+    expiry: asyncio.TimerHandle | None = None
+
+
 class DocumentServer:
-    store: EventStore
-    server_id: str
-    signing_key: bytes
-    rooms: DocumentRooms
-    presence: Presence
-    sockets: int = 0
-    url: str = ""
-    """Where agents on this machine reach it, `ws://host:port/doc`."""
-    accepting: bool = True
-    """False once the manager is stopping: new sockets are told to come back (to another server)."""
+    def __init__(
+        self,
+        store: EventStore,
+        server_id: str,
+        signing_key: bytes,
+        rooms: DocumentRooms,
+        presence: Presence,
+        *,
+        room_limits: RoomLimits | None = None,
+        limits: ServerLimits | None = None,
+        revocations: Revocations | None = None,
+    ) -> None:
+        self.store = store
+        self.server_id = server_id
+        self.signing_key = signing_key
+        self.rooms = rooms
+        self.presence = presence
+        self.room_limits = room_limits or RoomLimits()
+        self.limits = limits or ServerLimits()
+        self.revocations = revocations or Revocations()
+        self.sockets: dict[Client, OpenSocket] = {}
+        self.per_person: collections.Counter[str] = collections.Counter()
+        self.url = ""
+        """Where agents on this machine reach it, `ws://host:port/doc`."""
+        self.accepting = True
+        """False once the manager is stopping: new sockets are told to come back (to another server)."""
+
+    # -- sockets ---------------------------------------------------------------------------------------------
 
     async def socket(self, websocket: WebSocket) -> None:
         document_id = websocket.path_params["document_id"]
         await websocket.accept()
         channel = SocketChannel(websocket, document_id)
-        if not self.accepting:
-            await channel.close(CLOSE_SERVICE_RESTART, "the document server is stopping; reconnect")
+        admitted = await self._admit(channel, document_id, websocket.query_params.get("token"))
+        if admitted is None:
             return
-        if not DOCUMENT_ID_PATTERN.fullmatch(document_id):
-            await channel.close(CLOSE_INVALID_DOCUMENT, "invalid document id: use 1-128 letters, digits, . _ -")
-            return
-        try:
-            identity = verify(self.signing_key, websocket.query_params.get("token"))
-        except TokenError as error:
-            await channel.close(CLOSE_BAD_TOKEN, str(error))
-            return
-        if identity.kind == "agent" and identity.document_id not in (None, document_id):
-            await channel.close(CLOSE_FORBIDDEN, "this agent token is for another document")
-            return
+        identity = admitted
         person = identity.kind == "user"
         connection_id = uuid.uuid4().hex[:16]
         if person:
             try:
                 await self.presence.joined(document_id, identity.name, connection_id)
-            except AgentlogError as error:
+            except (AgentlogError, ValidationError) as error:
                 await channel.close(CLOSE_SERVER_ERROR, f"cannot record your presence: {error}")
                 # The join may have been recorded all the same (its answer lost): record the leave too.
                 asyncio.get_running_loop().create_task(self.presence.left(document_id, identity.name, connection_id))
                 return
-        self.sockets += 1
+        self.per_person[identity.name] += 1
         started = time.monotonic()
         log.info("document.socket_open", document=document_id, who=identity.name, kind=identity.kind)
         try:
-            await self.rooms.serve(channel)
+            try:
+                room = await self.rooms.enter(document_id)
+            except RoomsFullError as error:
+                await channel.close(CLOSE_TRY_AGAIN, str(error))
+                return
+            client = Client(channel, identity.name, person, self.room_limits)
+            self.sockets[client] = OpenSocket(client, identity, self._expire_at(client, identity))
+            try:
+                await room.serve(client, renew=self._renew)
+            finally:
+                opened = self.sockets.pop(client, None)
+                if opened is not None and opened.expiry is not None:
+                    opened.expiry.cancel()
+                self.rooms.leave(document_id)
         finally:
-            self.sockets -= 1
-            self.rooms.socket_closed(document_id)
+            self.per_person[identity.name] -= 1
+            if not self.per_person[identity.name]:
+                del self.per_person[identity.name]
             log.info("document.socket_closed_by_peer", document=document_id, who=identity.name,
-                     seconds=round(time.monotonic() - started, 1))
+                     seconds=round(time.monotonic() - started, 1))  # fmt: skip
             if person:
                 await asyncio.shield(self.presence.left(document_id, identity.name, connection_id))
 
+    async def _admit(self, channel: SocketChannel, document_id: str, token: str | None) -> Identity | None:
+        """Who this socket is, or None once it was closed with the reason it may not come in."""
+        if not self.accepting:
+            await channel.close(CLOSE_SERVICE_RESTART, "the document server is stopping; reconnect")
+            return None
+        if not DOCUMENT_ID_PATTERN.fullmatch(document_id):
+            await channel.close(CLOSE_INVALID_DOCUMENT, "invalid document id: use 1-128 letters, digits, . _ -")
+            return None
+        try:
+            identity = verify(self.signing_key, token)
+        except TokenError as error:
+            await channel.close(CLOSE_BAD_TOKEN, str(error))
+            return None
+        await self.revocations.caught_up.wait()
+        if self.revocations.revoked(identity):
+            await channel.close(CLOSE_BAD_TOKEN, "revoked token")
+            return None
+        if not identity.opens(document_id):
+            what = "this agent token is for another document" if identity.kind == "agent" else (
+                "this token does not open this document"
+            )
+            await channel.close(CLOSE_FORBIDDEN, what)
+            return None
+        if self.per_person[identity.name] >= self.limits.sockets_per_person:
+            await channel.close(
+                CLOSE_TOO_MANY, f"{identity.name} has {self.limits.sockets_per_person} sockets open here, the limit"
+            )
+            return None
+        return identity
+
+    def _expire_at(self, client: Client, identity: Identity) -> asyncio.TimerHandle:
+        delay = max(identity.expires_at - time.time(), 0.0)
+        return asyncio.get_running_loop().call_later(
+            delay, client.close_soon, SocketClosedError(CLOSE_BAD_TOKEN, "token expired")
+        )
+
+    async def _renew(self, client: Client, token: str) -> None:
+        """A client's renewed token (an `auth` message): the same holder, for longer, or the socket goes."""
+        opened = self.sockets.get(client)
+        if opened is None:
+            return
+        try:
+            renewed = verify(self.signing_key, token)
+        except TokenError as error:
+            raise SocketClosedError(CLOSE_BAD_TOKEN, f"renewed token refused: {error}") from error
+        old = opened.identity
+        same = (renewed.kind, renewed.name, renewed.document_id) == (old.kind, old.name, old.document_id)
+        if not same or self.revocations.revoked(renewed):
+            raise SocketClosedError(CLOSE_BAD_TOKEN, "renewed token refused: another holder, or revoked")
+        if opened.expiry is not None:
+            opened.expiry.cancel()
+        opened.identity = renewed
+        opened.expiry = self._expire_at(client, renewed)
+
+    def close_sockets(self, code: int, reason: str) -> None:
+        for opened in list(self.sockets.values()):
+            opened.client.close_soon(SocketClosedError(code, reason))
+
+    def revoked(self, revocation: TokenRevoked) -> None:
+        """A revocation recorded (here or on another server): close the sockets open with such a token."""
+        for opened in list(self.sockets.values()):
+            if self.revocations.revoked(opened.identity):
+                opened.client.close_soon(SocketClosedError(CLOSE_BAD_TOKEN, "revoked token"))
+                log.info("document.socket_revoked", who=opened.identity.name, reason=revocation.reason)
+
+    # -- HTTP ------------------------------------------------------------------------------------------------
+
     async def health(self, request: Request) -> JSONResponse:
+        """Liveness only: what is open, and by whom, needs a token (`/documents`)."""
+        return JSONResponse({"status": "ok"})
+
+    async def documents(self, request: Request) -> JSONResponse:
+        """The documents open on this server and the people in them, as far as the token may see."""
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else request.query_params.get(
+            "token"
+        )
+        try:
+            identity = verify(self.signing_key, token)
+        except TokenError as error:
+            return JSONResponse({"error": str(error)}, status_code=401)
+        if identity.kind != "user" or self.revocations.revoked(identity):
+            return JSONResponse({"error": "a person's token is needed"}, status_code=403)
+        people = self.presence.people
         return JSONResponse(
             {
                 "server_id": self.server_id,
-                "rooms": sorted(self.rooms.rooms),
-                "sockets": self.sockets,
-                "people": {document: len(people) for document, people in self.presence.people.items()},
+                "documents": [
+                    {"document_id": name, "people": len(people.get(name, {}))}
+                    for name in sorted(self.rooms.rooms)
+                    if identity.opens(name)
+                ],
             }
         )
 
@@ -326,6 +393,7 @@ class DocumentServer:
             routes=[
                 WebSocketRoute("/doc/{document_id}", self.socket),
                 Route("/health", self.health),
+                Route("/documents", self.documents),
             ]
         )
 
@@ -368,16 +436,26 @@ def reachable_url(sock: socket.socket, host: str) -> str:
 
 
 async def serve_documents(
-    server: DocumentServer, sock: socket.socket, stop: asyncio.Event, started: asyncio.Event | None = None
+    server: DocumentServer,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+    *,
+    writer: UpdateWriter,
+    follower: UpdateFollower,
+    max_message_bytes: int = 8 * 1024 * 1024,
 ) -> None:
-    """Serve on the bound socket until `stop` is set."""
+    """Serve on the bound socket until `stop` is set; then wait until everything the rooms applied is stored."""
     config = uvicorn.Config(
         server.app(), log_config=None, lifespan="off", ws="websockets-sansio",
-        ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
+        ws_max_size=max_message_bytes, ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=5,
     )  # fmt: skip
     web = _Uvicorn(config)
-    async with server.rooms:
-        task = asyncio.get_running_loop().create_task(web.serve(sockets=[sock]))
+    loop = asyncio.get_running_loop()
+    revocations = loop.create_task(server.revocations.follow(server.store, server.revoked))
+    following = loop.create_task(follower.run(server.rooms.open_documents, server.rooms.deliver, stop))
+    try:
+        task = loop.create_task(web.serve(sockets=[sock]))
         while not web.started and not task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
             await asyncio.sleep(0.01)
         if task.done():
@@ -388,6 +466,15 @@ async def serve_documents(
         try:
             await stop.wait()
         finally:
+            server.rooms.pause()
+            server.close_sockets(CLOSE_SERVICE_RESTART, "the document server is stopping; reconnect")
             web.should_exit = True
             await task
             sock.close()
+            await server.rooms.close()
+            await writer.close()
+    finally:
+        for background in (revocations, following):
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await background

@@ -1,14 +1,18 @@
-"""Access tokens for document sockets: signed, expiring, and saying whether the holder is a person or an agent.
+"""Access tokens for document sockets: signed, expiring, revocable, saying whether the holder is a person or an
+agent, and which documents it opens.
 
-A token is `al1.<payload>.<signature>`: the payload is base64url JSON (`k` kind, `sub` name, `exp` expiry in Unix
-seconds, `doc` the one document an agent token is good for), the signature an HMAC-SHA256 over it with a key kept
-in the database (`agentlog.secrets`), so every agentlog process on that database accepts the same tokens.
+A token is `al1.<payload>.<signature>`: the payload is base64url JSON (`k` kind, `sub` name, `exp` expiry and `iat`
+issue time in Unix seconds, `jti` its id, `doc` the one document an agent token is good for, `docs` the document
+patterns a person's token is limited to), the signature an HMAC-SHA256 over it with a key kept in the database
+(`agentlog.secrets`), so every agentlog process on that database accepts the same tokens. A token is taken back by
+a `TokenRevoked` event (`agentlog token revoke`): by its id, or every token of a name issued before a moment.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import hashlib
 import hmac
 import secrets
@@ -43,6 +47,16 @@ class Identity:
     name: str
     expires_at: float
     document_id: str | None = None
+    """The one document an agent token opens."""
+    token_id: str | None = None
+    issued_at: float = 0.0
+    documents: tuple[str, ...] | None = None
+    """The documents a person's token is limited to (shell-style patterns); None for all."""
+
+    def opens(self, document_id: str) -> bool:
+        if self.kind == "agent":
+            return self.document_id in (None, document_id)
+        return self.documents is None or any(fnmatch.fnmatchcase(document_id, p) for p in self.documents)
 
 
 async def signing_key(pool: StatementPool) -> bytes:
@@ -51,14 +65,36 @@ async def signing_key(pool: StatementPool) -> bytes:
     return bytes(value)
 
 
-def issue(key: bytes, kind: Kind, name: str, *, ttl_s: float, document_id: str | None = None) -> str:
-    if not name or len(name) > 200:
-        raise ValueError("a token's name must have 1 to 200 characters")
+def check_name(name: str) -> str:
+    """A token's name as recorded (user ids go into PersonJoined): 1-200 printable characters, not only spaces."""
+    stripped = name.strip()
+    if not stripped or len(name) > 200 or not name.isprintable():
+        raise ValueError("a token's name must have 1 to 200 printable characters, not only spaces")
+    return stripped
+
+
+def issue(
+    key: bytes,
+    kind: Kind,
+    name: str,
+    *,
+    ttl_s: float,
+    document_id: str | None = None,
+    documents: tuple[str, ...] | None = None,
+) -> str:
+    name = check_name(name)
     if ttl_s <= 0:
         raise ValueError("a token's lifetime must be positive")
-    claims: dict[str, object] = {"k": kind, "sub": name, "exp": int(time.time() + ttl_s)}
+    if documents is not None and (not documents or not all(p and len(p) <= 200 for p in documents)):
+        raise ValueError("document patterns must be 1 to 200 characters each")
+    now = time.time()
+    claims: dict[str, object] = {
+        "k": kind, "sub": name, "exp": int(now + ttl_s), "iat": round(now, 3), "jti": secrets.token_hex(8),
+    }  # fmt: skip
     if document_id is not None:
         claims["doc"] = document_id
+    if documents is not None:
+        claims["docs"] = list(documents)
     payload = _encode(orjson.dumps(claims))
     return f"{PREFIX}.{payload}.{_sign(key, payload)}"
 
@@ -74,15 +110,27 @@ def verify(key: bytes, token: str | None, *, now: float | None = None) -> Identi
         raise TokenError("unknown token (bad signature)")
     try:
         claims = orjson.loads(_decode(payload))
-        kind, name, expires = claims["k"], str(claims["sub"]), float(claims["exp"])
+        kind, name, expires = claims["k"], check_name(str(claims["sub"])), float(claims["exp"])
+        documents = claims.get("docs")
+        if documents is not None:
+            documents = tuple(str(pattern) for pattern in documents)
     except (ValueError, KeyError, TypeError, binascii.Error) as error:
-        raise TokenError("unknown token (unreadable claims)") from error
+        raise TokenError(f"unknown token (unreadable claims: {error})") from error
     if kind not in ("user", "agent"):
         raise TokenError(f"unknown token kind {kind!r}")
     if expires <= (time.time() if now is None else now):
         raise TokenError("expired token")
     document = claims.get("doc")
-    return Identity(kind, name, expires, None if document is None else str(document))
+    token_id = claims.get("jti")
+    return Identity(
+        kind,
+        name,
+        expires,
+        None if document is None else str(document),
+        None if token_id is None else str(token_id),
+        float(claims.get("iat", 0.0)),
+        documents,
+    )
 
 
 def _sign(key: bytes, payload: str) -> str:

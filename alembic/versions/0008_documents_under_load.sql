@@ -19,8 +19,14 @@ CREATE INDEX document_updates_order_idx ON agentlog.document_updates (transactio
 -- `TokenRevoked` events (`agentlog token revoke`), folded into one row per token: a server refuses a revoked
 -- token at open and closes the sockets that use it.
 CREATE TABLE projections.token_revocations (
-    token_id   text        PRIMARY KEY,
-    subject    text        NOT NULL,
-    reason     text        NOT NULL,
-    revoked_at timestamptz NOT NULL
+    global_position bigint      PRIMARY KEY,
+    token_id        text,
+    kind            text,
+    subject         text,
+    issued_before   timestamptz,
+    reason          text        NOT NULL,
+    revoked_at      timestamptz NOT NULL
 );
+CREATE INDEX token_revocations_token_idx ON projections.token_revocations (token_id);
+COMMENT ON TABLE projections.token_revocations IS
+    'Every token revocation: one token (token_id), or every token of kind and subject issued before a moment.';

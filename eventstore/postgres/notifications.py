@@ -28,16 +28,18 @@ from eventstore.postgres.connections import connect
 from eventstore.postgres.errors import CONNECTION_ERRORS
 
 CHANNEL = "agentlog_events"
+"""The log's channel; other tables followed the same way (document updates) have their own."""
 log = structlog.get_logger("eventstore.notifications")
 
 
 class Notifier:
     """Coalesced post-commit NOTIFY on a dedicated connection."""
 
-    def __init__(self, url: str, interval: float, origin: str) -> None:
+    def __init__(self, url: str, interval: float, origin: str, *, channel: str = CHANNEL) -> None:
         self._url = url
         self._interval = interval
         self._origin = origin
+        self._channel = channel
         self._connection: asyncpg.Connection | None = None
         self._pending = False
         self._task: asyncio.Task[None] | None = None
@@ -56,7 +58,7 @@ class Notifier:
                     # A NOTIFY takes a transaction id, so its commit would wait for a WAL flush: a wake-up hint
                     # has nothing durable in it, and subscribers poll anyway.
                     self._connection = await connect(self._url, synchronous_commit="off")
-                await recorder.notify_appended(self._connection, self._origin)
+                await recorder.notify(self._connection, self._channel, self._origin)
             except CONNECTION_ERRORS as error:
                 # Subscribers' fallback poll covers a lost wake-up; the next commit reconnects.
                 log.warning("notifier.send_failed", error=str(error))
@@ -105,10 +107,17 @@ class Wakeups:
     """One LISTEN connection for the whole process, reconnected with backoff, fanning out to waiters."""
 
     def __init__(
-        self, url: str, *, origin: str, probe_interval: float = 15.0, max_backoff: float = 5.0
+        self,
+        url: str,
+        *,
+        origin: str,
+        channel: str = CHANNEL,
+        probe_interval: float = 15.0,
+        max_backoff: float = 5.0,
     ) -> None:
         self._url = url
         self._origin = origin
+        self._channel = channel
         self._probe_interval = probe_interval
         self._max_backoff = max_backoff
         self._waiters: set[Waiter] = set()
@@ -152,7 +161,7 @@ class Wakeups:
                 connection = await connect(self._url)
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(CHANNEL, self._on_notification)
+                await connection.add_listener(self._channel, self._on_notification)
                 self.state = WakeupState.LISTENING
                 self._listening.set()
                 self._wake_all()

@@ -98,10 +98,11 @@ SELECT transaction_id, global_position
 -- $1 global_position
 SELECT transaction_id, global_position FROM agentlog.events WHERE global_position = $1;
 
--- notify_appended --
--- Wake subscribers up. Sent after the appending transaction committed, in its own tiny transaction.
--- $1 the sending store's origin, so that its own listener can ignore it (any other payload wakes everyone)
-SELECT pg_notify('agentlog_events', $1::text);
+-- notify --
+-- Wake the listeners of a channel up (`agentlog_events`: the log's subscribers). Sent after the transaction that
+-- wrote committed, in its own tiny transaction.
+-- $1 channel, $2 the sender's origin, so that its own listener can ignore it (any other payload wakes everyone)
+SELECT pg_notify($1::text, $2::text);
 
 -- try_lock_handler --
 -- Try to become the one active instance of a handler (session advisory lock, released when the session ends).

@@ -164,8 +164,8 @@ async def select_position_of(executor: Executor, global_position: int) -> LogPos
     return None if row is None else LogPosition(row[0], row[1])
 
 
-async def notify_appended(executor: Executor, origin: str) -> None:
-    await executor.execute(QUERIES["notify_appended"], origin)
+async def notify(executor: Executor, channel: str, origin: str) -> None:
+    await executor.execute(QUERIES["notify"], channel, origin)
 
 
 async def try_lock_handler(executor: Executor, name: str) -> bool:

@@ -146,8 +146,11 @@ class Supervisor:
         token: AgentToken,
         standby_command: StandbyCommand | None = None,
         on_new_incarnation: NewIncarnation | None = None,
+        token_renewal_s: float | None = None,
     ) -> None:
         self.store = store
+        self.token_renewal_s = token_renewal_s
+        """Workers get a fresh token this often (their tokens are short-lived; see `_renew_tokens`)."""
         self.on_new_incarnation = on_new_incarnation
         self.settings = settings
         self.command = command
@@ -186,6 +189,8 @@ class Supervisor:
             loop.create_task(self._forever(self._log_stats, self.settings.stats_log_s)),
             loop.create_task(self._forever(self._check_lock, self.settings.watch_managers_s)),
         ]
+        if self.token_renewal_s is not None:
+            self._background.append(loop.create_task(self._forever(self._renew_tokens, self.token_renewal_s)))
 
     async def _connect_for_lock(self) -> Connection:
         return await connect(self.store.url, application_name=f"agentlog manager {self.settings.manager_id}")
@@ -319,7 +324,7 @@ class Supervisor:
             log.warning("agent.standby_lost", agent=spawn.agent_id, exit_code=process.returncode)
             return None
         assignment = {"op": "assign", "document": spawn.document_id, "agent": spawn.agent_id,
-                      "url": spawn.document_url, "token": self.token(spawn)}  # fmt: skip
+                      "url": self.settings.document_url, "token": self.token(spawn)}  # fmt: skip
         try:
             assert process.stdin is not None
             process.stdin.write(orjson.dumps(assignment) + b"\n")
@@ -592,6 +597,13 @@ class Supervisor:
         await self._record_started()
         if self.on_new_incarnation is not None:
             await self.on_new_incarnation(self.incarnation)
+
+    async def _renew_tokens(self) -> None:
+        """Agents' tokens are short-lived, so a leaked one is worth little: each worker gets a new one well before its
+        token expires, and hands it to its document server over its socket (which would close at expiry)."""
+        for worker in list(self.workers.values()):
+            if worker.stop_requested is None and worker.process.returncode is None:
+                await self._send(worker, {"op": "token", "token": self.token(worker.spawn)})
 
     async def _unresponsive(self, worker: WorkerProcess, silent: float) -> None:
         spawn = worker.spawn

@@ -18,7 +18,7 @@ import pytest
 from pycrdt import Doc, XmlFragment, XmlText
 
 from agentlog.database import migrate
-from agentlog.documents.ystore import load_document
+from agentlog.documents.updates import load_document
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from eventstore.postgres.connections import create_pool
 from tests.support.system import ROOT, RunningSystem, open_document, query, token_for, wait_until
@@ -122,7 +122,7 @@ async def test_up_survives_two_database_restarts_under_load(
             try:
                 for document, person in people.items():
                     for _ in range(150):
-                        stored = text_of(await load_document(pool, document))
+                        stored = text_of((await load_document(pool, document, 'test')).document)
                         if stored == text_of(person.document):
                             break
                         await asyncio.sleep(0.2)

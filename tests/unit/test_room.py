@@ -1,0 +1,280 @@
+"""The document server's room without a database: what a socket may see when, what a client may make the server do
+(issue 10, items 2 and 3). The store is a fake whose commits the test releases."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+from pycrdt import Doc, Text, create_update_message
+
+from agentlog.documents.protocol import (
+    AWARENESS,
+    SYNC,
+    SYNC_STEP1,
+    SYNC_STEP2,
+    SYNC_UPDATE,
+    AwarenessEntry,
+    awareness_message,
+    parse_awareness,
+    parse_message,
+    sync_message,
+)
+from agentlog.documents.room import Client, Room, RoomLimits
+
+
+class GatedWriter:
+    """Stores updates only when the test opens the gate; keeps every stored body, in order."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.queued: collections.deque[tuple[bytes, asyncio.Future[None]]] = collections.deque()
+        self.stored: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, document_id: str, body: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queued.append((body, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self.gate.wait()
+            while self.queued:
+                body, future = self.queued.popleft()
+                self.stored.append(body)
+                future.set_result(None)
+            await asyncio.sleep(0)
+
+
+class Socket:
+    """A channel the test writes to (`inbox`) and whose sent messages it reads."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def receive(self) -> bytes | None:
+        if self.closed is not None:
+            return None
+        return await self.inbox.get()
+
+    async def send(self, message: bytes) -> None:
+        self.sent.append(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self.inbox.put_nowait(None)
+
+    def updates(self) -> list[bytes]:
+        found = []
+        for message in self.sent:
+            parsed = parse_message(message)
+            if parsed.kind == SYNC and parsed.step in (SYNC_STEP2, SYNC_UPDATE):
+                found.append(parsed.payload)
+        return found
+
+    def document(self) -> str:
+        doc: Doc[Any] = Doc()
+        for update in self.updates():
+            doc.apply_update(update)
+        return str(doc.get("text", type=Text))
+
+
+def keystrokes(text: str) -> list[bytes]:
+    """One update per character, in order: what a person typing sends."""
+    doc: Doc[Any] = Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    node = doc.get("text", type=Text)
+    for character in text:
+        node.insert(len(node), character)
+    return updates
+
+
+@asynccontextmanager
+async def room_with(
+    *sockets: Socket, limits: RoomLimits | None = None, document: Doc[Any] | None = None
+) -> AsyncIterator[tuple[Room, GatedWriter, list[Client]]]:
+    writer = GatedWriter()
+    room = Room("trip", document or Doc(), writer, limits or RoomLimits())  # type: ignore[arg-type]
+    clients = [Client(socket, f"p{index}", True, limits or RoomLimits()) for index, socket in enumerate(sockets)]
+    serving = [asyncio.create_task(room.serve(client)) for client in clients]
+    await eventually(lambda: len(room.clients) == len(clients))
+    try:
+        yield room, writer, clients
+    finally:
+        for socket in sockets:
+            socket.inbox.put_nowait(None)
+        await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), 5)
+
+
+async def eventually(condition: Any, timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_an_update_reaches_the_other_sockets_only_once_stored() -> None:
+    ada, bob = Socket(), Socket()
+    async with room_with(ada, bob) as (_, writer, _clients):
+        (update,) = keystrokes("P")
+        ada.inbox.put_nowait(create_update_message(update))
+        await asyncio.sleep(0.1)
+        assert bob.updates() == [], "bob saw an update that was not stored yet"
+        writer.gate.set()
+        await eventually(lambda: bob.updates() == [update])
+        assert writer.stored == [update]
+
+
+async def test_a_joiner_is_answered_only_with_what_is_stored() -> None:
+    ada = Socket()
+    async with room_with(ada) as (room, writer, _):
+        for update in keystrokes("Paris"):
+            ada.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: len(writer.queued) == 5)
+        cy = Socket()
+        joining = asyncio.create_task(room.serve(Client(cy, "cy", True, RoomLimits())))
+        cy.inbox.put_nowait(sync_message(SYNC_STEP1, Doc().get_state()))
+        await asyncio.sleep(0.1)
+        assert cy.updates() == [], "the joiner was answered from memory, before the store"
+        writer.gate.set()
+        await eventually(lambda: cy.document() == "Paris")
+        cy.inbox.put_nowait(None)
+        await joining
+
+
+async def test_a_client_bursting_on_connect_has_every_update_stored() -> None:
+    """Updates sent before the room had even synced the socket (issue 10, item 2b: 0 of 5 were stored)."""
+    ada = Socket()
+    for update in keystrokes("Lyon."):
+        ada.inbox.put_nowait(create_update_message(update))
+    async with room_with(ada) as (_, writer, _):
+        writer.gate.set()
+        await eventually(lambda: len(writer.stored) == 5)
+
+
+async def test_a_flood_is_slowed_down_never_dropped() -> None:
+    """A store that falls behind stops the room reading its sockets; every update is stored in the end (issue 10,
+    item 2a: a full write queue dropped updates)."""
+    limits = RoomLimits(messages_per_s=1e9, burst=10**9, unstored_updates=100)
+    ada, bob = Socket(), Socket()
+    updates = keystrokes("x" * 2_000)
+    async with room_with(ada, bob, limits=limits) as (_, writer, _):
+        for update in updates:
+            ada.inbox.put_nowait(create_update_message(update))
+        await asyncio.sleep(0.2)
+        assert 100 <= len(writer.queued) <= 101, "the room kept reading past its limit of unstored updates"
+        assert ada.inbox.qsize() > 1_000  # left unread: the sender is slowed down (TCP does the rest)
+        writer.gate.set()
+        await eventually(lambda: len(writer.stored) == 2_000, timeout=20)
+        await eventually(lambda: bob.document() == "x" * 2_000, timeout=20)
+    assert writer.stored == updates
+
+
+async def test_updates_with_missing_dependencies_wait_and_too_many_close_the_socket() -> None:
+    limits = RoomLimits(pending_updates=3)
+    ada, bob = Socket(), Socket()
+    first, *rest = keystrokes("abcde")
+    async with room_with(ada, bob, limits=limits) as (_, writer, _):
+        writer.gate.set()
+        for update in rest[:3]:  # each needs the one before it, and the first is withheld
+            ada.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: len(writer.stored) == 3)
+        await asyncio.sleep(0.05)
+        assert bob.updates() == [], "updates that cannot be applied yet were sent on"
+        ada.inbox.put_nowait(create_update_message(first))
+        await eventually(lambda: bob.document() == "abcd")
+        # A socket that keeps sending what cannot be applied is closed, with the reason.
+        eve = Socket()
+        eve_updates = keystrokes("0123456")
+        eve_client = Client(eve, "eve", True, limits)
+        serving = asyncio.create_task(_serve_in(_room_of(bob), eve_client))
+        for update in eve_updates[1:]:
+            eve.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: eve.closed is not None)
+        assert eve.closed is not None and eve.closed[0] == 1008 and "dependencies" in eve.closed[1]
+        await serving
+
+
+_rooms: dict[int, Room] = {}
+
+
+def _room_of(socket: Socket) -> Room:
+    return _rooms[id(socket)]
+
+
+async def _serve_in(room: Room, client: Client) -> None:
+    await room.serve(client)
+
+
+@pytest.fixture(autouse=True)
+def _remember_rooms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lets a test reach the room a socket is in (to add a socket of its own)."""
+    original = Room.serve
+
+    async def serve(self: Room, client: Client, renew: Any = None) -> None:
+        _rooms[id(client.channel)] = self
+        await original(self, client, renew)
+
+    monkeypatch.setattr(Room, "serve", serve)
+
+
+async def test_a_socket_over_its_message_rate_is_closed() -> None:
+    limits = RoomLimits(messages_per_s=10, burst=20)
+    ada = Socket()
+    async with room_with(ada, limits=limits) as (_, writer, _):
+        writer.gate.set()
+        for update in keystrokes("y" * 50):
+            ada.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: ada.closed is not None)
+        assert ada.closed is not None and ada.closed[0] == 1008 and "per second" in ada.closed[1]
+
+
+def awareness(client_id: int, clock: int, state: str) -> bytes:
+    return awareness_message([AwarenessEntry(client_id, clock, state)])
+
+
+async def test_awareness_is_checked_before_it_is_forwarded_and_cleared_when_its_socket_goes() -> None:
+    ada, bob, eve = Socket(), Socket(), Socket()
+    async with room_with(ada, bob, eve) as (room, writer, _):
+        writer.gate.set()
+        ada.inbox.put_nowait(awareness(7, 1, orjson.dumps({"user": {"name": "ada"}}).decode()))
+        await eventually(lambda: any(m[0] == AWARENESS for m in bob.sent))
+        # Garbage awareness (as the Node peers would choke on) closes its sender and reaches nobody.
+        raw = b"\x01" + b"\x07" + b"\x01" + b"\x05" + b"{nope"
+        eve.inbox.put_nowait(bytes([AWARENESS]) + bytes([len(raw)]) + raw)
+        await eventually(lambda: eve.closed is not None)
+        assert eve.closed is not None and eve.closed[0] == 1007
+        forwarded = [m for m in bob.sent if m[0] == AWARENESS]
+        assert len(forwarded) == 1
+        ada.inbox.put_nowait(None)
+        await eventually(lambda: len([m for m in bob.sent if m[0] == AWARENESS]) == 2)
+        last = parse_awareness(parse_message([m for m in bob.sent if m[0] == AWARENESS][-1]).payload)
+        assert last == [AwarenessEntry(7, 2, "null")]
+        assert room.awareness == {}
+
+
+async def test_a_socket_that_does_not_read_is_closed_rather_than_buffered_without_end() -> None:
+    limits = RoomLimits(outbox_bytes=2_000, messages_per_s=1e9, burst=10**9)
+
+    class Stuck(Socket):
+        async def send(self, message: bytes) -> None:
+            await asyncio.Event().wait()  # never returns: a client that stopped reading
+
+    ada, stuck = Socket(), Stuck()
+    async with room_with(ada, stuck, limits=limits) as (_, writer, _):
+        writer.gate.set()
+        for update in keystrokes("z" * 400):
+            ada.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: writer.stored and len(writer.stored) == 400)
+        await eventually(lambda: stuck.closed is not None)
+        assert stuck.closed is not None and stuck.closed[0] == 1013
