@@ -229,10 +229,14 @@ def settle(state: ManagerState) -> None:
     """Bring the indexes up to date with what changed: documents first (they may be forgotten, and their agents'
     rankings follow theirs), then agents. Called at the end of every evolve."""
     index = state.index
-    while index.recheck_documents:
-        _settle_document(state, index, index.recheck_documents.pop())
-    while index.recheck_agents:
-        _settle_agent(state, index, index.recheck_agents.pop())
+    # Taken whole and replaced, never popped one by one: a set keeps the table it grew to, and popping from the
+    # one a loaded state filled with every document scans that whole table again for each pop.
+    documents, index.recheck_documents = index.recheck_documents, set()
+    for document_id in documents:
+        _settle_document(state, index, document_id)
+    agents, index.recheck_agents = index.recheck_agents, set()
+    for agent_id in agents:
+        _settle_agent(state, index, agent_id)
 
 
 def stage(agent_id: str, agent: AgentSlot, document: DocumentWants | None) -> Stage | None:
