@@ -1,17 +1,28 @@
 """The agent worker: one process per (document, agent), run by the supervisor.
 
-It joins its document as a Y.js peer, follows edits, and when a sentence is finished (it ends with `.`, `!` or
-`?`) asks the location extractor for the places in it and marks each with a `geo` formatting attribute carrying
-name, latitude and longitude. It talks to its supervisor over its standard streams, one JSON object per line:
+It joins its document as a Y.js peer, follows edits, and when a sentence is finished (see
+`agentlog.agents.sentences`: end punctuation, CJK full stops, line breaks, not after "St." or "e.g.") asks the
+location extractor for the places in it and marks each with a `geo` formatting attribute carrying name, latitude
+and longitude. It talks to its supervisor over its standard streams, one JSON object per line:
 
     in:  {"op": "ping", "n": 7} | {"op": "shutdown"}
+         | {"op": "token", "token": "..."}  a renewed token: used for any later connection, and sent at once over
+                                            the open document socket as y-websocket message 2 ("auth"):
+                                            b"\\x02" + varuint(length of the UTF-8 token) + the token
     out: {"op": "pong", "n": 7} | {"op": "connected", "sync_ms": …} | {"op": "marked", "places": [...]}
          | {"op": "tokens", …} | {"op": "metrics", …}
 
 When its standard input closes (the supervisor is gone), it leaves. Logs go to standard error.
 
-Positions: pycrdt counts text positions in UTF-8 bytes, Python strings in characters; every position handed to
-`format` is converted.
+Work per keystroke follows what changed, not the document: the observer hands each transaction's events to the
+`Surface` mirror, which re-splits only the sentences around each change and yields the sentences whose text is
+new; the `ExtractionQueue` decides which of those to mark now (places known, in an LRU cache) and which to send to
+the extractor, with a per-sentence back-off for failures, retried by a timer, at most a few calls at a time. A
+sentence nobody edited is never looked at again, so a mark someone removed from it stays removed; the texts and
+places someone unmarked are remembered too, for when such a sentence comes back (its paragraph split, say).
+
+Positions: pycrdt counts text positions in UTF-8 bytes, Python strings in characters; the mirror keeps each node
+as bytes, so a place is formatted at its sentence's byte offset plus the bytes before it in the sentence.
 """
 
 from __future__ import annotations
@@ -20,10 +31,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,56 +40,47 @@ from typing import Any
 import orjson
 import psutil
 import structlog
-from pycrdt import Doc, Provider, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Provider, Subscription, write_var_uint
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from agentlog.agents.backoff import Backoff
+from agentlog.agents.channel import SocketChannel
+from agentlog.agents.extraction_queue import ExtractionQueue
+from agentlog.agents.lru import LRUCache
+from agentlog.agents.node_text import MARK, Unmarked
+from agentlog.agents.surface import SentenceWork, Surface
 from agentlog.llm import LocationExtractor, Place, make_extractor
 from agentlog.logs import configure_logging
 
 log = structlog.get_logger("agentlog.worker")
 
-MARK = "geo"
 ORIGIN = "agentlog-agent"
-SENTENCE = re.compile(r"[^.!?]*[.!?]+(?=\s|$)")
 EXIT_REFUSED = 3
-EMBED = "\ufffc"
-"""Stands in for an embed in a node's plain text (sentences holding one are left alone)."""
+AUTH = 2
+"""The y-websocket message type that carries a renewed token."""
 FOUND_CACHE = 10_000
-"""Sentences whose places are remembered (one LLM call per distinct sentence, within this bound)."""
+"""Sentences whose places are remembered, least recently used forgotten first (one call per distinct sentence)."""
+DECLINED_MEMORY = 10_000
+"""Sentences in which someone removed a mark, remembered with the characters unmarked."""
+BACKOFF = Backoff(first_s=1.0, factor=2.0, cap_s=60.0, attempts=10)
+CONCURRENT_CALLS = 4
+"""Extractor calls out at once: a slow or hanging call holds back only its own sentence."""
+MARK_BATCH = 200
+"""Sentences marked in one step at most before the loop lets pings and the socket through (a document just
+joined); fewer when marking is slow (`STEP_S`)."""
+STEP_S = 0.05
+"""What one step of marking should take at most: pycrdt formats in time proportional to the formatting runs
+before the place, so in one long text with thousands of marks a step of `MARK_BATCH` sentences can take seconds."""
+OWN_EVENT_BYTES = 16_384
+"""Nodes longer than this are not followed through the worker's own formatting transactions (see `_mark`)."""
+SETTLE_S = 0.02
+"""Let a burst of keystrokes settle before working on it."""
+LINE_QUIET_S = 1.0
+"""A line finished by a line break alone (a list item) is extracted once it has not changed for this long: the
+line break may have been there while it was typed, and every keystroke would be a call otherwise."""
 
-
-class SocketChannel:
-    """A `websockets` client connection as the channel `pycrdt.Provider` syncs over; notes the first sync."""
-
-    def __init__(self, websocket: ClientConnection, path: str) -> None:
-        self._websocket = websocket
-        self._path = path
-        self.synced = asyncio.Event()
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def __aiter__(self) -> SocketChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ConnectionClosed as error:
-            raise StopAsyncIteration from error
-
-    async def recv(self) -> bytes:
-        message = await self._websocket.recv()
-        data = message.encode() if isinstance(message, str) else bytes(message)
-        if len(data) > 1 and data[0] == 0 and data[1] == 1:  # sync step 2: the server's answer to our state
-            self.synced.set()
-        return data
-
-    async def send(self, message: bytes) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self._websocket.send(message)
+__all__ = ["MARK", "ORIGIN", "SocketChannel", "Worker", "main"]
 
 
 @dataclass(slots=True)
@@ -88,72 +88,6 @@ class Counters:
     llm_calls: int = 0
     locations_marked: int = 0
     llm_ms: list[float] = field(default_factory=list)
-
-
-class Surface:
-    """The text of a document as plain strings per text node, with formatting by character positions."""
-
-    def __init__(self, document: Doc[Any], layout: str) -> None:
-        self.layout = layout
-        if layout == "tiptap":
-            self.root: Text | XmlFragment = document.get("default", type=XmlFragment)
-        else:
-            self.root = document.get("text", type=Text)
-
-    def nodes(self) -> Iterator[Text | XmlText]:
-        if isinstance(self.root, Text):
-            yield self.root
-            return
-        yield from _xml_texts(self.root)
-
-    @staticmethod
-    def plain(node: Text | XmlText) -> Plain:
-        """The node's characters, its formatted ranges and its embeds (character positions)."""
-        parts: list[str] = []
-        ranges: list[tuple[int, int, dict[str, Any]]] = []
-        embeds: set[int] = set()
-        at = 0
-        for chunk, attributes in node.diff():
-            if isinstance(chunk, str):
-                text = chunk
-            else:  # an embed takes one position in the document; stand a character in for it
-                text = EMBED
-                embeds.add(at)
-            parts.append(text)
-            if attributes:
-                ranges.append((at, at + len(text), dict(attributes)))
-            at += len(text)
-        return Plain("".join(parts), ranges, frozenset(embeds))
-
-    @staticmethod
-    def mark(node: Text | XmlText, plain: Plain, start: int, end: int, value: dict[str, Any]) -> None:
-        node.format(plain.position(start), plain.position(end), {MARK: value})
-
-
-@dataclass(frozen=True, slots=True)
-class Plain:
-    text: str
-    ranges: list[tuple[int, int, dict[str, Any]]]
-    embeds: frozenset[int]
-
-    def position(self, index: int) -> int:
-        """The document position of character `index`: pycrdt counts UTF-8 bytes, and one per embed."""
-        return sum(1 if at in self.embeds else len(self.text[at].encode()) for at in range(index))
-
-    def marked(self, start: int, end: int) -> bool:
-        """Every character of [start, end) carries a `geo` mark (formatting may split a mark into pieces)."""
-        return all(
-            any(MARK in attributes and low <= at < high for low, high, attributes in self.ranges)
-            for at in range(start, end)
-        )
-
-
-def _xml_texts(node: XmlFragment | XmlElement) -> Iterator[XmlText]:
-    for child in node.children:
-        if isinstance(child, XmlText):
-            yield child
-        elif isinstance(child, XmlElement):
-            yield from _xml_texts(child)
 
 
 class Worker:
@@ -164,12 +98,20 @@ class Worker:
         self.extractor = extractor
         self._commands_reader = commands
         """Standard input, when it was already being read (a standby worker read its assignment from it)."""
+        self.token: str | None = getattr(args, "token", None) or os.environ.get("AGENTLOG_AGENT_TOKEN")
+        """The current token: the assignment's, or the latest `token` command's."""
         self.document: Doc[Any] = Doc()
         self.surface = Surface(self.document, args.layout)
         self.counters = Counters()
         self.changed = asyncio.Event()
-        self.found: dict[str, tuple[Place, ...]] = {}
-        """Sentence → the places in it (one LLM call per distinct sentence)."""
+        self.cache: LRUCache[str, tuple[Place, ...]] = LRUCache(FOUND_CACHE)
+        """Sentence → the places in it."""
+        self.declined: LRUCache[str, list[tuple[int, int]]] = LRUCache(DECLINED_MEMORY)
+        """Sentence → character ranges in it from which someone removed a mark."""
+        self.queue: ExtractionQueue[SentenceWork] = ExtractionQueue(BACKOFF, concurrency=CONCURRENT_CALLS)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._subscription: Subscription | None = None
+        self._batch = MARK_BATCH
         self.stop = asyncio.Event()
         self.websocket: ClientConnection | None = None
         self.graceful = False
@@ -181,31 +123,36 @@ class Worker:
         sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
         sys.stdout.buffer.flush()
 
+    def url(self) -> str:
+        if not self.token:
+            raise RuntimeError("the worker has no token: pass one in its assignment or AGENTLOG_AGENT_TOKEN")
+        return f"{self.args.url.rstrip('/')}/{self.args.document}?token={self.token}"
+
     async def run(self) -> int:
-        token = self.args.token or os.environ["AGENTLOG_AGENT_TOKEN"]
-        url = f"{self.args.url.rstrip('/')}/{self.args.document}?token={token}"
+        url, token = self.url(), self.token
         started = time.perf_counter()
         commands = asyncio.create_task(self._commands())  # pings and shutdown are answered while connecting too
         try:
             async with connect(url, max_size=64 * 1024 * 1024, open_timeout=10) as websocket:
                 self.websocket = websocket
+                if self.token != token:  # renewed while we were connecting
+                    await self._send_token()
                 channel = SocketChannel(websocket, self.args.document)
                 async with Provider(self.document, channel):
                     if not await self._synced_or_stopped(channel):
                         return 0 if self.graceful else 1
                     self.emit({"op": "connected", "sync_ms": (time.perf_counter() - started) * 1000})
                     log.info("worker.connected", document=self.args.document, agent=self.args.agent)
-                    subscription = self.surface.root.observe_deep(self._on_change)
-                    self.changed.set()  # sentences finished before we came
+                    self.follow()
                     tasks = [
                         asyncio.create_task(self._annotate()),
                         asyncio.create_task(self._metrics()),
                         asyncio.create_task(self._watch(websocket)),
                     ]
                     await self.stop.wait()
-                    for task in tasks:
+                    for task in [*tasks, *self._calls]:
                         task.cancel()
-                    self.surface.root.unobserve(subscription)
+                    self._unfollow()
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
             reason = closed.rcvd.reason if closed.rcvd is not None else ""
@@ -215,6 +162,19 @@ class Worker:
             commands.cancel()
             await self.extractor.aclose()
         return 0 if self.graceful else 1
+
+    def follow(self) -> None:
+        """Mirror the document as it is (its finished sentences are work: they were written before we came) and
+        follow its changes from now on."""
+        self.surface.load()
+        self._take(hold_lines=False)  # written before we came, not being typed
+        self.changed.set()
+        self._subscription = self.surface.root.observe_deep(self._on_change)
+
+    def _unfollow(self) -> None:
+        if self._subscription is not None:
+            self.surface.root.unobserve(self._subscription)
+            self._subscription = None
 
     async def _synced_or_stopped(self, channel: SocketChannel) -> bool:
         synced = asyncio.create_task(channel.synced.wait())
@@ -228,9 +188,29 @@ class Worker:
             raise TimeoutError("the document server did not finish the first sync within 30 s")
         return False
 
-    def _on_change(self, *_: object) -> None:
-        # Never write to the document from inside an observer (pycrdt forbids it): wake the annotator instead.
+    def _on_change(self, events: list[Any]) -> None:
+        # Never write to the document from inside an observer (pycrdt forbids it): mirror the change (reads only),
+        # queue the sentences it made new, and wake the annotator.
+        transaction = getattr(events[0], "transaction", None) if events else None
+        own = transaction is not None and transaction.origin == ORIGIN
+        self.surface.follow(events, own=own)
+        self._take()
         self.changed.set()
+
+    def _take(self, *, hold_lines: bool = True) -> None:
+        fresh, unmarked = self.surface.take()
+        quiet_until = time.monotonic() + LINE_QUIET_S
+        for record, pending in fresh:
+            held = hold_lines and pending.by_line and LINE_QUIET_S > 0
+            self.queue.add(SentenceWork(record, pending), quiet_until if held else None)
+        for removed in unmarked:
+            self._decline(removed)
+
+    def _decline(self, removed: Unmarked) -> None:
+        ranges = self.declined.get(removed.sentence) or []
+        ranges.append((removed.start, removed.end))
+        self.declined.put(removed.sentence, ranges)
+        log.info("worker.mark_removed", sentence=removed.sentence[:80], start=removed.start, end=removed.end)
 
     async def _watch(self, websocket: ClientConnection) -> None:
         await websocket.wait_closed()
@@ -240,34 +220,61 @@ class Worker:
 
     async def _annotate(self) -> None:
         while True:
-            await self.changed.wait()
-            await asyncio.sleep(0.02)  # let a burst of keystrokes settle
+            retry = self.queue.next_retry()
+            timeout = None if retry is None else max(0.0, retry - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout)
+            await asyncio.sleep(SETTLE_S)
             self.changed.clear()
             try:
-                await self._annotate_once()
+                self._step()
             except Exception:
                 log.exception("worker.annotate_failed")
 
     async def _annotate_once(self) -> None:
-        for node in list(self.surface.nodes()):
-            text = self.surface.plain(node).text
-            for match in SENTENCE.finditer(text):
-                sentence = match.group().strip()
-                if not sentence or EMBED in sentence:
-                    continue
-                places = self.found.get(sentence)
-                if places is None:
-                    places = await self._extract(sentence)
-                    if len(self.found) >= FOUND_CACHE:
-                        del self.found[next(iter(self.found))]
-                    self.found[sentence] = places
-                if places:
-                    self._mark(node, sentence, places)
+        """Work until nothing more is due now: mark what is known, extract what is not, and wait for those calls
+        (a failed one backs off and is left to the timer). What one keystroke costs, end to end."""
+        while True:
+            self._step()
+            if self._calls:
+                await asyncio.wait(set(self._calls))
+            elif not self.queue.has_ready():
+                return
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        due = self.queue.due(time.monotonic(), self.cache.get, limit=self._batch)
+        self._mark(due.known)
+        for text in due.calls:
+            task = asyncio.create_task(self._call(text))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+        if len(due.known) >= self._batch:
+            self.changed.set()  # more to do: come back after the loop has had its turn
+        if due.known:  # the next step's size, so that a step takes about STEP_S
+            elapsed = max(time.perf_counter() - started, 1e-6)
+            self._batch = max(1, min(MARK_BATCH, int(len(due.known) * STEP_S / elapsed)))
+
+    async def _call(self, text: str) -> None:
+        try:
+            places = await self._extract(text)
+        except Exception as error:
+            delay = self.queue.failed(text, time.monotonic())
+            log.warning(
+                "worker.extract_failed" if delay is not None else "worker.extract_given_up",
+                error=str(error), retry_in_s=delay, sentence=text[:80],
+            )  # fmt: skip
+        else:
+            self.cache.put(text, places)
+            self._mark([(work, places) for work in self.queue.succeeded(text)])
+        finally:
+            self.changed.set()
 
     async def _extract(self, sentence: str) -> tuple[Place, ...]:
         extraction = await self.extractor.extract(sentence)
         self.counters.llm_calls += 1
         self.counters.llm_ms.append(extraction.duration_ms)
+        del self.counters.llm_ms[:-100]
         self.emit(
             {
                 "op": "tokens",
@@ -280,26 +287,66 @@ class Worker:
         )
         return extraction.places
 
-    def _mark(self, node: Text | XmlText, sentence: str, places: tuple[Place, ...]) -> None:
-        """Mark every place of `sentence` wherever the sentence now is in `node`, unless already marked."""
-        plain = self.surface.plain(node)  # read again: the document may have changed during the LLM call
-        text = plain.text
-        marked: list[dict[str, Any]] = []
-        with self.document.transaction(origin=ORIGIN):
-            at = text.find(sentence)
-            while at >= 0:
-                for place in places:
-                    start, end = at + place.start, at + place.end
-                    if text[start:end] != place.name or plain.marked(start, end):
-                        continue
-                    value = {"name": place.name, "lat": place.latitude, "lon": place.longitude}
-                    self.surface.mark(node, plain, start, end, value)
-                    marked.append({"name": place.name, "latitude": place.latitude, "longitude": place.longitude})
-                at = text.find(sentence, at + len(sentence))
-        if marked:
+    def _mark(self, sentences: list[tuple[SentenceWork, tuple[Place, ...]]]) -> None:
+        """Mark the places of these sentences where they are now, in one transaction (one update to send, one
+        event to follow), except places already marked and those someone unmarked in a sentence with that text."""
+        planned = [(work.record, formats) for work, places in sentences if (formats := self._formats(work, places))]
+        if not planned:
+            return
+        # In a long node our own formatting is told to the mirror directly rather than through the observer:
+        # pycrdt builds an event's delta by walking the node's formatting runs, and the mirror knows the change.
+        # (Unsubscribing costs pycrdt a signature inspection, more than a short node's delta.)
+        bypass = self._subscription is not None and any(len(r.text.content) > OWN_EVENT_BYTES for r, _ in planned)
+        if bypass:
+            self._unfollow()
+        try:
+            # In text order: formatting from the end is faster, but leaves pycrdt more runs to walk on every edit.
+            with self.document.transaction(origin=ORIGIN):
+                for record, formats in planned:
+                    for start, end, place in formats:
+                        value = {"name": place.name, "lat": place.latitude, "lon": place.longitude}
+                        record.node.format(start, end, {MARK: value})
+                        record.text.mark(start, end)
+        finally:
+            if bypass:
+                self._subscription = self.surface.root.observe_deep(self._on_change)
+        for _, formats in planned:
+            marked = [{"name": p.name, "latitude": p.latitude, "longitude": p.longitude} for _, _, p in formats]
             self.counters.locations_marked += len(marked)
             self.emit({"op": "marked", "places": marked})
             log.info("worker.marked", places=[place["name"] for place in marked])
+
+    def _formats(self, work: SentenceWork, places: tuple[Place, ...]) -> list[tuple[int, int, Place]]:
+        """Where to mark the places of one sentence (bytes in its node); the sentence is done with either way."""
+        record, pending = work.record, work.pending
+        work.finish()
+        if not places or not record.alive:
+            return []
+        declined = self.declined.get(pending.text) or []
+        formats: list[tuple[int, int, Place]] = []
+        for place in places:
+            if pending.text[place.start : place.end] != place.name:
+                continue
+            if any(low < place.end and place.start < high for low, high in declined):
+                continue
+            start = pending.start + len(pending.text[: place.start].encode())
+            end = start + len(place.name.encode())
+            if record.text.is_marked(start, end):
+                continue
+            if record.text.content[start:end] != place.name.encode():
+                log.warning("worker.mirror_out_of_step", sentence=pending.text[:80], place=place.name)
+                continue
+            formats.append((start, end, place))
+        return formats
+
+    async def _send_token(self) -> None:
+        """Hand the document server the current token over the open socket (y-websocket message 2, `auth`), so
+        that the socket outlives the token it was opened with."""
+        if self.websocket is None or not self.token:
+            return
+        encoded = self.token.encode()
+        with contextlib.suppress(ConnectionClosed):
+            await self.websocket.send(bytes([AUTH]) + write_var_uint(len(encoded)) + encoded)
 
     async def _commands(self) -> None:
         reader = self._commands_reader or await standard_input()
@@ -308,8 +355,16 @@ class Worker:
                 command = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
+            if not isinstance(command, dict):
+                continue
             if command.get("op") == "ping":
                 self.emit({"op": "pong", "n": command.get("n")})
+            elif command.get("op") == "token":
+                token = command.get("token")
+                if isinstance(token, str) and token:
+                    self.token = token
+                    log.info("worker.token_renewed")
+                    await self._send_token()
             elif command.get("op") == "shutdown":
                 self.graceful = True
                 self.stop.set()
