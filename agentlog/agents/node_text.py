@@ -86,15 +86,10 @@ class NodeText:
 
     def load(self) -> list[Pending]:
         """Every finished sentence of the node is new (the worker has just arrived, or the node is new)."""
-        self.pending = {}
         found = _sentences(self.content, 0, len(self.content))
         fresh = [Pending(s.start, s.end, s.text, s.by_line) for s in found if s.finished and EMBED not in s.text]
         self.pending = dict.fromkeys(fresh)
         return fresh
-
-    @property
-    def text(self) -> str:
-        return self.content.decode()
 
     def is_marked(self, start: int, end: int) -> bool:
         return start < end and 0 not in self.marks[start:end]
@@ -115,16 +110,16 @@ class NodeText:
         low, old_high, growth = _extent(delta, len(self.content))
         change = Change()
         if low is None:  # formatting only: no sentence changed
-            self._format(delta, change, own)
+            self._edit(delta, change, own)
             return change
         left, right = _anchors(self.content, low, old_high)
         before = _sentences(self.content, left, right)
-        self._format(delta, change, own)
+        self._edit(delta, change, own)
         after = _sentences(self.content, left, right + growth)
         self._reconcile(left, right, growth, before, after, change)
         return change
 
-    def _format(self, delta: Sequence[Mapping[str, Any]], change: Change, own: bool) -> None:
+    def _edit(self, delta: Sequence[Mapping[str, Any]], change: Change, own: bool) -> None:
         """Edit content and marks as the delta says; note the ranges where someone else removed a mark."""
         removed: list[tuple[int, int]] = []
         at = 0
