@@ -146,10 +146,12 @@ WITH updated AS (
     SELECT $1, w.key, w.state FROM unnest($6::text[], $7::jsonb[]) AS w(key, state)
      WHERE EXISTS (SELECT 1 FROM saved)
     ON CONFLICT (name, key) DO UPDATE SET state = excluded.state
-), deleted AS (
-    DELETE FROM agentlog.decider_rows WHERE name = $1 AND key = ANY ($8::text[]) AND EXISTS (SELECT 1 FROM saved)
 )
-SELECT sequence FROM saved
+-- Deletes go through a function that plans them afresh (see 0009_decider_rows.sql): this statement is prepared,
+-- and a DELETE here would keep the plan made while the table was small, a sequential scan.
+SELECT s.sequence,
+       CASE WHEN cardinality($8::text[]) > 0 THEN agentlog.delete_decider_rows($1, $8::text[]) END AS deleted
+  FROM saved AS s
 """
 
 WRITE_ROWS = """

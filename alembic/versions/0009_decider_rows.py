@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION agentlog.delete_decider_rows(text, text[])")
     op.execute("DROP TABLE agentlog.decider_rows")
     op.execute("ALTER TABLE agentlog.decider_states DROP COLUMN row_count")

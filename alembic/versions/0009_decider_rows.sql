@@ -16,3 +16,18 @@ CREATE TABLE agentlog.decider_rows (
     state jsonb NOT NULL,
     PRIMARY KEY (name, key)
 );
+
+-- Rows are deleted by key through this function, which plans its DELETE anew each time (EXECUTE): the decider's
+-- save is a prepared statement, and a prepared DELETE keeps the generic plan made while the table was small — a
+-- sequential scan — which then reads every row of every decider at each save once the table has grown (measured:
+-- 65 ms per save at 100,000 documents, against 1 ms planned afresh).
+CREATE FUNCTION agentlog.delete_decider_rows(decider text, keys text[]) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    deleted bigint;
+BEGIN
+    EXECUTE 'DELETE FROM agentlog.decider_rows WHERE name = $1 AND key = ANY ($2)' USING decider, keys;
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END
+$$;
