@@ -76,6 +76,63 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END;
 $$;
 
+-- What is wrong with one event for every reader: its size, JSON no reader can read, a payload failing its
+-- catalogued schema; NULL when nothing is. The one check of every append path, so it runs on every event: the cheap
+-- tests come first, and the scans and the schema only when they can find something.
+CREATE FUNCTION agentlog.event_problem(event_type text, schema_version integer, data jsonb, metadata jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    data_text     text := data::text;
+    metadata_text text := coalesce(metadata, '{}'::jsonb)::text;
+    problem       text;
+BEGIN
+    IF event_type IS NULL OR schema_version IS NULL OR data IS NULL THEN
+        RETURN 'every event needs a type, a schema version and data';
+    END IF;
+    IF octet_length(data_text) > 1048576 OR octet_length(metadata_text) > 1048576 THEN
+        RETURN format('it has %s bytes of %s; the limit is 1048576 (1 MiB) of JSON text',
+                      greatest(octet_length(data_text), octet_length(metadata_text)),
+                      CASE WHEN octet_length(data_text) > 1048576 THEN 'data' ELSE 'metadata' END);
+    END IF;
+    -- A number beyond a double has an exponent or hundreds of digits; nesting 256 deep takes 512 characters.
+    IF octet_length(data_text) > 255 OR data_text ~ '[0-9][eE]' THEN
+        problem := agentlog.json_problem(data) || ' in its data';
+    END IF;
+    IF problem IS NULL AND metadata_text <> '{}'
+       AND (octet_length(metadata_text) > 255 OR metadata_text ~ '[0-9][eE]') THEN
+        problem := agentlog.json_problem(metadata) || ' in its metadata';
+    END IF;
+    IF problem IS NOT NULL THEN
+        RETURN 'it has ' || problem || ', which JSON readers cannot read';
+    END IF;
+    IF EXISTS (SELECT 1 FROM agentlog.event_schemas AS s WHERE s.event_type = event_problem.event_type) THEN
+        problem := agentlog.payload_problem(event_type, schema_version, data);
+        IF problem IS NOT NULL THEN
+            RETURN 'payload does not match its schema: ' || problem;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Raise AL003 for the first event of a batch with a problem.
+CREATE FUNCTION agentlog.check_events(event_types text[], schema_versions integer[], data jsonb[],
+                                      metadata jsonb[]) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    problem text;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(data), 0) LOOP
+        problem := agentlog.event_problem(event_types[i], schema_versions[i], data[i], metadata[i]);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'event % (% v%): %', i, event_types[i], schema_versions[i], problem
+                USING ERRCODE = 'AL003';
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION agentlog.check_sizes(data jsonb[], metadata jsonb[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
@@ -94,11 +151,13 @@ BEGIN
         RAISE EXCEPTION 'event % has % bytes of %; the limit is 1048576 (1 MiB) of JSON text', ordinal, bytes, what
             USING ERRCODE = 'AL003', HINT = 'Store large content elsewhere and reference it from the event.';
     END IF;
-    SELECT i.ordinal, coalesce(agentlog.json_problem(i.d) || ' in its data', agentlog.json_problem(i.m) ||
-           ' in its metadata')
-      INTO ordinal, problem
-      FROM unnest(data, metadata) WITH ORDINALITY AS i(d, m, ordinal)
-     WHERE agentlog.json_problem(i.d) IS NOT NULL OR agentlog.json_problem(i.m) IS NOT NULL
+    SELECT i.ordinal, i.problem INTO ordinal, problem
+      FROM (SELECT o, coalesce(CASE WHEN octet_length(d::text) > 255 OR d::text ~ '[0-9][eE]'
+                                    THEN agentlog.json_problem(d) || ' in its data' END,
+                               CASE WHEN octet_length(m::text) > 255 OR m::text ~ '[0-9][eE]'
+                                    THEN agentlog.json_problem(m) || ' in its metadata' END)
+              FROM unnest(data, metadata) WITH ORDINALITY AS u(d, m, o)) AS i(ordinal, problem)
+     WHERE i.problem IS NOT NULL
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'event % has %, which JSON readers cannot read', ordinal, problem USING ERRCODE = 'AL003';
@@ -106,19 +165,17 @@ BEGIN
 END
 $$;
 
--- payload_problem, again: one lookup (it runs on every append now).
+-- payload_problem, again: one lookup that reads the checks but not the (big) JSON schema, and set-based checks (it
+-- runs on every append of a catalogued type now; PL/pgSQL keeps the plans, which an SQL function would not).
 CREATE OR REPLACE FUNCTION agentlog.payload_problem(payload_type text, payload_version integer, payload jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    known    agentlog.event_schemas;
-    missing  text[];
-    unknown  text[];
-    field    text;
-    types    jsonb;
-    actual   text;
+    known   record;
+    problem text;
 BEGIN
-    SELECT * INTO known FROM agentlog.event_schemas AS s
+    SELECT s.schema_version, s.required, s.allowed, s.property_types INTO known
+      FROM agentlog.event_schemas AS s
      WHERE s.event_type = payload_type
      ORDER BY s.schema_version = payload_version DESC
      LIMIT 1;
@@ -131,52 +188,27 @@ BEGIN
     IF jsonb_typeof(payload) IS DISTINCT FROM 'object' THEN
         RETURN 'the payload must be a JSON object';
     END IF;
-    missing := ARRAY(SELECT r FROM unnest(known.required) AS r WHERE NOT payload ? r);
-    IF cardinality(missing) > 0 THEN
-        RETURN format('missing field(s) %s', array_to_string(missing, ', '));
+    IF NOT payload ?& known.required THEN
+        RETURN format('missing field(s) %s',
+                      (SELECT string_agg(r, ', ') FROM unnest(known.required) AS r WHERE NOT payload ? r));
     END IF;
     IF known.allowed IS NOT NULL THEN
-        unknown := ARRAY(SELECT k FROM jsonb_object_keys(payload) AS k WHERE k <> ALL (known.allowed) ORDER BY k);
-        IF cardinality(unknown) > 0 THEN
-            RETURN format('unknown field(s) %s', array_to_string(unknown, ', '));
+        SELECT string_agg(k, ', ' ORDER BY k) INTO problem
+          FROM jsonb_object_keys(payload) AS k WHERE k <> ALL (known.allowed);
+        IF problem IS NOT NULL THEN
+            RETURN format('unknown field(s) %s', problem);
         END IF;
     END IF;
-    FOR field, types IN SELECT * FROM jsonb_each(known.property_types) LOOP
-        CONTINUE WHEN NOT payload ? field;
-        actual := jsonb_typeof(payload -> field);
-        IF actual = 'number' AND types ? 'integer' AND (payload ->> field)::numeric = trunc((payload ->> field)::numeric)
-        THEN
-            CONTINUE;
-        END IF;
-        IF NOT types ? actual THEN
-            RETURN format('field %s is %s, not %s', field, actual,
-                          (SELECT string_agg(t, ' or ') FROM jsonb_array_elements_text(types) AS t));
-        END IF;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
--- The checks of every append, for one stream's events (the one-statement paths below).
-CREATE FUNCTION agentlog.check_stream_payloads(event_types text[], schema_versions integer[], data jsonb[],
-                                               metadata jsonb[]) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    problem text;
-BEGIN
-    IF array_position(event_types, NULL) IS NOT NULL OR array_position(schema_versions, NULL) IS NOT NULL
-       OR array_position(data, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'every event needs a type, a schema version and data' USING ERRCODE = 'AL003';
-    END IF;
-    PERFORM agentlog.check_sizes(data, metadata);
-    SELECT format('event %s (%s v%s): %s', i.ordinal, i.t, i.v, agentlog.payload_problem(i.t, i.v, i.d))
+    SELECT format('field %s is %s, not %s', p.field, jsonb_typeof(payload -> p.field),
+                  (SELECT string_agg(t, ' or ') FROM jsonb_array_elements_text(p.types) AS t))
       INTO problem
-      FROM unnest(event_types, schema_versions, data) WITH ORDINALITY AS i(t, v, d, ordinal)
-     WHERE agentlog.payload_problem(i.t, i.v, i.d) IS NOT NULL
+      FROM jsonb_each(known.property_types) AS p(field, types)
+     WHERE payload ? p.field
+       AND NOT p.types ? jsonb_typeof(payload -> p.field)
+       AND NOT (jsonb_typeof(payload -> p.field) = 'number' AND p.types ? 'integer'
+                AND (payload ->> p.field)::numeric = trunc((payload ->> p.field)::numeric))
      LIMIT 1;
-    IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'payload does not match its schema: %', problem USING ERRCODE = 'AL003';
-    END IF;
+    RETURN problem;
 END
 $$;
 
@@ -220,7 +252,7 @@ BEGIN
     IF cardinality(event_ids) > 1 THEN
         PERFORM agentlog.check_unique_ids(event_ids);
     END IF;
-    PERFORM agentlog.check_stream_payloads(event_types, schema_versions, data, metadata);
+    PERFORM agentlog.check_events(event_types, schema_versions, data, metadata);
     IF known_version < 0 OR (known_version IS NOT NULL AND expected_version IS NOT NULL
                              AND known_version <> expected_version) THEN
         RETURN;
@@ -276,12 +308,15 @@ LANGUAGE plpgsql AS $$
 DECLARE
     head_version     bigint := known_version;
     head_transaction bigint := 0;
+    problem          text;
 BEGIN
     IF new_event_id IS NULL THEN
         RAISE EXCEPTION 'append_one_to_stream needs an event id' USING ERRCODE = 'AL003';
     END IF;
-    PERFORM agentlog.check_stream_payloads(ARRAY[new_event_type], ARRAY[new_schema], ARRAY[new_data],
-                                           ARRAY[new_metadata]);
+    problem := agentlog.event_problem(new_event_type, new_schema, new_data, new_metadata);
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'event 1 (% v%): %', new_event_type, new_schema, problem USING ERRCODE = 'AL003';
+    END IF;
     IF known_version < 0 OR (known_version IS NOT NULL AND expected_version IS NOT NULL
                              AND known_version <> expected_version) THEN
         RETURN;
@@ -342,6 +377,31 @@ LANGUAGE sql AS $$
         ARRAY[coalesce(schema_version,
                        (SELECT max(s.schema_version) FROM agentlog.event_schemas AS s WHERE s.event_type = $2), 1)],
         ARRAY[data], ARRAY[metadata], notify);
+$$;
+
+-- THE EPOCH CHECK WITHOUT A FILE READ
+-- -----------------------------------
+-- transaction_id_offset() runs on every append; pg_control_system() reads the control file each time (8 us of the
+-- ~14 the check cost). A server's system identifier never changes while it runs, and a session lives in one
+-- server: the session keeps it in a setting after the first read.
+CREATE OR REPLACE FUNCTION agentlog.transaction_id_offset() RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    epoch agentlog.log_epoch;
+    here  text := current_setting('agentlog.system_identifier', true);
+BEGIN
+    IF here IS NULL OR here = '' THEN
+        here := (pg_control_system()).system_identifier::text;
+        PERFORM set_config('agentlog.system_identifier', here, false);
+    END IF;
+    SELECT * INTO epoch FROM agentlog.log_epoch;
+    IF epoch.cluster_id IS DISTINCT FROM here THEN
+        RAISE EXCEPTION 'this log was restored or moved into another PostgreSQL cluster; its order is not sealed here'
+            USING ERRCODE = 'AL005',
+                  HINT = 'Run `agentlog migrate` (or `agentlog up`) before appending: it moves the epoch past the log.';
+    END IF;
+    RETURN epoch.transaction_id_offset;
+END
 $$;
 
 -- A RESTORE INTO A COPY OF THE SAME CLUSTER IS SEALED TOO
