@@ -31,15 +31,15 @@ from agentlog.documents.server import (
 )
 from agentlog.documents.tokens import issue, signing_key
 from agentlog.documents.updates import CHANNEL, UpdateFollower, UpdateWriter
-from eventstore import EventStore
-from eventstore.event_types.agents import AgentSpawnRequested
-from eventstore.postgres.notifications import Notifier
-from handlers import Handler
-from handlers.agents.manager import AgentManager
-from handlers.agents.supervisor import Supervisor, SupervisorSettings
-from handlers.decider import Decider, DecisionHandler, record_settings
-from handlers.documents.activity import DocumentActivity
-from handlers.timers import TimerService
+from agentlog.domains.agents.events import AgentSpawnRequested
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres.notifications import Notifier
+from agentlog.handlers import Handler
+from agentlog.handlers.agents.manager import AgentManager
+from agentlog.handlers.agents.supervisor import Supervisor, SupervisorSettings
+from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
+from agentlog.handlers.documents.activity import DocumentActivity
+from agentlog.handlers.timers import TimerService
 
 log = structlog.get_logger("agentlog.agents")
 

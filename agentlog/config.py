@@ -7,10 +7,24 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventstore.event_types.timers import MAX_TIMER_DELAY_S
+from agentlog.domains.timers.events import MAX_TIMER_DELAY_S
+
+COMPONENTS = ("handlers", "projections", "agents")
+"""What `agentlog up` can host beside the log (always there: database, migrations, the order checks).
+handlers: the installed plugin handlers; projections: the installed projections, rebuilt when their version
+changes; agents: the document server, the deciders, the timer service and this manager's agent workers."""
+
+
+def parse_components(text: str) -> tuple[str, ...]:
+    """`handlers,projections` as a tuple of known component names; anything else is a clear error."""
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [part for part in chosen if part not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
+    return chosen
 
 
 def _default_manager_id() -> str:
@@ -41,6 +55,19 @@ class Settings(BaseSettings):
     barrier_warn_s: float = Field(
         default=60.0, gt=0, description="warn when a transaction has held the visibility barrier back this long"
     )
+    components: str = Field(
+        default=",".join(COMPONENTS),
+        description=f"what `agentlog up` hosts beside the log, comma-separated: {', '.join(COMPONENTS)}",
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: str) -> str:
+        return ",".join(parse_components(value))
+
+    def hosts(self, component: str) -> bool:
+        """Whether `agentlog up` hosts `component` (one of `COMPONENTS`)."""
+        return component in self.components.split(",")
 
     # The document server and the agents (`agentlog up`).
     host: str = Field(default="127.0.0.1", description="address the document server listens on")

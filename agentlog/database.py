@@ -20,8 +20,8 @@ import structlog
 import agentlog
 from agentlog.config import Settings
 from agentlog.embedded import APPLICATION_ROLE, REPORTING_ROLE, EmbeddedPostgres
-from eventstore.errors import AgentlogError, DatabaseUnavailableError
-from eventstore.events import EventCatalogue, catalogue
+from agentlog.eventstore.errors import AgentlogError, DatabaseUnavailableError
+from agentlog.eventstore.events import EventCatalogue, catalogue
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -35,7 +35,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from eventstore.errors import AgentlogError
+from agentlog.eventstore.errors import AgentlogError
 
 log = structlog.get_logger("agentlog.embedded")
 

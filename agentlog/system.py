@@ -11,15 +11,15 @@ import structlog
 
 from agentlog.agent_system import AgentSystem
 from agentlog.config import Settings
-from eventstore import EventStore
-from eventstore.errors import AgentlogError
-from eventstore.postgres import recorder
-from eventstore.postgres.errors import CONNECTION_ERRORS
-from handlers import Handler, HandlerRunner
-from handlers.projection_handler import ProjectionHandler
-from projections.projection import Projection
-from projections.replay import rebuild
-from projections.versions import projections_to_rebuild
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.errors import AgentlogError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.handlers import Handler, HandlerRunner
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.projections.projection import Projection
+from agentlog.projections.replay import rebuild
+from agentlog.projections.versions import projections_to_rebuild
 
 log = structlog.get_logger("agentlog.system")
 

@@ -37,10 +37,10 @@ import asyncpg
 import psycopg
 from embedded_or_url import fresh_database, server_url
 
+from agentlog.eventstore import ANY, Event, EventCatalogue, EventStore, new_event_id
+from agentlog.eventstore.postgres.connections import configure_connection
+from agentlog.handlers import HandlerBatch, HandlerRunner
 from agentlog.logs import configure_logging
-from eventstore import ANY, Event, EventCatalogue, EventStore, new_event_id
-from eventstore.postgres.connections import configure_connection
-from handlers import HandlerBatch, HandlerRunner
 
 DATABASE = "agentlog_bench_busy"
 INPUT_EVENTS = 200_000

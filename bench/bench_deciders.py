@@ -47,15 +47,20 @@ from typing import Any
 import psycopg
 from embedded_or_url import fresh_database, server_url
 
+from agentlog.domains.agents.events import (
+    AgentDetachRequested,
+    AgentProcessExited,
+    ManagerStarted,
+    agent_stream,
+)
+from agentlog.domains.documents.events import PersonJoined, document_stream
+from agentlog.eventstore import ANY, Event, EventStore, LogPosition, NewEvent, StreamAppend, derived_event_id
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerBatch, HandlerInstance, HandlerRunner
+from agentlog.handlers.agents.manager import AgentManager, ManagerState
+from agentlog.handlers.decider import DecisionHandler, Fact, step
+from agentlog.handlers.documents.activity import ActivityState, DocumentActivity
 from agentlog.logs import configure_logging
-from eventstore import ANY, Event, EventStore, LogPosition, NewEvent, StreamAppend, derived_event_id
-from eventstore.event_types.agents import AgentDetachRequested, AgentProcessExited, ManagerStarted, agent_stream
-from eventstore.event_types.documents import PersonJoined, document_stream
-from eventstore.postgres import recorder
-from handlers import HandlerBatch, HandlerInstance, HandlerRunner
-from handlers.agents.manager import AgentManager, ManagerState
-from handlers.decider import DecisionHandler, Fact, step
-from handlers.documents.activity import ActivityState, DocumentActivity
 
 DATABASE = "agentlog_deciders_bench"
 MANAGER = "m1"

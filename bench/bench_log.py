@@ -45,11 +45,11 @@ from embedded_or_url import fresh_database, server_url
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
+from agentlog.eventstore import ANY, Event, EventCatalogue, EventStore, LogPosition, new_event_id
+from agentlog.eventstore.postgres.connections import StatementPool, configure_connection
+from agentlog.eventstore.postgres.queries import QUERIES
+from agentlog.handlers import HandlerBatch, HandlerInstance, HandlerRunner
 from agentlog.logs import configure_logging
-from eventstore import ANY, Event, EventCatalogue, EventStore, LogPosition, new_event_id
-from eventstore.postgres.connections import StatementPool, configure_connection
-from eventstore.postgres.queries import QUERIES
-from handlers import HandlerBatch, HandlerInstance, HandlerRunner
 
 BENCH_DATABASE = "agentlog_bench"
 BATCH = 100

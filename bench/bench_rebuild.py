@@ -297,8 +297,8 @@ def install_phase_timers(phases: Phases) -> None:
     changes, a few perf_counter calls per 5,000-event batch."""
     from asyncpg.transaction import Transaction
 
-    from eventstore.postgres import recorder
-    from projections.replay import ShadowBuild
+    from agentlog.eventstore.postgres import recorder
+    from agentlog.projections.replay import ShadowBuild
 
     select_log = recorder.select_log
     advance_checkpoint = recorder.advance_checkpoint
@@ -382,13 +382,13 @@ class TimedStatements:
 
 async def worker_rebuild(url: str, names: Sequence[str], batch_size: int) -> dict[str, Any]:
     """Rebuild the named projections one after the other in this process (like `agentlog replay --all`)."""
+    from agentlog.eventstore import EventStore
     from agentlog.logs import configure_logging
-    from eventstore import EventStore
-    from projections import installed_projections
-    from projections.replay import rebuild
+    from agentlog.projections import installed_projections
+    from agentlog.projections.replay import rebuild
 
     configure_logging("warning")
-    installed = installed_projections()
+    installed = installed_projections().found
     phases = Phases()
     install_phase_timers(phases)
     results: list[dict[str, Any]] = []
@@ -428,8 +428,8 @@ async def worker_rebuild(url: str, names: Sequence[str], batch_size: int) -> dic
 
 async def worker_raw(url: str, batch_size: int, mode: str) -> dict[str, Any]:
     """Read the whole log in canonical order, counting rows: keyset pages (agentlog's select_log) or a cursor."""
-    from eventstore.postgres.connections import configure_connection
-    from eventstore.postgres.queries import QUERIES
+    from agentlog.eventstore.postgres.connections import configure_connection
+    from agentlog.eventstore.postgres.queries import QUERIES
 
     select_log = QUERIES["select_log"]
     limit = "LIMIT $3"
@@ -841,9 +841,9 @@ def main() -> None:
 
     from embedded_or_url import fresh_database, server_url
 
-    from projections import installed_projections
+    from agentlog.projections import installed_projections
 
-    names = args.projections.split(",") if args.projections else list(installed_projections())
+    names = args.projections.split(",") if args.projections else list(installed_projections().found)
     with server_url(args.database_url, args.home) as url:
         bench_url = fresh_database(url, BENCH_DATABASE)
         run(bench_url, sizes, args.batch_size, args.streams, names)

@@ -7,8 +7,7 @@
             ...
 """
 
-import eventstore.event_types  # noqa: F401  (registers agentlog's own event types)
-from eventstore.errors import (
+from agentlog.eventstore.errors import (
     AgentlogError,
     ConcurrencyRetryError,
     DatabaseUnavailableError,
@@ -21,9 +20,10 @@ from eventstore.errors import (
     UnknownEventTypeError,
     WrongExpectedVersionError,
 )
-from eventstore.events import Event, EventCatalogue, EventTypeVersion, catalogue
-from eventstore.identifiers import category_of, derived_event_id, new_event_id, validate_stream_id
-from eventstore.records import (
+from agentlog.eventstore.events import Event, EventCatalogue, EventTypeVersion, catalogue
+from agentlog.eventstore.identifiers import category_of, derived_event_id, new_event_id, validate_stream_id
+from agentlog.eventstore.loading import PluginError
+from agentlog.eventstore.records import (
     START,
     AppendedEvent,
     AppendResult,
@@ -34,8 +34,8 @@ from eventstore.records import (
     StreamAppend,
     TypedEvent,
 )
-from eventstore.store import EventStore
-from eventstore.subscription import Subscription, SubscriptionState
+from agentlog.eventstore.store import EventStore
+from agentlog.eventstore.subscription import Subscription, SubscriptionState
 
 ANY = ExpectedVersion.ANY
 NO_STREAM = ExpectedVersion.NO_STREAM
@@ -61,6 +61,7 @@ __all__ = [
     "LogPosition",
     "NewEvent",
     "NewerSchemaVersionError",
+    "PluginError",
     "RecordedEvent",
     "SchemaNotReadyError",
     "StreamAppend",

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eventstore.errors import EventSchemaError, UnknownEventTypeError
-from eventstore.events import EventCatalogue
-from eventstore.records import RecordedEvent, TypedEvent, UnreadableJSON
+from agentlog.eventstore.errors import EventSchemaError, UnknownEventTypeError
+from agentlog.eventstore.events import EventCatalogue
+from agentlog.eventstore.records import RecordedEvent, TypedEvent, UnreadableJSON
 
 
 @dataclass(frozen=True, slots=True)

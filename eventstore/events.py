@@ -8,15 +8,24 @@ turns a payload of the previous version into the new one. Reading always yields 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from eventstore.errors import EventSchemaError, InvalidEventError, NewerSchemaVersionError, UnknownEventTypeError
+from agentlog.eventstore.errors import (
+    EventSchemaError,
+    InvalidEventError,
+    NewerSchemaVersionError,
+    UnknownEventTypeError,
+)
+from agentlog.eventstore.loading import PluginError, describe_error, log_plugin_errors
 
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,127}$")
+
+EVENT_TYPES_ENTRY_POINTS = "agentlog.event_types"
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -95,11 +104,47 @@ def _format_validation_error(event_type: str, error: ValidationError) -> str:
 
 
 class EventCatalogue:
-    """Registry of event types by name and schema version, with upcasters between consecutive versions."""
+    """Registry of event types by name and schema version, with upcasters between consecutive versions.
 
-    def __init__(self) -> None:
+    A catalogue made with an `entry_point_group` fills itself from that group the first time it is asked about a
+    type: each entry point names a module that registers its types on import (agentlog's own domains do so), an
+    `Event` subclass, or an iterable of them. One that fails to load is logged in one line, kept in
+    `plugin_errors`, and the others load all the same.
+    """
+
+    def __init__(self, entry_point_group: str | None = None) -> None:
         self._versions: dict[str, dict[int, EventTypeVersion]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._entry_point_group = entry_point_group
+        self._loaded = entry_point_group is None
+        self.plugin_errors: list[PluginError] = []
+
+    def load_plugins(self) -> list[PluginError]:
+        """Load the entry points once (every lookup does so first); the errors of the ones that failed."""
+        if self._loaded:
+            return self.plugin_errors
+        self._loaded = True  # first: a plugin module that looks a type up while it loads must not recurse
+        assert self._entry_point_group is not None
+        for entry_point in sorted(metadata.entry_points(group=self._entry_point_group), key=lambda ep: ep.name):
+            try:
+                self._register_loaded(entry_point.load())
+            except Exception as error:
+                self.plugin_errors.append(
+                    PluginError(self._entry_point_group, entry_point.name, entry_point.value, describe_error(error))
+                )
+        log_plugin_errors(self.plugin_errors)
+        return self.plugin_errors
+
+    def _register_loaded(self, loaded: object) -> None:
+        if isinstance(loaded, type) and issubclass(loaded, Event):
+            self.register(loaded)
+        elif isinstance(loaded, Iterable) and not isinstance(loaded, str | bytes):
+            for model in loaded:
+                if not (isinstance(model, type) and issubclass(model, Event)):
+                    raise InvalidEventError(f"{model!r} is not an Event subclass")
+                self.register(model)
+        elif not hasattr(loaded, "__path__") and not hasattr(loaded, "__file__"):
+            raise InvalidEventError(f"{loaded!r} is neither a module, an Event subclass nor a list of them")
 
     def register(self, model: E) -> E:
         """Class decorator: add `model` to the catalogue under its type name and schema version."""
@@ -126,15 +171,21 @@ class EventCatalogue:
         return decorate
 
     def __contains__(self, event_type: object) -> bool:
+        if not self._loaded:
+            self.load_plugins()
         return event_type in self._versions
 
     def __iter__(self) -> Iterator[EventTypeVersion]:
+        if not self._loaded:
+            self.load_plugins()
         for event_type in sorted(self._versions):
             versions = self._versions[event_type]
             for version in sorted(versions):
                 yield versions[version]
 
     def latest(self, event_type: str) -> EventTypeVersion:
+        if not self._loaded:
+            self.load_plugins()
         versions = self._versions.get(event_type)
         if not versions:
             raise UnknownEventTypeError(
@@ -144,6 +195,8 @@ class EventCatalogue:
 
     def version(self, event_type: str, schema_version: int) -> EventTypeVersion:
         """One registered schema version of a type."""
+        if not self._loaded:
+            self.load_plugins()
         entry = self._versions.get(event_type, {}).get(schema_version)
         if entry is None:
             self.latest(event_type)  # an unknown type says so
@@ -195,5 +248,6 @@ class EventCatalogue:
         return self.parse(event_type, payload)
 
 
-catalogue = EventCatalogue()
-"""The catalogue of agentlog's own event types; `eventstore.event_types` fills it on import."""
+catalogue = EventCatalogue(entry_point_group=EVENT_TYPES_ENTRY_POINTS)
+"""The catalogue every part of agentlog reads: filled from the `agentlog.event_types` entry points (agentlog's own
+domains and any installed plugin's) on first use; a type registers itself on import as well."""

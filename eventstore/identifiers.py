@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 
-from eventstore.errors import InvalidStreamIdError
+from agentlog.eventstore.errors import InvalidStreamIdError
 
 MAX_STREAM_ID_BYTES = 200
 _FORBIDDEN_IN_STREAM_ID = re.compile(r"[\s\x00-\x1f\x7f]")

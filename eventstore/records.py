@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventstore.events import Event
-from eventstore.identifiers import new_event_id
+from agentlog.eventstore.events import Event
+from agentlog.eventstore.identifiers import new_event_id
 
 
 class UnreadableJSON(dict[str, Any]):

@@ -13,7 +13,7 @@ from uuid import UUID
 import orjson
 import structlog
 
-from eventstore.errors import (
+from agentlog.eventstore.errors import (
     AgentlogError,
     ClosedError,
     ConcurrencyRetryError,
@@ -23,14 +23,14 @@ from eventstore.errors import (
     SchemaNotReadyError,
     UnknownEventTypeError,
 )
-from eventstore.events import Event, EventCatalogue, catalogue
-from eventstore.identifiers import new_event_id, validate_stream_id
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, StatementPool, create_pool
-from eventstore.postgres.errors import is_retryable, is_taken_version, is_unique_violation, translate
-from eventstore.postgres.notifications import Notifier, Waiter, Wakeups
-from eventstore.postgres.recorder import EventRows
-from eventstore.records import (
+from agentlog.eventstore.events import Event, EventCatalogue, catalogue
+from agentlog.eventstore.identifiers import new_event_id, validate_stream_id
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import Connection, StatementPool, create_pool
+from agentlog.eventstore.postgres.errors import is_retryable, is_taken_version, is_unique_violation, translate
+from agentlog.eventstore.postgres.notifications import Notifier, Waiter, Wakeups
+from agentlog.eventstore.postgres.recorder import EventRows
+from agentlog.eventstore.records import (
     START,
     AppendedEvent,
     AppendResult,
@@ -42,8 +42,8 @@ from eventstore.records import (
     StreamVersionExpectation,
     expected_version_argument,
 )
-from eventstore.stream_heads import StreamHeads
-from eventstore.subscription import Subscription
+from agentlog.eventstore.stream_heads import StreamHeads
+from agentlog.eventstore.subscription import Subscription
 
 log = structlog.get_logger("eventstore.store")
 

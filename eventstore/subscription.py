@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Awaitable
 
 import structlog
 
-from eventstore.errors import ClosedError, DatabaseUnavailableError
-from eventstore.postgres import recorder
-from eventstore.postgres.notifications import Wakeups
-from eventstore.postgres.recorder import Executor
-from eventstore.records import LogPosition, RecordedEvent
+from agentlog.eventstore.errors import ClosedError, DatabaseUnavailableError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.notifications import Wakeups
+from agentlog.eventstore.postgres.recorder import Executor
+from agentlog.eventstore.records import LogPosition, RecordedEvent
 
 log = structlog.get_logger("eventstore.subscription")
 

@@ -33,7 +33,8 @@ import orjson
 import structlog
 from pydantic import BaseModel
 
-from eventstore import (
+from agentlog.domains.deciders.events import DeciderConfigured, decider_stream
+from agentlog.eventstore import (
     ANY,
     START,
     ConcurrencyRetryError,
@@ -47,10 +48,9 @@ from eventstore import (
     WrongExpectedVersionError,
     derived_event_id,
 )
-from eventstore.decoding import decode_wanted
-from eventstore.event_types.deciders import DeciderConfigured, decider_stream
-from handlers.decider_state import KeyedState, load_state, save_state
-from handlers.handler import HandlerBatch
+from agentlog.eventstore.decoding import decode_wanted
+from agentlog.handlers.decider_state import KeyedState, load_state, save_state
+from agentlog.handlers.handler import HandlerBatch
 
 log = structlog.get_logger("handlers.decider")
 

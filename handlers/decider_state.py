@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, PrivateAttr
 
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.connections import Connection
 
 KEY_SEPARATOR = "/"
 SAVE_CHUNK_ROWS = 10_000

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent, TypedEvent
-from eventstore.postgres.connections import Connection
-from eventstore.records import StreamVersionExpectation
+from agentlog.eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent, TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.records import StreamVersionExpectation
 
 
 @runtime_checkable

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from eventstore.decoding import takes_raw_events
-from handlers.handler import HandlerBatch
-from projections.projection import LIVE_SCHEMA, Projection
+from agentlog.eventstore.decoding import takes_raw_events
+from agentlog.handlers.handler import HandlerBatch
+from agentlog.projections.projection import LIVE_SCHEMA, Projection
 
 
 class ProjectionHandler:

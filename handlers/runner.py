@@ -19,19 +19,19 @@ from collections.abc import Sequence
 
 import structlog
 
-from eventstore import ConcurrencyRetryError, EventStore, LogPosition, RecordedEvent
-from eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
-from eventstore.errors import (
+from agentlog.eventstore import ConcurrencyRetryError, EventStore, LogPosition, RecordedEvent
+from agentlog.eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
+from agentlog.eventstore.errors import (
     AgentlogError,
     NewerSchemaVersionError,
     UnknownEventTypeError,
 )
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, connect
-from eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
-from eventstore.postgres.notifications import Waiter
-from eventstore.subscription import HELD_BACK_FIRST_RETRY_S
-from handlers.handler import Handler, HandlerBatch
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import Connection, connect
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
+from agentlog.eventstore.postgres.notifications import Waiter
+from agentlog.eventstore.subscription import HELD_BACK_FIRST_RETRY_S
+from agentlog.handlers.handler import Handler, HandlerBatch
 
 log = structlog.get_logger("handlers.runner")
 

@@ -14,12 +14,12 @@ import uuid
 
 import structlog
 
-from eventstore import ANY, EventStore, NewEvent
-from eventstore.errors import AgentlogError
-from eventstore.event_types.timers import TimerFired
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, connect
-from eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.domains.timers.events import TimerFired
+from agentlog.eventstore import ANY, EventStore, NewEvent
+from agentlog.eventstore.errors import AgentlogError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import Connection, connect
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 
 log = structlog.get_logger("handlers.timers")
 

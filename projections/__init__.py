@@ -5,7 +5,7 @@ live (`handlers.projection_handler`); `replay` rebuilds it into a shadow schema 
 the `reports` schema read projections only.
 """
 
-from projections.projection import LIVE_SCHEMA, Projection, shadow_schema
-from projections.registry import installed_projections, resolve_projection
+from agentlog.projections.projection import LIVE_SCHEMA, Projection, shadow_schema
+from agentlog.projections.registry import installed_projections, resolve_projection
 
 __all__ = ["LIVE_SCHEMA", "Projection", "installed_projections", "resolve_projection", "shadow_schema"]

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.connections import Connection
 
 LIVE_SCHEMA = "projections"
 PROJECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,45}$")

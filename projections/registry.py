@@ -1,12 +1,16 @@
-"""Finding projections: installed ones (entry point group `agentlog.projections`) or `module:attribute`."""
+"""Finding projections: installed ones (entry point group `agentlog.projections`) or `module:attribute`.
+
+The contract for a plugin: its entry point names a `Projection` instance, or a callable taking no arguments that
+returns one. The projection's own `name` counts (its tables' schema and its checkpoint are named after it). A
+plugin that fails to load, or whose projection fails its checks, is reported in one line
+(`installed_projections().errors`) and the others work all the same.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
-from eventstore.errors import NotFoundError
-from eventstore.loading import load_object
-from projections.projection import Projection, check_projection
+from agentlog.eventstore.errors import NotFoundError
+from agentlog.eventstore.loading import Plugins, describe_error, load_entry_points, load_object
+from agentlog.projections.projection import Projection, check_projection
 
 ENTRY_POINT_GROUP = "agentlog.projections"
 
@@ -15,27 +19,30 @@ class ProjectionNotFoundError(NotFoundError):
     """No projection of that name; `agentlog report` and `agentlog replay --help` list what is installed."""
 
 
-def installed_projections() -> dict[str, Projection]:
-    found: dict[str, Projection] = {}
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        candidate = entry_point.load()
-        if not isinstance(candidate, Projection):
-            raise ProjectionNotFoundError(f"entry point {entry_point.name} is not a projection")
-        found[candidate.name] = check_projection(candidate)
-    return dict(sorted(found.items()))
+def as_projection(target: object) -> Projection:
+    """`target` itself, or what calling it returns, when that is a valid projection."""
+    factory = isinstance(target, type) or (callable(target) and not isinstance(target, Projection))
+    candidate = target() if factory else target  # type: ignore[operator]
+    if not isinstance(candidate, Projection):
+        raise TypeError(f"{candidate!r} is not a projection")
+    return check_projection(candidate)
 
 
-def resolve_projection(spec: str) -> Projection:
+def installed_projections() -> Plugins[Projection]:
+    plugins = load_entry_points(ENTRY_POINT_GROUP, as_projection, lambda projection: projection.name)
+    plugins.found = dict(sorted(plugins.found.items()))
+    return plugins
+
+
+def resolve_projection(spec: str, installed: Plugins[Projection] | None = None) -> Projection:
     if ":" in spec:
         try:
-            candidate = load_object(spec)
-        except (ImportError, AttributeError) as error:
-            raise ProjectionNotFoundError(f"cannot load projection {spec!r}: {error}") from error
-        if not isinstance(candidate, Projection):
-            raise ProjectionNotFoundError(f"{spec} is not a projection")
-        return check_projection(candidate)
-    projections = installed_projections()
-    if spec not in projections:
-        known = ", ".join(projections) or "none installed"
-        raise ProjectionNotFoundError(f"no projection named {spec!r} (installed: {known})")
-    return projections[spec]
+            return as_projection(load_object(spec))
+        except Exception as error:
+            raise ProjectionNotFoundError(f"cannot load projection {spec!r}: {describe_error(error)}") from error
+    plugins = installed if installed is not None else installed_projections()
+    if spec not in plugins.found:
+        known = ", ".join(plugins.found) or "none installed"
+        broken = "".join(f"; broken: {problem}" for problem in plugins.errors)
+        raise ProjectionNotFoundError(f"no projection named {spec!r} (installed: {known}){broken}")
+    return plugins.found[spec]

@@ -24,12 +24,12 @@ from typing import Any
 import orjson
 import structlog
 
-from eventstore import START, EventStore, LogPosition, RecordedEvent, TypedEvent
-from eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
-from eventstore.errors import AgentlogError
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, connect
-from projections.projection import (
+from agentlog.eventstore import START, EventStore, LogPosition, RecordedEvent, TypedEvent
+from agentlog.eventstore.decoding import decode_wanted, takes_raw_events, wanted_records
+from agentlog.eventstore.errors import AgentlogError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import Connection, connect
+from agentlog.projections.projection import (
     LIVE_SCHEMA,
     Projection,
     rebuild_lock,
@@ -37,7 +37,7 @@ from projections.projection import (
     replay_checkpoint_prefix,
     shadow_schema,
 )
-from projections.queries import QUERIES
+from agentlog.projections.queries import QUERIES
 
 log = structlog.get_logger("projections.replay")
 

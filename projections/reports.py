@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventstore.errors import NotFoundError
-from eventstore.postgres.recorder import Executor
-from projections.queries import QUERIES
+from agentlog.eventstore.errors import NotFoundError
+from agentlog.eventstore.postgres.recorder import Executor
+from agentlog.projections.queries import QUERIES
 
 UNKNOWN_REPORT = "AL004"
 

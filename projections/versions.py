@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eventstore.postgres import recorder
-from eventstore.postgres.recorder import Executor
-from projections.projection import Projection
-from projections.queries import QUERIES
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.recorder import Executor
+from agentlog.projections.projection import Projection
+from agentlog.projections.queries import QUERIES
 
 
 async def projections_to_rebuild(executor: Executor, projections: Sequence[Projection]) -> list[Projection]:

@@ -25,7 +25,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from agentlog.database import migrate
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
-from eventstore import EventStore
+from agentlog.eventstore import EventStore
 
 TEST_SERVER_SETTINGS = {
     "fsync": "off",

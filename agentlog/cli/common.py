@@ -14,8 +14,7 @@ from rich.console import Console
 
 from agentlog.config import Settings
 from agentlog.embedded import EmbeddedServerError
-from agentlog.logs import configure_logging
-from eventstore.errors import (
+from agentlog.eventstore.errors import (
     AgentlogError,
     ConcurrencyRetryError,
     DatabaseUnavailableError,
@@ -26,6 +25,7 @@ from eventstore.errors import (
     SchemaNotReadyError,
     WrongExpectedVersionError,
 )
+from agentlog.logs import configure_logging
 
 # Piped output is read by programs and people with wide screens: don't cut tables to 80 columns there.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)

@@ -12,13 +12,14 @@ from rich.text import Text
 
 from agentlog.cli.common import handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.errors import NotFoundError
+from agentlog.eventstore.loading import log_plugin_errors
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.handlers.registry import installed_handlers, resolve_handler
+from agentlog.projections import installed_projections
 from agentlog.system import run_system
-from eventstore import EventStore
-from eventstore.errors import NotFoundError
-from eventstore.postgres import recorder
-from handlers.projection_handler import ProjectionHandler
-from handlers.registry import installed_handlers, resolve_handler
-from projections import installed_projections
 
 app = typer.Typer(no_args_is_help=True, help="Handlers: reactions to the log, one active instance each.")
 
@@ -30,9 +31,12 @@ def run_command(
 ) -> None:
     """Run handlers (or projections, by name) here; a second process running the same one stands by."""
     projections = installed_projections()
+    installed = installed_handlers()
     handlers = [
-        ProjectionHandler(projections[name]) if name in projections else resolve_handler(name) for name in names
+        ProjectionHandler(projections.found[name]) if name in projections.found else resolve_handler(name, installed)
+        for name in names
     ]
+    log_plugin_errors([*projections.errors, *installed.errors])  # named, but not in the way of a healthy one
     settings = load_settings()
     run_async(run_system(settings, open_database(settings).url, handlers, []))
 
@@ -42,11 +46,13 @@ def run_command(
 def list_command() -> None:
     """The installed handlers (entry point group agentlog.handlers)."""
     handlers = installed_handlers()
-    if not handlers:
+    if not handlers.found and not handlers.errors:
         out.print("no handlers installed")
-    for name, handler in sorted(handlers.items()):
+    for name, handler in sorted(handlers.found.items()):
         types = "all events" if handler.event_types is None else ", ".join(sorted(handler.event_types))
         write_line(f"{name}\t{types}")
+    for problem in handlers.errors:
+        write_line(f"{problem.name}\tBROKEN: {problem.error} ({problem.value})")
 
 
 @app.command("lag")

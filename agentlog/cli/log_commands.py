@@ -15,8 +15,8 @@ from rich.table import Table
 
 from agentlog.cli.common import ExitCode, fail, handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
-from eventstore import ANY, NO_STREAM, START, EventStore, NewEvent, RecordedEvent, catalogue
-from eventstore.records import StreamVersionExpectation
+from agentlog.eventstore import ANY, NO_STREAM, START, EventStore, NewEvent, RecordedEvent, catalogue
+from agentlog.eventstore.records import StreamVersionExpectation
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document instead of a table.")]
 

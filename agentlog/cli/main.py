@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import structlog
 import typer
 
 from agentlog.cli import db_commands, handler_commands, log_commands, read_commands, token_commands
-from agentlog.cli.common import handles_errors, load_settings, out, run_async
+from agentlog.cli.common import ExitCode, fail, handles_errors, load_settings, out, run_async
+from agentlog.config import COMPONENTS, parse_components
 from agentlog.database import check_log_order, migrate, open_database, prepare_schema, runs_as_superuser
+from agentlog.eventstore import catalogue
+from agentlog.eventstore.loading import log_plugin_errors
+from agentlog.handlers.registry import installed_handlers
+from agentlog.projections import installed_projections
 from agentlog.system import run_system
-from handlers.registry import installed_handlers
-from projections import installed_projections
 
 log = structlog.get_logger("agentlog.cli")
 
@@ -41,9 +46,29 @@ def migrate_command() -> None:
 
 @app.command("up")
 @handles_errors
-def up_command() -> None:
-    """Run the whole system here: database (embedded unless AGENTLOG_DATABASE_URL), migrations, handlers."""
+def up_command(
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help=f"Host only these, comma-separated ({', '.join(COMPONENTS)}); default AGENTLOG_COMPONENTS, or all.",
+        ),
+    ] = None,
+) -> None:
+    """Run the system here: database (embedded unless AGENTLOG_DATABASE_URL), migrations, and what it hosts:
+    installed handlers, projections, and the documents with their agents."""
     settings = load_settings()
+    if only is not None:
+        try:
+            settings = settings.model_copy(update={"components": ",".join(parse_components(only))})
+        except ValueError as error:
+            fail(f"--only: {error}", ExitCode.USAGE)
+    broken = catalogue.load_plugins()  # before anything runs: a broken plugin is named once, and up goes on
+    handler_plugins = installed_handlers() if settings.hosts("handlers") else None
+    projection_plugins = installed_projections() if settings.hosts("projections") else None
+    for plugins in (handler_plugins, projection_plugins):
+        if plugins is not None:
+            log_plugin_errors(plugins.errors)
     database = open_database(settings)
     try:
         before, after = prepare_schema(database)
@@ -54,18 +79,21 @@ def up_command() -> None:
                 hint="AGENTLOG_DATABASE_URL connects as a superuser, who can forge the log; give it the "
                 "agentlog_application role and the owner's URL to AGENTLOG_OWNER_DATABASE_URL",
             )
-        handlers = list(installed_handlers().values())
-        projections = list(installed_projections().values())
+        handlers = list(handler_plugins.found.values()) if handler_plugins is not None else []
+        projections = list(projection_plugins.found.values()) if projection_plugins is not None else []
         log.info(
             "agentlog.up",
             database="embedded" if database.embedded else "external",
             schema=after,
             migrated=before != after,
+            components=settings.components.split(",") if settings.components else [],
             handlers=[handler.name for handler in handlers],
             projections=[projection.name for projection in projections],
+            broken_plugins=len(broken)
+            + sum(len(plugins.errors) for plugins in (handler_plugins, projection_plugins) if plugins is not None),
             hint="psql \"$(agentlog db url)\" to query; Ctrl-C to stop",
         )
-        run_async(run_system(settings, database.url, handlers, projections, agents=True))
+        run_async(run_system(settings, database.url, handlers, projections, agents=settings.hosts("agents")))
     finally:
         if database.embedded is not None and database.started_here:
             database.embedded.stop()

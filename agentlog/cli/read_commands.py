@@ -26,14 +26,14 @@ from rich.text import Text
 from agentlog.agent_system import deciders
 from agentlog.cli.common import ExitCode, err, fail, handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
-from eventstore import EventStore
-from eventstore.postgres import recorder
-from handlers.decider import DecisionDifference, verify_decider
-from projections import installed_projections, resolve_projection
-from projections.projection import Projection
-from projections.replay import Progress as ReplayProgress
-from projections.replay import RebuildOutcome, rebuild, verify
-from projections.reports import fetch_report, list_reports
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers.decider import DecisionDifference, verify_decider
+from agentlog.projections import installed_projections, resolve_projection
+from agentlog.projections.projection import Projection
+from agentlog.projections.replay import Progress as ReplayProgress
+from agentlog.projections.replay import RebuildOutcome, rebuild, verify
+from agentlog.projections.reports import fetch_report, list_reports
 
 
 class EventsPerSecond(ProgressColumn):
@@ -82,7 +82,7 @@ def replay_command(
     if not check and any(name in known_deciders for name in names or []):
         fail("deciders are verified (--verify), not rebuilt: their decisions are in the log", ExitCode.USAGE)
     chosen: list[Projection] = (
-        list(installed_projections().values())
+        list(installed_projections().found.values())
         if everything
         else [resolve_projection(name) for name in names or [] if name not in known_deciders]
     )

@@ -10,10 +10,10 @@ import typer
 from agentlog.cli.common import ExitCode, fail, handles_errors, load_settings, run_async, write_line
 from agentlog.database import open_database
 from agentlog.documents.tokens import Kind, TokenError, issue, signing_key, verify
-from eventstore import ANY, EventStore
-from eventstore.event_types.documents import DOCUMENT_ID_PATTERN
-from eventstore.event_types.tokens import TokenRevoked, holder_stream, token_stream
-from eventstore.postgres.connections import create_pool
+from agentlog.domains.documents.events import DOCUMENT_ID_PATTERN
+from agentlog.domains.tokens.events import TokenRevoked, holder_stream, token_stream
+from agentlog.eventstore import ANY, EventStore
+from agentlog.eventstore.postgres.connections import create_pool
 
 app = typer.Typer(no_args_is_help=True, help="Tokens for /doc/{document_id}?token=…, and revoking them.")
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import structlog
 
 from agentlog.documents.tokens import Identity
-from eventstore import START, EventStore, RecordedEvent
-from eventstore.decoding import decode_wanted
-from eventstore.event_types.tokens import TokenRevoked
-from eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.domains.tokens.events import TokenRevoked
+from agentlog.eventstore import START, EventStore, RecordedEvent
+from agentlog.eventstore.decoding import decode_wanted
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 
 log = structlog.get_logger("agentlog.documents.revocations")
 

@@ -14,7 +14,7 @@ import structlog
 
 from agentlog.documents.room import Room, RoomLimits
 from agentlog.documents.updates import UpdateWriter, load_document
-from eventstore.postgres.connections import StatementPool
+from agentlog.eventstore.postgres.connections import StatementPool
 
 log = structlog.get_logger("agentlog.documents.rooms")
 

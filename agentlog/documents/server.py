@@ -39,16 +39,16 @@ from agentlog.documents.room import Client, RoomLimits, SocketClosedError
 from agentlog.documents.rooms import DocumentRooms, RoomsFullError
 from agentlog.documents.tokens import Identity, TokenError, verify
 from agentlog.documents.updates import UpdateFollower, UpdateWriter
-from eventstore import ANY, EventStore, NewEvent
-from eventstore.errors import AgentlogError, ClosedError
-from eventstore.event_types.documents import (
+from agentlog.domains.documents.events import (
     DOCUMENT_ID_PATTERN,
     DocumentEdited,
     PersonJoined,
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.tokens import TokenRevoked
+from agentlog.domains.tokens.events import TokenRevoked
+from agentlog.eventstore import ANY, EventStore, NewEvent
+from agentlog.eventstore.errors import AgentlogError, ClosedError
 
 log = structlog.get_logger("agentlog.documents")
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 import orjson
 
-from eventstore.postgres.connections import StatementPool
+from agentlog.eventstore.postgres.connections import StatementPool
 
 PREFIX = "al1"
 KEY_NAME = "token-signing-key"

@@ -28,10 +28,10 @@ from pycrdt import Doc
 from pycrdt._base import BaseType
 
 from agentlog.documents.protocol import is_integrated
-from eventstore.postgres.connections import StatementPool
-from eventstore.postgres.errors import CONNECTION_ERRORS
-from eventstore.postgres.notifications import Notifier, Wakeups
-from eventstore.postgres.queries import load_queries
+from agentlog.eventstore.postgres.connections import StatementPool
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres.notifications import Notifier, Wakeups
+from agentlog.eventstore.postgres.queries import load_queries
 
 log = structlog.get_logger("agentlog.documents.updates")
 

@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from eventstore import Event
-from eventstore.event_types.agents import ManagerStarted, ManagerStopped
-from eventstore.event_types.documents import PersonJoined, PersonLeft
+from agentlog.domains.agents.events import ManagerStarted, ManagerStopped
+from agentlog.domains.documents.events import PersonJoined, PersonLeft
+from agentlog.eventstore import Event
 
 DOCUMENT_STREAM_PREFIX = "document-"
 

@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventstore.postgres.errors import translated_errors
-from eventstore.records import UnreadableJSON
+from agentlog.eventstore.postgres.errors import translated_errors
+from agentlog.eventstore.records import UnreadableJSON
 
 APPLICATION_NAME = "agentlog"
 

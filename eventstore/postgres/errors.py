@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from eventstore.errors import (
+from agentlog.eventstore.errors import (
     AgentlogError,
     DatabaseUnavailableError,
     EventIdConflictError,

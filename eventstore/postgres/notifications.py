@@ -23,9 +23,9 @@ import enum
 import asyncpg
 import structlog
 
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import connect
-from eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import connect
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 
 CHANNEL = "agentlog_events"
 """The log's channel; other tables followed the same way (document updates) have their own."""

@@ -10,9 +10,9 @@ from uuid import UUID
 
 import asyncpg
 
-from eventstore.postgres.errors import translated_errors
-from eventstore.postgres.queries import QUERIES
-from eventstore.records import START, LogPosition, RecordedEvent
+from agentlog.eventstore.postgres.errors import translated_errors
+from agentlog.eventstore.postgres.queries import QUERIES
+from agentlog.eventstore.records import START, LogPosition, RecordedEvent
 
 
 class Executor(Protocol):

@@ -40,8 +40,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ValidationError
 
-from domains.documents.presence import document_of
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentConnected,
     AgentDeferred,
@@ -55,8 +54,8 @@ from eventstore.event_types.agents import (
     ManagerStopped,
     agent_stream,
 )
-from eventstore.event_types.deciders import DeciderConfigured, decider_stream
-from eventstore.event_types.documents import (
+from agentlog.domains.deciders.events import DeciderConfigured, decider_stream
+from agentlog.domains.documents.events import (
     DocumentActivated,
     DocumentEdited,
     DocumentIdled,
@@ -64,8 +63,9 @@ from eventstore.event_types.documents import (
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.timers import TimerFired, TimerScheduled
-from handlers.agents.manager_state import (
+from agentlog.domains.documents.presence import document_of
+from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.handlers.agents.manager_state import (
     AgentSlot,
     DocumentWants,
     ManagerSeat,
@@ -75,7 +75,7 @@ from handlers.agents.manager_state import (
     settle,
     stage,
 )
-from handlers.decider import Decision, Fact
+from agentlog.handlers.decider import Decision, Fact
 
 __all__ = [
     "AGENT_RESTART",

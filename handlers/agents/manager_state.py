@@ -14,10 +14,10 @@ from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from domains.documents.presence import Presence
-from eventstore.event_types.timers import TimerDelay
-from handlers.agents.ranking import Key, Ranking
-from handlers.decider_state import KeyedState
+from agentlog.domains.documents.presence import Presence
+from agentlog.domains.timers.events import TimerDelay
+from agentlog.handlers.agents.ranking import Key, Ranking
+from agentlog.handlers.decider_state import KeyedState
 
 Stage = Literal["start", "stop", "run"]
 

@@ -35,14 +35,7 @@ from typing import Any
 import orjson
 import structlog
 
-from eventstore import ANY, Event, EventStore, NewEvent
-from eventstore.errors import (
-    AgentlogError,
-    ConcurrencyRetryError,
-    DatabaseUnavailableError,
-    WrongExpectedVersionError,
-)
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentConnected,
     AgentDetachRequested,
@@ -60,10 +53,17 @@ from eventstore.event_types.agents import (
     agent_stream,
     manager_stream,
 )
-from eventstore.postgres import recorder
-from eventstore.postgres.connections import Connection, connect
-from eventstore.postgres.errors import CONNECTION_ERRORS
-from handlers.handler import HandlerBatch
+from agentlog.eventstore import ANY, Event, EventStore, NewEvent
+from agentlog.eventstore.errors import (
+    AgentlogError,
+    ConcurrencyRetryError,
+    DatabaseUnavailableError,
+    WrongExpectedVersionError,
+)
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.connections import Connection, connect
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.handlers.handler import HandlerBatch
 
 log = structlog.get_logger("handlers.supervisor")
 

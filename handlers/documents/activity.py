@@ -16,19 +16,19 @@ from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
-from domains.documents.presence import Presence, document_of
-from eventstore.event_types.agents import ManagerStarted, ManagerStopped
-from eventstore.event_types.deciders import DeciderConfigured, decider_stream
-from eventstore.event_types.documents import (
+from agentlog.domains.agents.events import ManagerStarted, ManagerStopped
+from agentlog.domains.deciders.events import DeciderConfigured, decider_stream
+from agentlog.domains.documents.events import (
     DocumentActivated,
     DocumentIdled,
     PersonJoined,
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.timers import TimerCancelled, TimerDelay, TimerFired, TimerScheduled
-from handlers.decider import Decision, Fact
-from handlers.decider_state import KeyedState
+from agentlog.domains.documents.presence import Presence, document_of
+from agentlog.domains.timers.events import TimerCancelled, TimerDelay, TimerFired, TimerScheduled
+from agentlog.handlers.decider import Decision, Fact
+from agentlog.handlers.decider_state import KeyedState
 
 IDLE_GRACE = "idle-grace"
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from eventstore import TypedEvent
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentConnected,
     AgentDetachRequested,
@@ -25,8 +24,9 @@ from eventstore.event_types.agents import (
     ManagerStopped,
     TokensSpent,
 )
-from eventstore.event_types.documents import DocumentIdled
-from eventstore.postgres.connections import Connection
+from agentlog.domains.documents.events import DocumentIdled
+from agentlog.eventstore import TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 ENDED = "('disconnected', 'error')"
 

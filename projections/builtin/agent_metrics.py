@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from eventstore import TypedEvent
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore import TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 INSERT = """
 INSERT INTO agent_metrics (global_position, agent_id, document_id, memory_mb, cpu_percent, llm_calls,

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from eventstore import TypedEvent
-from eventstore.event_types.documents import DocumentActivated, PersonJoined, PersonLeft
-from eventstore.postgres.connections import Connection
+from agentlog.domains.documents.events import DocumentActivated, PersonJoined, PersonLeft
+from agentlog.eventstore import TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 HISTORY = """
 INSERT INTO document_activity (global_position, document_id, event_type, user_id, user_count, recorded_at)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, date
 from typing import ClassVar
 
-from eventstore import RecordedEvent
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore import RecordedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 UPSERT = """
 INSERT INTO event_counts_daily AS c (day, category, event_type, events)

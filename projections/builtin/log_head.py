@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from eventstore import RecordedEvent
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore import RecordedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 UPSERT = """
 INSERT INTO log_head AS h (singleton, events, transaction_id, global_position, last_recorded_at)

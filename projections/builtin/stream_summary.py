@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from eventstore import RecordedEvent
-from eventstore.postgres.connections import Connection
+from agentlog.eventstore import RecordedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 UPSERT = """
 INSERT INTO stream_summary AS s

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import ClassVar
 
-from eventstore import TypedEvent
-from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
-from eventstore.postgres.connections import Connection
+from agentlog.domains.timers.events import TimerCancelled, TimerFired, TimerScheduled
+from agentlog.eventstore import TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 SCHEDULE = """
 INSERT INTO timers (timer_id, stream_id, purpose, subject, due_at, state, scheduled_at)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from eventstore import TypedEvent
-from eventstore.event_types.tokens import TokenRevoked
-from eventstore.postgres.connections import Connection
+from agentlog.domains.tokens.events import TokenRevoked
+from agentlog.eventstore import TypedEvent
+from agentlog.eventstore.postgres.connections import Connection
 
 INSERT = """
 INSERT INTO token_revocations (global_position, token_id, kind, subject, issued_before, reason, revoked_at)

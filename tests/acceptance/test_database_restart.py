@@ -20,7 +20,7 @@ from pycrdt import Doc, XmlFragment, XmlText
 from agentlog.database import migrate
 from agentlog.documents.updates import load_document
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
-from eventstore.postgres.connections import create_pool
+from agentlog.eventstore.postgres.connections import create_pool
 from tests.support.system import ROOT, RunningSystem, open_document, query, token_for, wait_until
 
 pytestmark = pytest.mark.slow

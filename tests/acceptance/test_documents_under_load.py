@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from agentlog.documents.protocol import AWARENESS, SYNC_STEP1, AwarenessEntry, awareness_message, sync_message
 from agentlog.documents.updates import load_document
-from eventstore.postgres.connections import create_pool
+from agentlog.eventstore.postgres.connections import create_pool
 from tests.support.node_client import node_available, run_yjs_client
 from tests.support.system import Person, RunningSystem, open_document, query, token_for, wait_until
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from eventstore import EventStore
-from eventstore.postgres import recorder
-from projections import installed_projections
-from projections.replay import ShadowBuild
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
+from agentlog.projections import installed_projections
+from agentlog.projections.replay import ShadowBuild
 from tests.acceptance.test_cli import AGENTLOG, ROOT, agentlog, environment
 from tests.integration.test_projections import NAMES, StreamSummaryV2, everything, live_until_caught_up
 from tests.support.events import test_catalogue, ticks
@@ -83,7 +83,7 @@ async def test_an_interrupted_rebuild_leaves_the_live_projection_untouched_and_a
     assert await tables(built.pool, NAMES) == fold(await everything(built))
     checked = agentlog("replay", "--verify", env=env, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.count("live matches") == len(installed_projections())
+    assert checked.stdout.count("live matches") == len(installed_projections().found)
 
 
 async def test_a_second_replay_of_a_projection_being_rebuilt_exits_with_one_line(database_url: str) -> None:

@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 
 from agentlog.config import Settings
+from agentlog.domains.documents.events import PersonJoined
 from agentlog.embedded import EmbeddedPostgres
+from agentlog.eventstore import EventStore
+from agentlog.projections import installed_projections
 from agentlog.system import run_system
-from eventstore import EventStore
-from eventstore.event_types.documents import PersonJoined
-from projections import installed_projections
 from tests.support.system import RunningSystem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,8 @@ def new_cluster(tmp_path: Path) -> Iterator[str]:
 async def caught_up(url: str, projections: list[str], settings: Settings) -> None:
     """Run the installed projections on `url` until each has applied the whole log."""
     stop = asyncio.Event()
-    running = asyncio.create_task(run_system(settings, url, [], list(installed_projections().values()), stop=stop))
+    projections = list(installed_projections().found.values())
+    running = asyncio.create_task(run_system(settings, url, [], projections, stop=stop))
     connection = await asyncpg.connect(url)
     try:
         async with asyncio.timeout(30):
@@ -162,7 +163,7 @@ async def test_a_log_restored_into_a_new_cluster_keeps_its_order(
                 f"document-old{n % 4}",
                 [PersonJoined(user_id=f"u{n}", people_present=n + 1, connection_id=f"c{n}", server_id="old")],
             )
-    projections = sorted(installed_projections())
+    projections = sorted(installed_projections().found)
     await caught_up(database_url, projections, Settings(_env_file=None, poll_interval_s=0.1))
 
     restored = await restore_as_the_readme_says(owner_database_url, new_cluster, tmp_path, seal=True)

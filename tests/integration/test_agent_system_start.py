@@ -11,8 +11,8 @@ import pytest
 from agentlog.agent_system import AgentSystem
 from agentlog.config import Settings
 from agentlog.documents.server import DocumentServerError
-from eventstore import EventStore
-from eventstore.event_types.deciders import decider_stream
+from agentlog.domains.deciders.events import decider_stream
+from agentlog.eventstore import EventStore
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from eventstore import (
+from agentlog.eventstore import (
     DatabaseUnavailableError,
     EventIdConflictError,
     EventStore,
@@ -20,8 +20,8 @@ from eventstore import (
     StreamAppend,
     new_event_id,
 )
-from eventstore.postgres.connections import connect
-from eventstore.postgres.queries import QUERIES
+from agentlog.eventstore.postgres.connections import connect
+from agentlog.eventstore.postgres.queries import QUERIES
 from tests.support.events import Tick, test_catalogue
 
 

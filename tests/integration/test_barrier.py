@@ -16,9 +16,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentlog.config import Settings
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
 from agentlog.system import run_system
-from eventstore import EventStore
-from eventstore.postgres import recorder
 from tests.support.events import Tick, test_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from eventstore import ConcurrencyRetryError, EventStore, NewEvent, RecordedEvent
-from eventstore.postgres.connections import connect
+from agentlog.eventstore import ConcurrencyRetryError, EventStore, NewEvent, RecordedEvent
+from agentlog.eventstore.postgres.connections import connect
 from tests.support.events import Tick, test_catalogue
 
 WRITERS = 8

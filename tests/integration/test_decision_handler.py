@@ -14,13 +14,13 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from eventstore import ANY, START, EventStore, NewEvent
-from eventstore.decoding import decode_wanted
-from eventstore.event_types.documents import DocumentIdled, PersonJoined, PersonLeft
-from eventstore.postgres import recorder
-from handlers import HandlerBatch, HandlerRunner
-from handlers.decider import DecisionHandler, record_settings, verify_decider
-from handlers.documents.activity import DocumentActivity
+from agentlog.domains.documents.events import DocumentIdled, PersonJoined, PersonLeft
+from agentlog.eventstore import ANY, START, EventStore, NewEvent
+from agentlog.eventstore.decoding import decode_wanted
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerBatch, HandlerRunner
+from agentlog.handlers.decider import DecisionHandler, record_settings, verify_decider
+from agentlog.handlers.documents.activity import DocumentActivity
 
 
 @pytest.fixture

@@ -8,13 +8,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from eventstore import ANY, EventStore
-from eventstore.event_types.documents import DocumentActivated, DocumentEdited, DocumentIdled, PersonJoined, PersonLeft
-from eventstore.postgres import recorder
-from handlers import HandlerRunner
-from handlers.projection_handler import ProjectionHandler
-from projections import installed_projections
-from projections.replay import verify
+from agentlog.domains.documents.events import (
+    DocumentActivated,
+    DocumentEdited,
+    DocumentIdled,
+    PersonJoined,
+    PersonLeft,
+)
+from agentlog.eventstore import ANY, EventStore
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerRunner
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.projections import installed_projections
+from agentlog.projections.replay import verify
 
 
 @pytest.fixture
@@ -24,7 +30,7 @@ async def store(database_url: str) -> AsyncIterator[EventStore]:
 
 
 async def project(store: EventStore) -> None:
-    runner = HandlerRunner(store, [ProjectionHandler(installed_projections()["document_activity"])], batch_size=2)
+    runner = HandlerRunner(store, [ProjectionHandler(installed_projections().found["document_activity"])], batch_size=2)
     task = asyncio.create_task(runner.run())
     try:
         async with asyncio.timeout(20):
@@ -51,4 +57,4 @@ async def test_last_activity_is_the_latest_join_edit_or_activation_never_a_leave
     assert (row["status"], row["people_present"], row["activations"]) == ("idle", 0, 1)
     history = await store.pool.fetch("SELECT event_type FROM projections.document_activity ORDER BY global_position")
     assert [r["event_type"] for r in history] == ["user_joined", "active", "user_left", "idle"]
-    assert (await verify(store, installed_projections()["document_activity"])).differences == []
+    assert (await verify(store, installed_projections().found["document_activity"])).differences == []

@@ -20,8 +20,8 @@ from pycrdt import Doc, Text, create_update_message
 from agentlog.documents.protocol import auth_message
 from agentlog.documents.room import RoomLimits
 from agentlog.documents.updates import load_document
-from eventstore import ANY, EventStore
-from eventstore.event_types.tokens import TokenRevoked, token_stream
+from agentlog.domains.tokens.events import TokenRevoked, token_stream
+from agentlog.eventstore import ANY, EventStore
 from tests.support.documents import document_server, eventually, raw_client
 
 FAST = RoomLimits(messages_per_s=1e9, burst=10**9)

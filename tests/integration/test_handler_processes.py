@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from eventstore import EventStore
-from eventstore.postgres import recorder
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
 from tests.support.events import test_catalogue, ticks
 from tests.support.owner import create_handler_table
 from tests.support.probe import CREATE_PROBE_TABLE

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from eventstore import ANY, START, ConcurrencyRetryError, EventStore, RecordedEvent
-from eventstore.postgres import recorder
-from handlers import HandlerBatch, HandlerRunner
+from agentlog.eventstore import ANY, START, ConcurrencyRetryError, EventStore, RecordedEvent
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerBatch, HandlerRunner
 from tests.support.events import test_catalogue, ticks
 from tests.support.owner import create_handler_table
 

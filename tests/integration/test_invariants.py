@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from eventstore import (
+from agentlog.eventstore import (
     ANY,
     NO_STREAM,
     START,
@@ -22,8 +22,8 @@ from eventstore import (
     WrongExpectedVersionError,
     derived_event_id,
 )
-from eventstore.postgres import recorder
-from handlers import HandlerBatch, HandlerRunner
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerBatch, HandlerRunner
 from tests.support.events import Tick, test_catalogue, ticks
 from tests.support.owner import create_handler_table
 
@@ -272,7 +272,7 @@ async def test_a_transaction_older_than_the_streams_head_appends_after_it(log: E
     and is never refused for it: handlers appending to busy streams must make progress (issue 9, item 5)."""
     older = await asyncpg.connect(database_url)
     try:
-        from eventstore.postgres.connections import configure_connection
+        from agentlog.eventstore.postgres.connections import configure_connection
 
         await configure_connection(older)
         async with older.transaction():
@@ -450,7 +450,7 @@ async def test_only_catalogued_event_classes_are_appended(log: EventStore) -> No
     class Impostor(Tick):
         """Same type name and version as Tick, but not the class the catalogue holds."""
 
-    from eventstore import UnknownEventTypeError
+    from agentlog.eventstore import UnknownEventTypeError
 
     with pytest.raises(UnknownEventTypeError, match="claims Tick v1"):
         await log.append("test-1", [Impostor(n=1)])

@@ -18,13 +18,13 @@ import asyncpg
 import pytest
 
 from agentlog.database import LogOrderBrokenError, check_log_order, migrate
-from eventstore import ANY, EventStore
-from eventstore.decoding import decode_wanted
-from eventstore.event_types.documents import PersonJoined
-from eventstore.postgres import recorder
-from handlers import HandlerRunner
-from handlers.projection_handler import ProjectionHandler
-from projections import installed_projections
+from agentlog.domains.documents.events import PersonJoined
+from agentlog.eventstore import ANY, EventStore
+from agentlog.eventstore.decoding import decode_wanted
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerRunner
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.projections import installed_projections
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINED = {"user_id": "ada", "people_present": 1, "connection_id": "c1", "server_id": "s"}
@@ -92,7 +92,7 @@ async def test_an_unreadable_event_written_around_the_checks_is_skipped_not_fata
     typed, undecodable = decode_wanted(log.catalogue, events, None)
     assert [event.stream_id for event in typed] == ["document-ok"]
     assert "cannot be read as JSON" in undecodable[0].reason
-    projection = installed_projections()["document_activity"]
+    projection = installed_projections().found["document_activity"]
     runner = HandlerRunner(log, [ProjectionHandler(projection)])
     task = asyncio.create_task(runner.run())
     async with asyncio.timeout(20):
@@ -200,7 +200,7 @@ async def test_handler_skipped_shows_names_as_they_are(log: EventStore, database
         "SELECT agentlog.append_event('document-[/]', 'PersonJoined', $1::text::jsonb)",
         json.dumps({**JOINED, "people_present": 0}),
     )
-    projection = installed_projections()["document_activity"]
+    projection = installed_projections().found["document_activity"]
     runner = HandlerRunner(log, [ProjectionHandler(projection)])
     task = asyncio.create_task(runner.run())
     async with asyncio.timeout(20):

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from eventstore import (
+from agentlog.eventstore import (
     ANY,
     NO_STREAM,
     EventIdConflictError,
@@ -33,8 +33,8 @@ from eventstore import (
     StreamAppend,
     WrongExpectedVersionError,
 )
-from eventstore.postgres.connections import connect
-from eventstore.records import StreamVersionExpectation
+from agentlog.eventstore.postgres.connections import connect
+from agentlog.eventstore.records import StreamVersionExpectation
 from tests.support.events import Tick
 
 STREAM_COUNT = 4

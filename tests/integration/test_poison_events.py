@@ -17,16 +17,16 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from eventstore import ANY, EventStore, TypedEvent
-from eventstore.decoding import decode_wanted
-from eventstore.event_types.documents import PersonJoined
-from eventstore.postgres import recorder
-from handlers import Handler, HandlerBatch, HandlerRunner
-from handlers.decider import DecisionHandler, verify_decider
-from handlers.documents.activity import DocumentActivity
-from handlers.projection_handler import ProjectionHandler
-from projections import installed_projections
-from projections.replay import rebuild, verify
+from agentlog.domains.documents.events import PersonJoined
+from agentlog.eventstore import ANY, EventStore, TypedEvent
+from agentlog.eventstore.decoding import decode_wanted
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import Handler, HandlerBatch, HandlerRunner
+from agentlog.handlers.decider import DecisionHandler, verify_decider
+from agentlog.handlers.documents.activity import DocumentActivity
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.projections import installed_projections
+from agentlog.projections.replay import rebuild, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ async def test_a_poison_event_is_skipped_recorded_and_the_deciders_go_on(store: 
     )
     await store.append("document-healthy", [joined("ada")], ANY)
     decider = DocumentActivity(idle_grace_s=30)
-    projection = installed_projections()["document_activity"]
+    projection = installed_projections().found["document_activity"]
     with capture_logs() as logs:
         await run_until_caught_up(store, [DecisionHandler(decider), ProjectionHandler(projection)])
 
@@ -122,7 +122,7 @@ async def test_agentlog_handler_skipped_lists_them(store: EventStore, database_u
         "SELECT agentlog.append_event('document-poisoned', 'PersonJoined', $1::jsonb, schema_version => 2)",
         json.loads(POISON),
     )
-    await run_until_caught_up(store, [ProjectionHandler(installed_projections()["document_activity"])])
+    await run_until_caught_up(store, [ProjectionHandler(installed_projections().found["document_activity"])])
     env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTLOG_")}
     env["AGENTLOG_DATABASE_URL"] = database_url
     for arguments in (["skipped", "document_activity", "--json"], ["skipped", "document_activity"], ["lag"]):

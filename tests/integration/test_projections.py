@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore import EventStore, RecordedEvent
-from eventstore.postgres import recorder
-from handlers import HandlerRunner
-from handlers.projection_handler import ProjectionHandler
-from projections.builtin.event_counts import projection as event_counts
-from projections.builtin.log_head import projection as log_head
-from projections.builtin.stream_summary import StreamSummary
-from projections.builtin.stream_summary import projection as stream_summary
-from projections.replay import rebuild, verify
-from projections.reports import fetch_report, list_reports
+from agentlog.eventstore import EventStore, RecordedEvent
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerRunner
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.projections.builtin.event_counts import projection as event_counts
+from agentlog.projections.builtin.log_head import projection as log_head
+from agentlog.projections.builtin.stream_summary import StreamSummary
+from agentlog.projections.builtin.stream_summary import projection as stream_summary
+from agentlog.projections.replay import rebuild, verify
+from agentlog.projections.reports import fetch_report, list_reports
 from tests.support.events import test_catalogue, ticks
 from tests.support.projection_model import fold, tables
 

@@ -15,12 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from eventstore import EventStore, LogPosition
-from eventstore.errors import AgentlogError
-from eventstore.postgres import recorder
-from projections.builtin.log_head import LogHead
-from projections.builtin.stream_summary import StreamSummary
-from projections.replay import ShadowBuild, rebuild
+from agentlog.eventstore import EventStore, LogPosition
+from agentlog.eventstore.errors import AgentlogError
+from agentlog.eventstore.postgres import recorder
+from agentlog.projections.builtin.log_head import LogHead
+from agentlog.projections.builtin.stream_summary import StreamSummary
+from agentlog.projections.replay import ShadowBuild, rebuild
 from tests.integration.test_projections import StreamSummaryV2, everything, live_until_caught_up
 from tests.support.events import test_catalogue, ticks
 from tests.support.projection_model import fold, tables

@@ -10,7 +10,7 @@ import pytest
 
 from agentlog.database import _alembic_config, migrate
 from agentlog.embedded import REPORTING_ROLE
-from eventstore import EventStore
+from agentlog.eventstore import EventStore
 from tests.conftest import PostgresServer
 from tests.support.events import Tick, test_catalogue
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from eventstore import EventStore
+from agentlog.eventstore import EventStore
 from tests.support.events import Tick, test_catalogue
 
 

@@ -67,13 +67,13 @@ def test_migrations_build_the_expected_schema(empty_database_url: str) -> None:
 
 async def test_a_rebuild_leaves_the_schema_as_the_migrations_made_it(database_url: str) -> None:
     """The swap brings back index names, storage parameters and the report views: nothing drifts."""
-    from eventstore import EventStore
-    from projections import installed_projections
-    from projections.replay import rebuild
+    from agentlog.eventstore import EventStore
+    from agentlog.projections import installed_projections
+    from agentlog.projections.replay import rebuild
 
     before = schema_of(database_url)
     async with EventStore.open(database_url) as store:
-        for projection in installed_projections().values():
+        for projection in installed_projections().found.values():
             await rebuild(store, projection)
     assert schema_of(database_url) == before
 

@@ -26,8 +26,8 @@ from agentlog.documents.server import (
 )
 from agentlog.documents.tokens import issue, signing_key
 from agentlog.documents.updates import CHANNEL, UpdateFollower, UpdateWriter
-from eventstore import EventStore
-from eventstore.postgres.notifications import Notifier
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres.notifications import Notifier
 
 
 @dataclass

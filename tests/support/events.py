@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from eventstore import Event, EventCatalogue
-from eventstore.event_types.documents import PersonJoined, PersonLeft
+from agentlog.domains.documents.events import PersonJoined, PersonLeft
+from agentlog.eventstore import Event, EventCatalogue
 
 test_catalogue = EventCatalogue()
 test_catalogue.register(PersonJoined)

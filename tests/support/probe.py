@@ -9,8 +9,8 @@ import argparse
 import asyncio
 from typing import ClassVar
 
-from eventstore import EventStore
-from handlers import HandlerBatch, HandlerRunner
+from agentlog.eventstore import EventStore
+from agentlog.handlers import HandlerBatch, HandlerRunner
 
 CREATE_PROBE_TABLE = """
 CREATE TABLE IF NOT EXISTS probe_applied (

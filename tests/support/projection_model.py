@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from eventstore import RecordedEvent
+from agentlog.eventstore import RecordedEvent
 
 StreamRow = tuple[str, str, int, int, str, datetime, datetime]
 CountRow = tuple[date, str, str, int]

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from agentlog.agents.worker import SocketChannel
 from agentlog.documents.tokens import Kind, issue, signing_key
-from eventstore.postgres.connections import create_pool
+from agentlog.eventstore.postgres.connections import create_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 

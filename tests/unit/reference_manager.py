@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentConnected,
     AgentDeferred,
@@ -27,8 +27,8 @@ from eventstore.event_types.agents import (
     ManagerStopped,
     agent_stream,
 )
-from eventstore.event_types.deciders import DeciderConfigured
-from eventstore.event_types.documents import (
+from agentlog.domains.deciders.events import DeciderConfigured
+from agentlog.domains.documents.events import (
     DocumentActivated,
     DocumentEdited,
     DocumentIdled,
@@ -36,10 +36,10 @@ from eventstore.event_types.documents import (
     PersonLeft,
     document_stream,
 )
-from eventstore.event_types.timers import TimerFired, TimerScheduled
-from handlers.agents.manager import AGENT_RESTART, MAX_BACKOFF_S, RUN_PROVEN, START_DEADLINE, STOP_DEADLINE
-from handlers.agents.manager_state import ManagerSettings
-from handlers.decider import Decision, Fact, decision_id
+from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.handlers.agents.manager import AGENT_RESTART, MAX_BACKOFF_S, RUN_PROVEN, START_DEADLINE, STOP_DEADLINE
+from agentlog.handlers.agents.manager_state import ManagerSettings
+from agentlog.handlers.decider import Decision, Fact, decision_id
 
 NAME = "agent-manager"
 STAGES = {START_DEADLINE: "start", STOP_DEADLINE: "stop", RUN_PROVEN: "run"}

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from handlers.decider_state import KeyedState, state_from_rows, take_rows
+from agentlog.handlers.decider_state import KeyedState, state_from_rows, take_rows
 
 K = TypeVar("K", bound=KeyedState)
 

@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore import Event
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentConnected,
     AgentDetachRequested,
@@ -36,10 +35,17 @@ from eventstore.event_types.agents import (
     ManagerStarted,
     ManagerStopped,
 )
-from eventstore.event_types.deciders import DeciderConfigured
-from eventstore.event_types.documents import DocumentActivated, DocumentEdited, DocumentIdled, PersonJoined, PersonLeft
-from eventstore.event_types.timers import TimerFired, TimerScheduled
-from handlers.agents.manager import (
+from agentlog.domains.deciders.events import DeciderConfigured
+from agentlog.domains.documents.events import (
+    DocumentActivated,
+    DocumentEdited,
+    DocumentIdled,
+    PersonJoined,
+    PersonLeft,
+)
+from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.eventstore import Event
+from agentlog.handlers.agents.manager import (
     AGENT_RESTART,
     RUN_PROVEN,
     START_DEADLINE,
@@ -48,7 +54,7 @@ from handlers.agents.manager import (
     ManagerSettings,
     ManagerState,
 )
-from handlers.decider import Decision, Fact, step
+from agentlog.handlers.decider import Decision, Fact, step
 from tests.unit.reference_manager import ReferenceManager
 from tests.unit.saved_rows import SavedRows, private_indexes
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 
-from eventstore import Event
-from eventstore.event_types.agents import (
+from agentlog.domains.agents.events import (
     AgentAbandoned,
     AgentDetachRequested,
     AgentSpawnRequested,
     AgentUnresponsive,
 )
-from eventstore.event_types.timers import TimerScheduled
-from handlers.agents.manager import RUN_PROVEN, AgentManager
+from agentlog.domains.timers.events import TimerScheduled
+from agentlog.eventstore import Event
+from agentlog.handlers.agents.manager import RUN_PROVEN, AgentManager
 from tests.unit.test_agent_manager_decider import RUNS, World
 
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from eventstore import (
+from agentlog.eventstore import (
     Event,
     EventCatalogue,
     EventSchemaError,

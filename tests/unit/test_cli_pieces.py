@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from agentlog.cli.common import ExitCode, exit_code_for
 from agentlog.cli.log_commands import format_event
-from eventstore import (
+from agentlog.eventstore import (
     DatabaseUnavailableError,
     EventIdConflictError,
     InvalidStreamIdError,

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from domains.documents.presence import PeopleIn, Presence
-from eventstore.event_types.agents import ManagerStarted
-from eventstore.event_types.documents import DocumentActivated, PersonJoined
-from handlers.agents.manager import AgentManager, DocumentWants, ManagerSeat, ManagerState
-from handlers.decider import Fact, step
-from handlers.documents.activity import ActivityState, DocumentActivity, DocumentStatus
+from agentlog.domains.agents.events import ManagerStarted
+from agentlog.domains.documents.events import DocumentActivated, PersonJoined
+from agentlog.domains.documents.presence import PeopleIn, Presence
+from agentlog.handlers.agents.manager import AgentManager, DocumentWants, ManagerSeat, ManagerState
+from agentlog.handlers.decider import Fact, step
+from agentlog.handlers.documents.activity import ActivityState, DocumentActivity, DocumentStatus
 
 SMALL, LARGE = 200, 40_000
 POSITIONS = itertools.count(1_000_000)

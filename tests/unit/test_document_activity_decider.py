@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore import Event
-from eventstore.event_types.agents import ManagerStarted, ManagerStopped
-from eventstore.event_types.deciders import DeciderConfigured
-from eventstore.event_types.documents import DocumentActivated, DocumentIdled, PersonJoined, PersonLeft
-from eventstore.event_types.timers import TimerCancelled, TimerFired, TimerScheduled
-from handlers.decider import Decision, Fact, step
-from handlers.documents.activity import IDLE_GRACE, ActivityState, DocumentActivity
+from agentlog.domains.agents.events import ManagerStarted, ManagerStopped
+from agentlog.domains.deciders.events import DeciderConfigured
+from agentlog.domains.documents.events import DocumentActivated, DocumentIdled, PersonJoined, PersonLeft
+from agentlog.domains.timers.events import TimerCancelled, TimerFired, TimerScheduled
+from agentlog.eventstore import Event
+from agentlog.handlers.decider import Decision, Fact, step
+from agentlog.handlers.documents.activity import IDLE_GRACE, ActivityState, DocumentActivity
 from tests.unit.saved_rows import SavedRows, private_indexes
 
 

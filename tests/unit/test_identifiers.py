@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventstore import InvalidStreamIdError, category_of, derived_event_id, new_event_id, validate_stream_id
-from eventstore.records import ExpectedVersion, expected_version_argument
+from agentlog.eventstore import InvalidStreamIdError, category_of, derived_event_id, new_event_id, validate_stream_id
+from agentlog.eventstore.records import ExpectedVersion, expected_version_argument
 
 
 @pytest.mark.parametrize(

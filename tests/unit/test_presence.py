@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domains.documents.presence import Presence
-from eventstore import Event
-from eventstore.event_types.agents import ManagerStarted, ManagerStopped
-from eventstore.event_types.documents import PersonJoined, PersonLeft
+from agentlog.domains.agents.events import ManagerStarted, ManagerStopped
+from agentlog.domains.documents.events import PersonJoined, PersonLeft
+from agentlog.domains.documents.presence import Presence
+from agentlog.eventstore import Event
 
 SERVERS = ["s1", "s2", "s3"]
 DOCUMENTS = ["a", "b", "c"]

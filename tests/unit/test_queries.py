@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from eventstore.postgres import queries
-from eventstore.postgres.queries import QUERIES, load_queries
+from agentlog.eventstore.postgres import queries
+from agentlog.eventstore.postgres.queries import QUERIES, load_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 

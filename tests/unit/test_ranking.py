@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.agents import ranking
-from handlers.agents.ranking import Key, Ranking
+from agentlog.handlers.agents import ranking
+from agentlog.handlers.agents.ranking import Key, Ranking
 
 OPERATIONS = st.lists(
     st.tuples(st.sampled_from(["put", "discard"]), st.integers(0, 60), st.integers(-5, 5), st.booleans()),

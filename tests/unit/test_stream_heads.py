@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventstore.stream_heads import StreamHeads
+from agentlog.eventstore.stream_heads import StreamHeads
 
 
 def test_an_unknown_stream_needs_a_lookup_unless_it_must_not_exist() -> None:

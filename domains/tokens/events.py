@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from eventstore.events import Event, catalogue
+from agentlog.eventstore.events import Event, catalogue
 
 
 def token_stream(token_id: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import StringConstraints
 
-from eventstore.events import Event, catalogue
+from agentlog.eventstore.events import Event, catalogue
 
 DeciderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints
 
-from eventstore.events import Event, catalogue
+from agentlog.eventstore.events import Event, catalogue
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]

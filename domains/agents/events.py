@@ -12,8 +12,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from eventstore.event_types.documents import DocumentId
-from eventstore.events import Event, catalogue
+from agentlog.domains.documents.events import DocumentId
+from agentlog.eventstore.events import Event, catalogue
 
 ManagerId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, StringConstraints
 
-from eventstore.events import Event, catalogue
+from agentlog.eventstore.events import Event, catalogue
 
 TimerId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 MAX_TIMER_DELAY_S = 366 * 24 * 3600

@@ -1,0 +1,1 @@
+"""The agents domain: its event types (`events`) and pure rules."""

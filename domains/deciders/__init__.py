@@ -1,0 +1,1 @@
+"""The deciders domain: its event types (`events`) and pure rules."""

@@ -1,0 +1,1 @@
+"""The timers domain: its event types (`events`) and pure rules."""

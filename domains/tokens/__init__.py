@@ -1,0 +1,1 @@
+"""The tokens domain: its event types (`events`) and pure rules."""
