@@ -64,6 +64,9 @@ class UpdateWriter:
         self._queue: collections.deque[_Queued] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[None] | None = None
+        """The last update submitted: once it is stored, everything before it is (batches commit in order). The
+        queue alone cannot tell, as the batch in flight has left it."""
         self.stored_updates = 0
         self.batches = 0
 
@@ -71,6 +74,7 @@ class UpdateWriter:
         """Queue one update; the future resolves once it is committed."""
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(document_id, body, stored))
+        self._last = stored
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -81,9 +85,9 @@ class UpdateWriter:
         return len(self._queue)
 
     async def drain(self) -> None:
-        """Wait until every update submitted so far is stored."""
-        if self._queue:
-            await asyncio.shield(self._queue[-1].stored)
+        """Wait until every update submitted so far is stored, the batch in flight included."""
+        if self._last is not None and not self._last.done():
+            await asyncio.shield(self._last)
         if self._task is not None and not self._task.done():
             self._wake.set()
 
@@ -125,9 +129,14 @@ class UpdateWriter:
                     self._server_id,
                 )
                 break
-            except CONNECTION_ERRORS as error:
+            except Exception as error:
+                # Whatever the database answered (gone, disk full, a statement timeout), the batch is kept and
+                # tried again: an update given up here would have been seen by its sender and lost, and its
+                # future left unresolved would stop the room sending to anyone, unloading, or shutting down.
                 attempt += 1
-                log.warning("document.updates_not_stored", updates=len(batch), error=str(error), attempt=attempt,
+                connection = isinstance(error, CONNECTION_ERRORS)
+                event = "document.updates_not_stored" if connection else "document.updates_refused"
+                log.warning(event, updates=len(batch), error=f"{type(error).__name__}: {error}", attempt=attempt,
                             retry_in_s=delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -249,4 +258,3 @@ class UpdateFollower:
                 self.delivered += 1
         last = rows[0]
         return int(last["scanned"]), (int(last["last_transaction_id"]), int(last["last_id"]))
-
