@@ -256,6 +256,14 @@ class DocumentServer:
         if admitted is None:
             return
         identity = admitted
+        try:  # the socket counts against its holder's limit from the moment `_admit` let it in
+            await self._serve_admitted(channel, document_id, identity)
+        finally:
+            self.per_person[identity.name] -= 1
+            if not self.per_person[identity.name]:
+                del self.per_person[identity.name]
+
+    async def _serve_admitted(self, channel: SocketChannel, document_id: str, identity: Identity) -> None:
         person = identity.kind == "user"
         connection_id = uuid.uuid4().hex[:16]
         if person:
@@ -266,7 +274,6 @@ class DocumentServer:
                 # The join may have been recorded all the same (its answer lost): record the leave too.
                 asyncio.get_running_loop().create_task(self.presence.left(document_id, identity.name, connection_id))
                 return
-        self.per_person[identity.name] += 1
         started = time.monotonic()
         log.info("document.socket_open", document=document_id, who=identity.name, kind=identity.kind)
         try:
@@ -285,16 +292,14 @@ class DocumentServer:
                     opened.expiry.cancel()
                 self.rooms.leave(document_id)
         finally:
-            self.per_person[identity.name] -= 1
-            if not self.per_person[identity.name]:
-                del self.per_person[identity.name]
             log.info("document.socket_closed_by_peer", document=document_id, who=identity.name,
                      seconds=round(time.monotonic() - started, 1))  # fmt: skip
             if person:
                 await asyncio.shield(self.presence.left(document_id, identity.name, connection_id))
 
     async def _admit(self, channel: SocketChannel, document_id: str, token: str | None) -> Identity | None:
-        """Who this socket is, or None once it was closed with the reason it may not come in."""
+        """Who this socket is, counted against its holder's limit (the caller uncounts it when it ends), or None once it
+        was closed with the reason it may not come in."""
         if not self.accepting:
             await channel.close(CLOSE_SERVICE_RESTART, "the document server is stopping; reconnect")
             return None
@@ -321,6 +326,9 @@ class DocumentServer:
                 CLOSE_TOO_MANY, f"{identity.name} has {self.limits.sockets_per_person} sockets open here, the limit"
             )
             return None
+        # Counted here, with no await between the check and the count: sockets opened at the same moment each see
+        # the others (counted after recording the join, ten concurrent opens all passed a limit of two).
+        self.per_person[identity.name] += 1
         return identity
 
     def _expire_at(self, client: Client, identity: Identity) -> asyncio.TimerHandle:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import time
@@ -268,3 +269,21 @@ async def test_two_servers_serve_one_document(log: EventStore) -> None:
         await two.writer.drain()
     assert seen in ("Rome. Oslo. ", "Oslo. Rome. ")
     assert await stored_text(log, "shared") == seen
+
+
+async def test_sockets_per_person_hold_when_they_all_open_at_once(log: EventStore) -> None:
+    """Hostile review: the limit was checked before the join was recorded and counted after it, so a person opening
+    ten sockets at the same moment got all ten past a limit of two."""
+    from agentlog.documents.server import ServerLimits
+
+    async with document_server(log, limits=ServerLimits(sockets_per_person=2)) as served:
+        token = served.token("ada")
+        async with contextlib.AsyncExitStack() as stack:
+            clients = await asyncio.gather(
+                *(stack.enter_async_context(raw_client(served.url, "crowd", token)) for _ in range(10))
+            )
+            await eventually(lambda: sum(c.closed is not None for c in clients) + len(served.server.sockets) == 10)
+            await asyncio.sleep(0.2)
+            assert len(served.server.sockets) == 2
+            assert sorted(c.closed[0] for c in clients if c.closed is not None) == [4429] * 8
+        await eventually(lambda: not served.server.per_person)
