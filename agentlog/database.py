@@ -9,7 +9,9 @@ schema).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,6 +24,7 @@ from agentlog.config import Settings
 from agentlog.embedded import APPLICATION_ROLE, REPORTING_ROLE, EmbeddedPostgres
 from agentlog.eventstore.errors import AgentlogError, DatabaseUnavailableError
 from agentlog.eventstore.events import EventCatalogue, catalogue
+from agentlog.eventstore.loading import PluginError, describe_error, log_plugin_errors
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -32,6 +35,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger("agentlog.database")
 
 Role = Literal["application", "reporting", "owner"]
+
+MIGRATIONS_ENTRY_POINTS = "agentlog.migrations"
+"""Plugins' migrations: each entry point names a package whose folder holds alembic revision scripts, on a branch
+of its own (its first revision has `down_revision = None`, a `branch_labels` of its own and `depends_on` the
+agentlog revision it needs). They share agentlog's `alembic_version` table, one row per branch head, and
+`agentlog migrate` upgrades every branch to its head in dependency order."""
 
 MIGRATION_LOCK_KEY = 1095524684
 """The advisory lock every migrator holds (alembic/env.py): the steps after the migrations run under it too."""
@@ -114,41 +123,79 @@ def check_reachable(url: str) -> None:
         raise DatabaseUnavailableError(f"PostgreSQL is unreachable: {first_line}") from error
 
 
-def _alembic_config(url: str) -> Config:
+def _alembic_config(url: str, locations: list[str] | None = None) -> Config:
+    """agentlog's alembic configuration, with the plugins' revision folders (`plugin_migrations()`) beside ours."""
     from alembic.config import Config
 
     packaged = Path(agentlog.__file__).parent / "_migrations" / "alembic.ini"
     source_tree = Path(agentlog.__file__).parent.parent / "alembic.ini"
     config = Config(str(packaged if packaged.exists() else source_tree))
     config.attributes["database_url"] = url
+    ours = str(Path(config.get_main_option("script_location") or "") / "versions")
+    plugins = plugin_migrations()[0] if locations is None else locations
+    config.set_main_option("version_locations", os.pathsep.join([ours, *plugins]))
     return config
+
+
+def plugin_migrations() -> tuple[list[str], list[PluginError]]:
+    """The revision folders of the installed plugins that load and fit beside ours, and the ones that do not.
+
+    Each folder is tried beside ours alone first: a plugin whose scripts do not load (an import error, a revision
+    pointing nowhere, a second base without a branch label) is named in one line and left out, and the others
+    migrate all the same."""
+    from alembic.script import ScriptDirectory
+
+    found: list[str] = []
+    errors: list[PluginError] = []
+    for entry_point in sorted(metadata.entry_points(group=MIGRATIONS_ENTRY_POINTS), key=lambda ep: ep.name):
+        try:
+            package = entry_point.load()
+            paths = list(getattr(package, "__path__", []))
+            if not paths:
+                raise TypeError(f"{entry_point.value} is not a package (a folder of revision scripts)")
+            location = str(Path(paths[0]).resolve())
+            ScriptDirectory.from_config(_alembic_config("", [location])).get_heads()
+        except Exception as error:
+            errors.append(PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
+                                      describe_error(error)))  # fmt: skip
+            continue
+        found.append(location)
+    return found, errors
 
 
 def _sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
+def _revisions(revisions: tuple[str, ...] | list[str]) -> str | None:
+    """A set of branch heads as one value: None for none, else the revision ids sorted, comma-separated."""
+    return ", ".join(sorted(revisions)) or None
+
+
 def head_revision(url: str) -> str | None:
+    """The heads of agentlog's migrations and the installed plugins' (see `_revisions`)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
+    return _revisions(ScriptDirectory.from_config(_alembic_config(url)).get_heads())
 
 
 def current_revision(url: str) -> str | None:
+    """The revisions the database is at, one per branch (see `_revisions`)."""
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
 
     engine = create_engine(_sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return _revisions(MigrationContext.configure(connection).get_current_heads())
     finally:
         engine.dispose()
 
 
 def migrate(url: str, *, event_catalogue: EventCatalogue = catalogue) -> tuple[str | None, str | None]:
-    """Upgrade to head, then seal the log for this cluster, grant the roles their privileges and record the
-    catalogue's schemas; return (revision before, revision after). Safe to run from several processes at once.
+    """Upgrade agentlog's migrations and the plugins' to their heads, then seal the log for this cluster, grant
+    the roles their privileges and record the catalogue's schemas; return (revisions before, revisions after).
+    Safe to run from several processes at once.
 
     The steps after the migrations run every time, not once: a database restored into another cluster needs its
     transaction epoch moved past the log (see 0005_log_under_operators.sql) and, restored without privileges,
@@ -157,8 +204,10 @@ def migrate(url: str, *, event_catalogue: EventCatalogue = catalogue) -> tuple[s
     from alembic import command
 
     check_reachable(url)
+    locations, broken = plugin_migrations()
+    log_plugin_errors(broken)
     before = current_revision(url)
-    command.upgrade(_alembic_config(url), "head")
+    command.upgrade(_alembic_config(url, locations), "heads")
     _after_migrations(url, event_catalogue)
     return before, current_revision(url)
 

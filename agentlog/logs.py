@@ -29,3 +29,16 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def configure_logging_from_environment() -> None:
+    """What the command does before anything else, so that nothing logged before the settings are read (a broken
+    plugin found while the catalogue loads) goes anywhere but stderr, in the format asked for."""
+    import os
+
+    level = os.environ.get("AGENTLOG_LOG_LEVEL", "info").lower()
+    log_format = os.environ.get("AGENTLOG_LOG_FORMAT", "auto").lower()
+    configure_logging(
+        level if level in {"debug", "info", "warning", "error"} else "info",
+        log_format if log_format in {"console", "json"} else "auto",  # type: ignore[arg-type]
+    )

@@ -14,6 +14,7 @@ from agentlog.database import check_log_order, migrate, open_database, prepare_s
 from agentlog.eventstore import catalogue
 from agentlog.eventstore.loading import log_plugin_errors
 from agentlog.handlers.registry import installed_handlers
+from agentlog.logs import configure_logging_from_environment
 from agentlog.projections import installed_projections
 from agentlog.system import run_system
 
@@ -100,4 +101,5 @@ def up_command(
 
 
 def main() -> None:
+    configure_logging_from_environment()
     app()

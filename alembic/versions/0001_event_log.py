@@ -19,7 +19,7 @@ def run_sql_file(path: Path) -> None:
 
 revision = "0001_event_log"
 down_revision = None
-branch_labels = None
+branch_labels = ("agentlog",)  # plugins' migrations are branches of their own beside this one
 depends_on = None
 
 
