@@ -16,9 +16,22 @@ SELECT document_id, body, $3 FROM unnest($1::text[], $2::bytea[]) AS u (document
 SELECT pg_notify('agentlog_documents', $1::text);
 
 -- select_document --
--- Every stored update of one document, oldest first.
+-- Every stored update of one document, oldest first, and the visibility barrier of the same snapshot: rows at or
+-- above it may have committed after this read, and the room reads them again once it is open (the follower passes
+-- over rows of documents not open yet, and a load is not open until it folded).
 -- $1 document id
-SELECT id, body FROM agentlog.document_updates WHERE document_id = $1 ORDER BY id;
+SELECT agentlog.visibility_barrier()::text::bigint AS barrier,
+       coalesce(array_agg(id ORDER BY id), '{}') AS ids,
+       coalesce(array_agg(body ORDER BY id), '{}') AS bodies
+  FROM agentlog.document_updates
+ WHERE document_id = $1;
+
+-- select_document_since --
+-- The updates of one document other servers stored at or above a load's barrier: what the load may not have seen.
+-- $1 document id, $2 the load's barrier, $3 this server's id
+SELECT body FROM agentlog.document_updates
+ WHERE document_id = $1 AND transaction_id >= $2::bigint::text::xid8 AND server_id <> $3
+ ORDER BY transaction_id, id;
 
 -- compact_document --
 -- Replace exactly the rows a load applied by the one update they fold into; rows stored meanwhile (by another

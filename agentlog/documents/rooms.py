@@ -1,7 +1,8 @@
 """The rooms open on this server: each loaded once, however many sockets open it at the same moment (they wait
 for the one load, under the document's lock), and unloaded a while after its last socket left, once everything
-in it is stored. A room has occupants from the moment a socket is let in until it is gone, so an unload never
-takes a room from under a socket about to join it.
+in it is stored. Once a room is open the follower hands it what other servers store for it; what they stored while
+it loaded is read again when it opens. A room has occupants from the moment a socket is let in until it is gone,
+so an unload never takes a room from under a socket about to join it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import structlog
 
 from agentlog.documents.room import Room, RoomLimits
-from agentlog.documents.updates import UpdateWriter, load_document
+from agentlog.documents.updates import UpdateWriter, load_document, stored_since
 from agentlog.eventstore.postgres.connections import StatementPool
 
 log = structlog.get_logger("agentlog.documents.rooms")
@@ -62,6 +63,14 @@ class DocumentRooms:
                 room = Room(name, loaded.document, self._writer, self._limits, size=loaded.size,
                             waiting=loaded.waiting, on_person_edit=edited, reading=self.reading)  # fmt: skip
                 self.rooms[name] = room
+                try:
+                    # Open now, so the follower hands it every row it reads from here on; the rows it passed over
+                    # while the load folded (the document was not open yet) are read again.
+                    for update in await stored_since(self._pool, name, loaded.barrier, self._server_id):
+                        await room.deliver(update)
+                except BaseException:
+                    del self.rooms[name]  # no occupant would ever unload it
+                    raise
                 log.debug("document.loaded", document=name, rows=loaded.rows)
             self._occupants[name] = self._occupants.get(name, 0) + 1
             unload = self._unloads.pop(name, None)

@@ -155,6 +155,8 @@ class LoadedDocument:
     rows: int
     size: int
     """Bytes of the rows it was folded from."""
+    barrier: int
+    """The visibility barrier of the read: rows at or above it may have committed after it (`stored_since`)."""
     waiting: list[bytes] = field(default_factory=list)
     """Stored updates whose dependencies are not (yet) in the document: kept, and applied again when they come."""
 
@@ -179,7 +181,9 @@ def fold(rows: list[tuple[int, bytes]]) -> tuple[Doc[BaseType], list[int], list[
 
 async def load_document(pool: StatementPool, document_id: str, server_id: str) -> LoadedDocument:
     """The document as stored; compacted first when its rows piled up (only the rows wholly applied)."""
-    rows = [(row_id, bytes(body)) for row_id, body in await pool.fetch(QUERIES["select_document"], document_id)]
+    found = await pool.fetchrow(QUERIES["select_document"], document_id)
+    assert found is not None  # an aggregate: one row, however many updates
+    rows = [(row_id, bytes(body)) for row_id, body in zip(found["ids"], found["bodies"], strict=True)]
     document, applied, waiting = await asyncio.to_thread(fold, rows)
     if len(applied) > COMPACT_AFTER:
         folded = await asyncio.to_thread(document.get_update)
@@ -187,7 +191,15 @@ async def load_document(pool: StatementPool, document_id: str, server_id: str) -
         log.info("document.compacted", document=document_id, rows=len(applied), kept=len(waiting))
     if waiting:
         log.warning("document.updates_waiting", document=document_id, rows=len(waiting))
-    return LoadedDocument(document, len(rows), sum(len(body) for _, body in rows), waiting)
+    size = sum(len(body) for _, body in rows)
+    return LoadedDocument(document, len(rows), size, int(found["barrier"]), waiting)
+
+
+async def stored_since(pool: StatementPool, document_id: str, barrier: int, server_id: str) -> list[bytes]:
+    """What other servers stored for the document at or above a load's barrier (some of it the load may hold too:
+    applying an update twice changes nothing)."""
+    rows = await pool.fetch(QUERIES["select_document_since"], document_id, barrier, server_id)
+    return [bytes(row["body"]) for row in rows]
 
 
 # -- following the other servers ---------------------------------------------------------------------------------

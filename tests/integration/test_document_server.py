@@ -287,3 +287,38 @@ async def test_sockets_per_person_hold_when_they_all_open_at_once(log: EventStor
             assert len(served.server.sockets) == 2
             assert sorted(c.closed[0] for c in clients if c.closed is not None) == [4429] * 8
         await eventually(lambda: not served.server.per_person)
+
+
+async def test_an_update_another_server_stores_while_a_document_loads_reaches_its_sockets(
+    log: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile review: the follower passed over rows of a document whose load had read the table but was not open
+    yet (folding, compacting), so a person on the second server never saw what one on the first typed then."""
+    from agentlog.documents import rooms as rooms_module
+
+    read, release = asyncio.Event(), asyncio.Event()
+    real_load = rooms_module.load_document
+
+    async def slow_load(pool: Any, document_id: str, server_id: str) -> Any:
+        loaded = await real_load(pool, document_id, server_id)
+        if server_id == "s2":
+            read.set()
+            await release.wait()
+        return loaded
+
+    monkeypatch.setattr(rooms_module, "load_document", slow_load)
+    async with (
+        document_server(log, "s1") as one,
+        document_server(log, "s2") as two,
+        raw_client(one.url, "late", one.token("ada")) as ada,
+    ):
+        await ada.sync()
+        async with raw_client(two.url, "late", two.token("bob")) as bob:
+            await asyncio.wait_for(read.wait(), 10)
+            for update in keystrokes("Kyiv"):
+                await ada.send(create_update_message(update))
+            await eventually(lambda: one.writer.stored_updates == 4)
+            await asyncio.sleep(1.0)  # the second server's follower (polling every 0.2 s) reads past them
+            release.set()
+            await bob.sync()
+            await eventually(lambda: bob.text() == "Kyiv", timeout=5)
