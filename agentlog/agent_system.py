@@ -84,6 +84,7 @@ class AgentSystem:
             burst=settings.document_burst,
             pending_updates=settings.document_max_pending_updates,
             outbox_bytes=settings.document_outbox_bytes,
+            awareness_ids=settings.document_max_awareness_ids,
         )
         writer = UpdateWriter(
             store.pool, server_id, Notifier(store.url, settings.notify_interval_s, server_id, channel=CHANNEL)

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     document_max_pending_updates: int = Field(
         default=100, ge=1, description="updates with missing dependencies one socket may have waiting"
     )
+    document_max_awareness_ids: int = Field(
+        default=8, ge=1, description="awareness client ids one socket may announce (a Y.js client has one)"
+    )
     document_max_sockets_per_person: int = Field(default=20, ge=1, description="sockets one person may have open")
     document_max_rooms: int = Field(default=1_000, ge=1, description="documents one server has open at once")
     document_outbox_bytes: int = Field(

@@ -75,6 +75,8 @@ class RoomLimits:
     """Bytes of one room's updates waiting to be stored before the room stops reading from its sockets."""
     unstored_updates: int = 20_000
     """The same in updates (a flood of one-character updates is many updates of few bytes)."""
+    awareness_ids: int = 8
+    """Awareness client ids one socket may announce (a Y.js client has one per document)."""
 
 
 class Channel(Protocol):
@@ -241,6 +243,8 @@ class Room:
         self.document = document
         self.clients: set[Client] = set()
         self.awareness: dict[int, AwarenessEntry] = {}
+        self._awareness_owners: dict[int, Client] = {}
+        """Which socket announced each client id: only it may change or clear it."""
         self._writer = writer
         self._limits = limits
         self._lock = asyncio.Lock()
@@ -407,25 +411,52 @@ class Room:
     # -- awareness -----------------------------------------------------------------------------------------------
 
     def _awareness_from(self, client: Client, payload: bytes, frame: bytes) -> None:
-        for entry in parse_awareness(payload):
+        """Keep and forward what this socket says of its own client ids. An id another person's socket announced is
+        theirs (passed over: it would overwrite their cursor for everyone, and clear it on leaving); an id the same
+        person's older socket announced moves to this one (a client reconnecting before its old socket was noticed
+        dead keeps its id)."""
+        entries = parse_awareness(payload)
+        accepted = []
+        for entry in entries:
+            owner = self._awareness_owners.get(entry.client_id)
+            if owner is not None and owner is not client:
+                if owner.name != client.name:
+                    continue
+                owner.awareness_ids.discard(entry.client_id)
             known = self.awareness.get(entry.client_id)
             if known is not None and known.clock > entry.clock:
                 continue
-            self.awareness[entry.client_id] = entry
             if entry.gone:
+                self.awareness.pop(entry.client_id, None)
+                self._awareness_owners.pop(entry.client_id, None)
                 client.awareness_ids.discard(entry.client_id)
             else:
+                limit = self._limits.awareness_ids
+                if entry.client_id not in client.awareness_ids and len(client.awareness_ids) >= limit:
+                    raise SocketClosedError(
+                        CLOSE_POLICY, f"more than {self._limits.awareness_ids} awareness client ids from one socket"
+                    )
+                self.awareness[entry.client_id] = entry
+                self._awareness_owners[entry.client_id] = client
                 client.awareness_ids.add(entry.client_id)
+            accepted.append(entry)
+        if not accepted:
+            return
+        forwarded = frame if len(accepted) == len(entries) else awareness_message(accepted)
         for other in self.clients:
             if other is not client:
-                other.send_after(None, frame)
+                other.send_after(None, forwarded)
 
     def _forget_awareness(self, client: Client) -> None:
         gone = []
         for client_id in client.awareness_ids:
+            if self._awareness_owners.get(client_id) is not client:
+                continue
+            del self._awareness_owners[client_id]
             known = self.awareness.pop(client_id, None)
             if known is not None:
                 gone.append(AwarenessEntry(client_id, known.clock + 1, "null"))
+        client.awareness_ids.clear()
         if gone:
             message = awareness_message(gone)
             for other in self.clients:

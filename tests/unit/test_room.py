@@ -278,3 +278,49 @@ async def test_a_socket_that_does_not_read_is_closed_rather_than_buffered_withou
         await eventually(lambda: writer.stored and len(writer.stored) == 400)
         await eventually(lambda: stuck.closed is not None)
         assert stuck.closed is not None and stuck.closed[0] == 1013
+
+
+async def test_a_socket_cannot_take_over_or_erase_another_persons_awareness() -> None:
+    """Hostile review: any socket could announce another person's awareness client id, overwrite their cursor for
+    everyone, and on leaving clear it; and announce thousands of client ids, each kept for every joiner."""
+    ada, bob, eve = Socket(), Socket(), Socket()
+    async with room_with(ada, bob, eve) as (room, writer, clients):
+        writer.gate.set()
+        ada_state = orjson.dumps({"user": {"name": "ada"}}).decode()
+        ada.inbox.put_nowait(awareness(7, 1, ada_state))
+        await eventually(lambda: 7 in room.awareness)
+        eve.inbox.put_nowait(awareness(7, 9, orjson.dumps({"user": {"name": "not ada"}}).decode()))
+        eve.inbox.put_nowait(awareness(8, 1, orjson.dumps({"user": {"name": "eve"}}).decode()))
+        await eventually(lambda: 8 in room.awareness)
+        assert room.awareness[7].state == ada_state
+        forwarded = [parse_awareness(parse_message(m).payload) for m in bob.sent if m[0] == AWARENESS]
+        assert all(entry.client_id != 7 or entry.state == ada_state for entries in forwarded for entry in entries)
+        eve.inbox.put_nowait(None)
+        await eventually(lambda: 8 not in room.awareness)
+        assert room.awareness[7].state == ada_state, "eve's leaving cleared ada's awareness"
+        # A socket announcing a crowd of client ids is closed, and none of them stays.
+        many = awareness_message([AwarenessEntry(100 + n, 1, "{}") for n in range(1_000)])
+        bob.inbox.put_nowait(many)
+        await eventually(lambda: bob.closed is not None)
+        assert bob.closed is not None and bob.closed[0] == 1008 and "client ids" in bob.closed[1]
+        await eventually(lambda: set(room.awareness) == {7})
+        assert clients[0].closed is None
+
+
+async def test_a_persons_new_socket_takes_over_their_awareness_from_the_old_one() -> None:
+    """A client that reconnects before the server noticed its old socket died keeps its client id: the old socket's
+    end must not clear the cursor the new one shows."""
+    old, new = Socket(), Socket()
+    async with room_with(old) as (room, writer, _):
+        writer.gate.set()
+        old.inbox.put_nowait(awareness(7, 1, "{}"))
+        await eventually(lambda: 7 in room.awareness)
+        joining = asyncio.create_task(room.serve(Client(new, "p0", True, RoomLimits())))
+        new.inbox.put_nowait(awareness(7, 2, '{"cursor": 3}'))
+        await eventually(lambda: room.awareness[7].clock == 2)
+        old.inbox.put_nowait(None)
+        await eventually(lambda: len(room.clients) == 1)
+        assert room.awareness[7].state == '{"cursor": 3}'
+        new.inbox.put_nowait(None)
+        await joining
+        assert room.awareness == {}
