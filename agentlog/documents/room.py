@@ -8,11 +8,11 @@ floods the room fills the store's queue, and then the room stops reading from it
 slowed down, never dropped.
 
 **Nothing a client sends can make the server do unbounded work.** Per socket: updates (and awareness messages)
-per second, with a burst; updates waiting for missing dependencies (an out-of-order flood makes every later update
-recheck all of them) — those are stored but sent on only when their dependencies came, and past the limit the
-socket is closed with the reason; bytes waiting in its outbox (a socket that does not read is closed rather than
-buffered without end). Big updates and big sync replies are computed on a worker thread, one at a time per room,
-so the event loop that runs the handlers stays responsive.
+per second, with a burst; updates waiting for missing dependencies, counted per holder across its sockets (an
+out-of-order flood makes every later update recheck all of them) — those are stored but sent on only when their
+dependencies came, and past the limit the socket is closed with the reason; bytes waiting in its outbox (a socket
+that does not read is closed rather than buffered without end). Big updates and big sync replies are computed on a
+worker thread, one at a time per room, so the event loop that runs the handlers stays responsive.
 
 **Awareness is checked before it is forwarded**, remembered per client for joiners, and cleared for every client
 a socket announced when that socket goes.
@@ -137,7 +137,6 @@ class Client:
     queued: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_bytes: int = 0
     awareness_ids: set[int] = field(default_factory=set)
-    pending: int = 0
     bucket: TokenBucket = field(init=False)
     closed: SocketClosedError | None = None
     sender: asyncio.Task[None] | None = None
@@ -251,6 +250,9 @@ class Room:
         """Held around every use of the document: the worker thread and the loop never touch it at once."""
         self._last_stored: asyncio.Future[None] | None = None
         self._waiting: list[_Waiting] = []
+        self._pending: collections.Counter[str] = collections.Counter()
+        """Waiting updates per holder (token name), not per socket: what a closed socket left waiting stays, and a
+        limit per socket let a client reconnect and pile up more without end (each rechecked with every update)."""
         self._unstored = 0
         self._unstored_updates = 0
         self._room_for_more = asyncio.Event()
@@ -349,8 +351,8 @@ class Room:
                 self._broadcast(update, stored, exclude=client)
             else:
                 self._waiting.append(_Waiting(client, update, stored))
-                client.pending += 1
-                if client.pending > client.limits.pending_updates:
+                self._pending[client.name] += 1
+                if self._pending[client.name] > client.limits.pending_updates:
                     raise SocketClosedError(
                         CLOSE_POLICY,
                         f"more than {client.limits.pending_updates} updates whose dependencies are missing "
@@ -376,7 +378,9 @@ class Room:
         """Send on the waiting updates whose dependencies have now come (under the room's lock)."""
         for waiting in [w for w in self._waiting if is_integrated(w.body, state)]:
             self._waiting.remove(waiting)
-            waiting.sender.pending -= 1
+            self._pending[waiting.sender.name] -= 1
+            if not self._pending[waiting.sender.name]:
+                del self._pending[waiting.sender.name]
             self._broadcast(waiting.body, waiting.stored, exclude=waiting.sender)
         for body in [b for b in self._stored_waiting if is_integrated(b, state)]:
             self._stored_waiting.remove(body)

@@ -324,3 +324,21 @@ async def test_a_persons_new_socket_takes_over_their_awareness_from_the_old_one(
         new.inbox.put_nowait(None)
         await joining
         assert room.awareness == {}
+
+
+async def test_reconnecting_does_not_reset_the_limit_of_updates_waiting_for_dependencies() -> None:
+    """Hostile review: the limit was per socket, and what a closed socket left waiting stayed; reconnecting again and
+    again piled up waiting updates without end, each rechecked on the event loop with every later update."""
+    limits = RoomLimits(pending_updates=3)
+    ada = Socket()
+    async with room_with(ada, limits=limits) as (room, writer, _):
+        writer.gate.set()
+        for round_ in range(10):
+            eve = Socket()
+            serving = asyncio.create_task(room.serve(Client(eve, "eve", True, limits)))
+            for update in keystrokes(f"{round_}abcd")[1:]:  # a chain of its own, its first update withheld
+                eve.inbox.put_nowait(create_update_message(update))
+            await eventually(lambda eve=eve: eve.closed is not None)  # type: ignore[misc]
+            await serving
+        # Each reconnect can leave one more: the update that showed the limit was passed is stored already.
+        assert len(room._waiting) <= limits.pending_updates + 10
