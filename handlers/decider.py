@@ -11,8 +11,15 @@ decides with the state's settings from there on.
 
 `DecisionHandler` hosts a decider in the handler runner. Decisions are appended in the batch's transaction, all in
 one call, with ids derived from (decider, causing event, index), so a batch retried after a crash appends nothing
-twice, and with the decider's name and the causing event's id in their metadata. When the handler later reads its
-own decisions back from the log it skips them: they are already in its state.
+twice, and with the decider's name, the causing event's id and the index in their metadata. When the handler later
+reads its own decisions back from the log it skips them: they are already in its state. Only an event whose id is
+the one so derived counts as a decision (`handlers.decisions`): metadata is anyone's to write.
+
+A decider that raises on an event (an odd one that still decodes, which its rules do not cover) can never decide
+it, however often the batch is retried: `DecisionHandler` raises `UndecidableEventError` for it, and the runner
+records it as skipped (`agentlog.skipped_events`), as it does an event it cannot decode, and goes on. Every refold
+(`fold_log`, `verify_decider`) skips the events the handler recorded as skipped, so it decides as the handler did.
+Errors that are not the event's fault (the database, memory) are never turned into skips.
 
 The state is saved with every batch that folded an input, in the same transaction as the checkpoint, and saved
 by key (`KeyedState`): a head row (compare-and-set on a sequence number, so two instances cannot both save) plus
@@ -24,11 +31,13 @@ whole log; missing, outdated or incomplete rows are rebuilt by folding the log a
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import asyncpg
 import orjson
 import structlog
 from pydantic import BaseModel
@@ -46,11 +55,15 @@ from agentlog.eventstore import (
     StreamAppend,
     TypedEvent,
     WrongExpectedVersionError,
-    derived_event_id,
+    validate_stream_id,
 )
 from agentlog.eventstore.decoding import decode_wanted
+from agentlog.eventstore.errors import ClosedError, NewerSchemaVersionError, UnknownEventTypeError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 from agentlog.handlers.decider_state import KeyedState, load_state, save_state
-from agentlog.handlers.handler import HandlerBatch
+from agentlog.handlers.decisions import decision_cause, decision_id, decision_metadata, is_own_decision
+from agentlog.handlers.handler import HandlerBatch, UndecidableEventError
 
 log = structlog.get_logger("handlers.decider")
 
@@ -59,6 +72,18 @@ S = TypeVar("S", bound=KeyedState)
 MAX_ROUNDS_PER_EVENT = 100_000
 """A decider still deciding after this many rounds for one event has a bug (a decision that does not change the
 state it was decided from); failing loudly beats appending forever."""
+
+NOT_THE_EVENTS_FAULT: tuple[type[BaseException], ...] = (
+    MemoryError,
+    asyncpg.PostgresError,
+    ConcurrencyRetryError,
+    ClosedError,
+    NewerSchemaVersionError,
+    UnknownEventTypeError,
+    *CONNECTION_ERRORS,
+)
+"""Errors that say nothing about the event being decided (a decider doing I/O it should not, memory running out, a
+newer or missing event type): the batch is retried, or held, and the event is never recorded as skipped for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +109,7 @@ class Decider(Protocol[S]):
     state_model: ClassVar[type[S]]
     state_version: ClassVar[int]
     """Bump when the state's shape or meaning changes: saved states of another version are refolded."""
+
     @property
     def configured(self) -> BaseModel:
         """The settings this process was started with: its initial state's, and what `record_settings` records."""
@@ -102,10 +128,6 @@ class Decider(Protocol[S]):
         decider whose decisions interact returns one at a time. `step` asks again until nothing is returned.
         """
         ...
-
-
-def decision_id(decider: str, cause: uuid.UUID, index: int) -> uuid.UUID:
-    return derived_event_id(decider, cause, index)
 
 
 def step(decider: Decider[S], state: S, fact: Fact) -> tuple[S, list[Decision]]:
@@ -149,12 +171,22 @@ async def record_settings(store: EventStore, decider: Decider[Any]) -> bool:
     raise ConcurrencyRetryError(f"could not record the settings of decider {decider.name}: too many racing writers")
 
 
-def is_own_decision(decider_name: str, event: RecordedEvent | TypedEvent) -> bool:
-    return bool(event.metadata) and event.metadata.get("decider") == decider_name
-
-
 def fact_of(event: TypedEvent) -> Fact:
     return Fact(event.event, event.event_id, event.stream_id, event.global_position)
+
+
+def decided_step(decider: Decider[S], state: S, event: TypedEvent) -> tuple[S, list[Decision]]:
+    """`step`, with a failure that lies in the event (the decider raised, or decided onto an invalid stream) raised
+    as `UndecidableEventError`: retrying it would fail alike forever."""
+    try:
+        state, decisions = step(decider, state, fact_of(event))
+        for decision in decisions:
+            validate_stream_id(decision.stream_id)
+    except NOT_THE_EVENTS_FAULT:
+        raise
+    except Exception as error:
+        raise UndecidableEventError(decider.name, event.recorded, error) from error
+    return state, decisions
 
 
 class DecisionHandler(Generic[S]):
@@ -197,10 +229,13 @@ class DecisionHandler(Generic[S]):
             if is_own_decision(self.name, event):
                 continue
             inputs += 1
-            state, decisions = step(self.decider, state, fact_of(event))
-            metadata = {"decider": self.name, "causation_id": str(event.event_id)}
+            state, decisions = decided_step(self.decider, state, event)
             for index, decision in enumerate(decisions):
-                new = NewEvent(decision.event, decision_id(self.name, event.event_id, index), metadata)
+                new = NewEvent(
+                    decision.event,
+                    decision_id(self.name, event.event_id, index),
+                    decision_metadata(self.name, event.event_id, index),
+                )
                 appends.append(StreamAppend(decision.stream_id, (new,), ANY))
                 log.info(
                     "decider.decided",
@@ -258,33 +293,46 @@ async def _read_log(store: EventStore, until: LogPosition | None) -> list[Record
         after = page[-1].position
 
 
+async def skipped_by(store: EventStore, decider: Decider[Any]) -> frozenset[uuid.UUID]:
+    """The events the decider's handler recorded as skipped (undecodable or undecidable): a refold skips them too,
+    whether or not this release could read or decide them, so that it decides exactly as the handler did."""
+    skipped = await recorder.select_skipped(store.pool, decider.name, limit=sys.maxsize)
+    return frozenset(event.event_id for event in skipped)
+
+
 async def initial_state(store: EventStore, decider: Decider[S]) -> S:
     """The state a fold of the log starts from: with the first settings the log records for the decider, if any.
 
     History from before settings were recorded (a log older than `DeciderConfigured`) is decided alike by every
     replay only if it starts from the same settings; the first recorded ones are the best guess there is, and
-    better than whatever the replaying process happens to be configured with.
+    better than whatever the replaying process happens to be configured with. Only settings count: anyone may
+    append any event to the decider's stream, and another first event (or settings that do not decode) is not
+    folded in ahead of its place in the log.
     """
     state = decider.initial_state()
     first, _ = decode_wanted(store.catalogue, await store.read_stream(decider_stream(decider.name), limit=1), None)
-    if first:
+    if first and isinstance(first[0].event, DeciderConfigured) and first[0].event.decider == decider.name:
         state = decider.evolve(state, fact_of(first[0]))
     return state
 
 
 async def _read_inputs(store: EventStore, decider: Decider[Any], until: LogPosition | None) -> list[TypedEvent]:
-    """The decider's input events before `until`, decoded, skipping what the live handler skips."""
+    """The decider's input events before `until`, decoded, without what the live handler skipped or decided."""
     inputs, _ = decode_wanted(store.catalogue, await _read_log(store, until), decider.input_types)
-    return inputs
+    skipped = await skipped_by(store, decider)
+    return [e for e in inputs if e.event_id not in skipped and not is_own_decision(decider.name, e)]
 
 
 async def fold_log(store: EventStore, decider: Decider[S], *, until: LogPosition | None = None) -> S:
     """The decider's state after every input event before `until` (all of them when None)."""
     state = await initial_state(store, decider)
     for event in await _read_inputs(store, decider, until):
-        if not is_own_decision(decider.name, event):
-            state, _ = step(decider, state, fact_of(event))
+        state, _ = step(decider, state, fact_of(event))
     return state
+
+
+Described = tuple[str, str, str]
+"""A decision as compared: (stream id, event type, canonical JSON of its data)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,44 +342,58 @@ class DecisionDifference:
     cause_id: uuid.UUID
     cause_position: int
     cause_type: str
-    recorded: tuple[tuple[str, str, str], ...]
-    refolded: tuple[tuple[str, str, str], ...]
+    recorded: tuple[Described, ...]
+    refolded: tuple[Described, ...]
+    refold_error: str | None = None
+    """Set when the refolded decider raised on the event (which the live handler decided, or it would be skipped)."""
 
     def describe(self) -> str:
-        def show(items: Sequence[tuple[str, str, str]]) -> str:
+        def show(items: Sequence[Described]) -> str:
             return "; ".join(f"{stream} {kind} {data}" for stream, kind, data in items) or "(nothing)"
 
+        refolded = f"raised {self.refold_error}" if self.refold_error is not None else show(self.refolded)
         return (
             f"after {self.cause_type} {self.cause_id} at position {self.cause_position}: "
-            f"recorded {show(self.recorded)} / refolded {show(self.refolded)}"
+            f"recorded {show(self.recorded)} / refolded {refolded}"
         )
 
 
-async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPosition) -> list[DecisionDifference]:
-    """Refold the decider over the log up to its checkpoint and compare every decision with the recorded one."""
-    events = await _read_log(store, None)
-    recorded: dict[uuid.UUID, list[tuple[str, str, str]]] = {}
+def recorded_decisions(decider: str, events: Sequence[RecordedEvent]) -> dict[uuid.UUID, list[Described]]:
+    """The decider's own decisions in the log (by id, `handlers.decisions`), grouped by the event that caused them."""
+    recorded: dict[uuid.UUID, list[Described]] = {}
     for event in events:
-        if is_own_decision(decider.name, event):
-            cause = uuid.UUID(str(event.metadata["causation_id"]))
+        cause = decision_cause(decider, event)
+        if cause is not None:
             recorded.setdefault(cause, []).append((event.stream_id, event.event_type, _canonical(event.data)))
+    return recorded
+
+
+async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPosition) -> list[DecisionDifference]:
+    """Refold the decider over the log up to its checkpoint and compare every decision with the recorded one.
+
+    A refolded decider that raises on an event the live handler decided is a difference, reported, not a crash of
+    the whole verification (its state may then be off for what follows, as the live one's would be)."""
+    events = await _read_log(store, None)
+    recorded = recorded_decisions(decider.name, events)
     differences: list[DecisionDifference] = []
     state = await initial_state(store, decider)
+    skipped = await skipped_by(store, decider)
     folded = [event for event in events if event.position <= until]
     inputs, _ = decode_wanted(store.catalogue, folded, decider.input_types)
     for typed in inputs:
-        if is_own_decision(decider.name, typed):
+        if typed.event_id in skipped or is_own_decision(decider.name, typed):
             continue
-        state, decisions = step(decider, state, fact_of(typed))
+        expected = recorded.get(typed.event_id, [])
+        error: str | None = None
+        try:
+            state, decisions = decided_step(decider, state, typed)
+        except UndecidableEventError as undecidable:
+            decisions, error = [], undecidable.reason
         refolded = [(d.stream_id, d.event.event_type, _canonical(d.event.to_data())) for d in decisions]
-        if refolded != recorded.get(typed.event_id, []):
+        if error is not None or refolded != expected:
             differences.append(
                 DecisionDifference(
-                    typed.event_id,
-                    typed.global_position,
-                    typed.event_type,
-                    tuple(recorded.get(typed.event_id, [])),
-                    tuple(refolded),
+                    typed.event_id, typed.global_position, typed.event_type, tuple(expected), tuple(refolded), error
                 )
             )
     return differences

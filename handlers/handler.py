@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from agentlog.eventstore import ANY, AppendResult, Event, EventStore, NewEvent, RecordedEvent, TypedEvent
+from agentlog.eventstore import ANY, AgentlogError, AppendResult, Event, EventStore, NewEvent, RecordedEvent, TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
 from agentlog.eventstore.records import StreamVersionExpectation
 
@@ -30,6 +30,10 @@ class Handler(Protocol):
     A database error caught inside `handle` leaves the batch's transaction failed unless it was caught around a
     savepoint (`SAVEPOINT s` ... `ROLLBACK TO SAVEPOINT s`): the runner then rolls the batch back and retries it
     (`BatchAbortedError`), as for any failed batch.
+
+    A handler that cannot handle one event however often it is retried (its rules do not cover an odd event that
+    still decodes) raises `UndecidableEventError` naming it: the runner isolates that event in a batch of its own
+    and records it as skipped, as it does for an event it cannot decode, rather than retry the batch forever.
     """
 
     name: str
@@ -63,3 +67,24 @@ class HandlerBatch:
         result = await self.store.append(stream_id, events, expected_version, connection=self.connection)
         self.appended = self.appended or not result.duplicate
         return result
+
+
+MAX_REASON_CHARS = 2_000
+"""A skip's reason keeps the start of the error: enough to tell what went wrong, never a payload's worth."""
+
+
+class UndecidableEventError(AgentlogError):
+    """A handler cannot handle this event, however often it is retried; the runner records it as skipped.
+
+    Raise it only for a cause in the event (a rule that does not cover it), never for a transient one (a lost
+    connection, a serialization failure): those are retried, and the event is handled once they pass.
+    """
+
+    def __init__(self, handler: str, event: RecordedEvent, cause: BaseException) -> None:
+        self.handler = handler
+        self.event_id = event.event_id
+        self.reason = f"{handler} cannot handle it: {type(cause).__name__}: {cause}"[:MAX_REASON_CHARS]
+        super().__init__(
+            f"handler {handler} cannot handle {event.event_type} {event.event_id} at position "
+            f"{event.global_position} ({self.reason}); it is skipped"
+        )

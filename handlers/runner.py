@@ -6,6 +6,10 @@ transaction in flight, so a standby that takes the lock over can never interleav
 The checkpoint moves by compare-and-set in the batch's transaction, a second fence. Events come from a
 subscription (NOTIFY wake-up, fallback poll); after any failure the instance reconnects with backoff and resumes
 from the checkpoint in the database, never from memory.
+
+An event the handler cannot handle however often it is retried (`UndecidableEventError`) must not hold every later
+event back: the runner shrinks the batch until that event is alone in it (the events before it first, in a batch
+of their own), then records it as skipped exactly as it records an event it cannot decode, and goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from agentlog.eventstore.postgres.connections import Connection, connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
 from agentlog.eventstore.postgres.notifications import Waiter
 from agentlog.eventstore.subscription import HELD_BACK_FIRST_RETRY_S
-from agentlog.handlers.handler import Handler, HandlerBatch
+from agentlog.handlers.handler import Handler, HandlerBatch, UndecidableEventError
 
 log = structlog.get_logger("handlers.runner")
 
@@ -224,14 +228,17 @@ class HandlerInstance:
         A handler that caught a database error and carried on has left the transaction failed: the COMMIT then
         rolls back without an error and says so only in its answer. Such a batch is a failed one
         (`BatchAbortedError`): nothing of it is counted, the hooks are not called, the position stays.
+
+        A handler that raises `UndecidableEventError` has its batch rolled back and claimed again smaller: first
+        the events before the one it named, then that one alone, which is recorded as skipped (`_skip`).
         """
         assert self.position is not None
-        for attempt in range(1, BATCH_ATTEMPTS + 1):
+        limit, attempt = self._batch_size, 1
+        while True:
             failed_statements.clear()
+            events: list[RecordedEvent] = []
             try:
-                events, moved = await recorder.claim_batch(
-                    connection, self.handler.name, self.position, self._batch_size
-                )
+                events, moved = await recorder.claim_batch(connection, self.handler.name, self.position, limit)
                 if not events:
                     held_back = await recorder.select_held_back(connection, self.position)
                     await recorder.abandon_batch(connection)  # releases the locks the reads took
@@ -247,8 +254,18 @@ class HandlerInstance:
             except ConcurrencyRetryError:
                 if attempt == BATCH_ATTEMPTS:
                     raise
+                attempt += 1
                 await recorder.abandon_batch(connection)
                 continue
+            except UndecidableEventError as error:
+                await recorder.abandon_batch(connection)
+                if len(events) > 1:
+                    limit = isolating_limit(events, error)
+                    log.info("handler.isolating_event", handler=self.handler.name, event_id=str(error.event_id))
+                    continue
+                if not events or events[0].event_id != error.event_id:
+                    raise  # it names an event outside the batch: not one the runner can skip
+                return await self._skip(connection, error)
             if (batch_committed := getattr(self.handler, "batch_committed", None)) is not None:
                 batch_committed()
             if batch.appended:
@@ -273,7 +290,36 @@ class HandlerInstance:
                 checkpoint=str(self.position),
             )
             return len(events), False
-        raise AssertionError("unreachable")
+
+    async def _skip(self, connection: Connection, error: UndecidableEventError) -> tuple[int, bool]:
+        """Record the one event the handler cannot handle as skipped, in a batch of its own that moves past it.
+
+        The claim reads the same event again (nothing can appear before it below the barrier); the handler is not
+        called. The skip commits with the checkpoint, like an undecodable event's, so it is recorded once.
+        """
+        assert self.position is not None
+        events, moved = await recorder.claim_batch(connection, self.handler.name, self.position, 1)
+        if not moved:
+            raise CheckpointMovedError()
+        if [event.event_id for event in events] != [error.event_id]:
+            await recorder.abandon_batch(connection)
+            return 0, False  # not the event it was: claim again as usual
+        (event,) = events
+        await recorder.insert_skipped(connection, self.handler.name, [(event, error.reason)])
+        if not await recorder.commit_batch(connection):
+            raise BatchAbortedError(self.handler.name, None, None)
+        self.position = event.position
+        self.batches_applied += 1
+        log.error(
+            "handler.event_undecidable",
+            handler=self.handler.name,
+            global_position=event.global_position,
+            event_id=str(event.event_id),
+            stream_id=event.stream_id,
+            event_type=event.event_type,
+            reason=error.reason,
+        )
+        return 1, False
 
     def _batch_of(
         self, events: Sequence[RecordedEvent], connection: Connection
@@ -356,6 +402,14 @@ class HandlerRunner:
         # Until stopped, even with nothing to host: `agentlog up` is a long-running process either way.
         await asyncio.gather(*(instance.run() for instance in self.instances), self.stop.wait())
         log.info("runner.stopped", ran_s=round(time.monotonic() - started, 1))
+
+
+def isolating_limit(events: Sequence[RecordedEvent], error: UndecidableEventError) -> int:
+    """The size of the next claim after `error` in a batch of `events`: the events before the one it names, or
+    that one alone when it comes first (or is not among them)."""
+    ids = [event.event_id for event in events]
+    index = ids.index(error.event_id) if error.event_id in ids else 0
+    return max(index, 1)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -13,8 +13,12 @@ from typing import Any
 
 import pytest
 
+from agentlog.domains.documents.events import PersonJoined
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerRunner
+from agentlog.handlers.decider import DecisionHandler, record_settings
+from agentlog.handlers.documents.activity import DocumentActivity
 from agentlog.projections import installed_projections
 from agentlog.projections.replay import ShadowBuild
 from tests.acceptance.test_cli import AGENTLOG, ROOT, agentlog, environment
@@ -145,3 +149,25 @@ def test_replay_needs_names_or_all(database_url: str) -> None:
     assert agentlog("replay", env=env).returncode == 2
     unknown = agentlog("replay", "nope", env=env)
     assert unknown.returncode == 3 and "no projection named 'nope'" in unknown.stderr
+
+
+async def test_verify_refolds_a_decider_past_an_event_it_skipped_as_undecidable(database_url: str) -> None:
+    async with EventStore.open(database_url, poll_interval=0.1) as store:
+        await record_settings(store, DocumentActivity(idle_grace_s=5))
+        for stream in ("document-a", "document-a/b", "document-c"):  # no document can be called "a/b"
+            await store.append(
+                stream, [PersonJoined(user_id="ada", people_present=1, connection_id=stream, server_id="s")]
+            )
+        runner = HandlerRunner(store, [DecisionHandler(DocumentActivity(idle_grace_s=5))], batch_size=10)
+        task = asyncio.create_task(runner.run())
+        async with asyncio.timeout(20):
+            while await recorder.select_checkpoint(store.pool, DocumentActivity.name) != await store.head():
+                await asyncio.sleep(0.02)
+        runner.stop.set()
+        await task
+        assert [skip.stream_id for skip in await recorder.select_skipped(store.pool, DocumentActivity.name)] == [
+            "document-a/b"
+        ]
+    result = agentlog("replay", "--verify", "document-activity", env=environment(AGENTLOG_DATABASE_URL=database_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "decider document-activity: refolded over the log; every decision matches" in result.stdout

@@ -20,6 +20,7 @@ from agentlog.eventstore.decoding import decode_wanted
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers import HandlerBatch, HandlerRunner
 from agentlog.handlers.decider import DecisionHandler, record_settings, verify_decider
+from agentlog.handlers.decisions import decision_id
 from agentlog.handlers.documents.activity import DocumentActivity
 
 
@@ -77,9 +78,12 @@ async def test_a_decision_the_decider_would_not_make_is_reported(store: EventSto
     await store.append("document-a", [joined("c1")], ANY)
     await run_until_caught_up(store, DocumentActivity(idle_grace_s=5))
     cause = (await store.read_stream("document-a"))[0]
+    # Recorded as the decider records a decision (its derived id, index 1 after the activation), as a decider with
+    # other rules would have; metadata without that id would make it an ordinary event (test_undecidable_events).
     forged = NewEvent(
         DocumentIdled(document_id="a", reason="forged"),
-        metadata={"decider": "document-activity", "causation_id": str(cause.event_id)},
+        decision_id("document-activity", cause.event_id, 1),
+        metadata={"decider": "document-activity", "causation_id": str(cause.event_id), "decision_index": 1},
     )
     await store.append("document-a", [forged], ANY)
     until = await recorder.select_checkpoint(store.pool, "document-activity")
