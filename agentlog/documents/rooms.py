@@ -8,8 +8,9 @@ so an unload never takes a room from under a socket about to join it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
@@ -46,6 +47,7 @@ class DocumentRooms:
         self.rooms: dict[str, Room] = {}
         self._occupants: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: collections.Counter[str] = collections.Counter()
         self._unloads: dict[str, asyncio.Task[None]] = {}
         self.reading = asyncio.Event()
         """Set while the rooms read their sockets; cleared when the server stops (`pause`)."""
@@ -53,7 +55,7 @@ class DocumentRooms:
 
     async def enter(self, name: str) -> Room:
         """The document's room, loaded if need be; the caller is an occupant until it calls `leave`."""
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self._document_lock(name):
             room = self.rooms.get(name)
             if room is None:
                 if len(self.rooms) >= self.max_rooms:
@@ -78,6 +80,21 @@ class DocumentRooms:
                 unload.cancel()
             return room
 
+    @contextlib.asynccontextmanager
+    async def _document_lock(self, name: str) -> AsyncIterator[None]:
+        """The document's lock, forgotten once nobody holds or waits for it (kept, one per name ever opened, they
+        grew without end: a token for `*` could open a million names one after another)."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._lock_users[name] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[name] -= 1
+            if not self._lock_users[name]:
+                del self._lock_users[name]
+                del self._locks[name]
+
     def leave(self, name: str) -> None:
         self._occupants[name] -= 1
         if self._occupants[name] == 0 and name not in self._unloads:
@@ -85,7 +102,7 @@ class DocumentRooms:
 
     async def _unload_later(self, name: str) -> None:
         await asyncio.sleep(self._unload_after_s)
-        async with self._locks[name]:
+        async with self._document_lock(name):
             room = self.rooms.get(name)
             if room is not None and self._occupants.get(name, 0) == 0:
                 await room.stored()  # what it holds is in the database before it goes
