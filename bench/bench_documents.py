@@ -313,7 +313,10 @@ async def run(
     print(f"{documents} documents x {writers} writers x {per_writer} updates; latency at {rate:g} updates/s for"
           f" {seconds:g} s\n")  # fmt: skip
     log_dir = Path(tempfile.mkdtemp(prefix="agentlog-documents-bench-"))
-    fast = {"max_agents": "0", "document_messages_per_s": "1e9", "document_burst": "1000000000"}
+    fast = {
+        "max_agents": "0", "document_messages_per_s": "1e9", "document_burst": "1000000000",
+        "document_max_sockets_per_person": "1000",  # every writer holds the one bench token
+    }  # fmt: skip
     one = RunningSystem(db_url, home, log_dir / "one.log", manager_id="bench-1", **fast).start()
     two = RunningSystem(db_url, home, log_dir / "two.log", manager_id="bench-2", **fast).start()
     try:
