@@ -37,6 +37,7 @@ from agentlog.eventstore.postgres.notifications import Notifier
 from agentlog.handlers import Handler
 from agentlog.handlers.agents.manager import AgentManager
 from agentlog.handlers.agents.supervisor import Supervisor, SupervisorSettings
+from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
 from agentlog.handlers.documents.activity import DocumentActivity
 from agentlog.handlers.timers import TimerService
@@ -55,6 +56,7 @@ def deciders(settings: Settings) -> list[Decider[Any]]:
             stop_deadline_s=settings.agent_stop_deadline_s,
             proven_run_s=settings.proven_run_s,
         ),
+        CoordinationExpiry(),
     ]
 
 

@@ -1,0 +1,1 @@
+"""The coordination projections: registry, chat, inbox, checkpoints, memories, locks and claims."""

@@ -1,0 +1,57 @@
+"""The coordination handlers running in the test's process: the projections, the timers projection, the expiry
+decider and the timer service, and a wait for them to catch up with the log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers import HandlerRunner
+from agentlog.handlers.coordination.expiry import CoordinationExpiry
+from agentlog.handlers.decider import DecisionHandler
+from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.handlers.timers import TimerService
+from agentlog.projections import installed_projections
+
+PROJECTIONS = ("registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "timers")
+
+
+@asynccontextmanager
+async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
+    found = installed_projections().found
+    runner = HandlerRunner(
+        store,
+        [DecisionHandler(CoordinationExpiry()), *(ProjectionHandler(found[name]) for name in PROJECTIONS)],
+        batch_size=200,
+        lock_retry_interval=0.1,
+    )
+    stop_timers = asyncio.Event()
+    running = asyncio.create_task(runner.run())
+    timers = asyncio.create_task(TimerService(store, stop_timers).run())
+    try:
+        yield runner
+    finally:
+        stop_timers.set()
+        runner.stop.set()
+        await timers
+        await running
+
+
+LAST_COMMITTED = """
+SELECT transaction_id::text::bigint, global_position FROM agentlog.events
+ ORDER BY transaction_id DESC, global_position DESC LIMIT 1
+"""
+
+
+async def caught_up(store: EventStore, timeout: float = 20) -> None:
+    """Every coordination handler has applied every event committed so far (`store.head()` is only what is below
+    the visibility barrier now, which a handler's open batch may hold back)."""
+    row = await store.pool.fetchrow(LAST_COMMITTED)
+    head = (0, 0) if row is None else (row[0], row[1])
+    async with asyncio.timeout(timeout):
+        for name in (*PROJECTIONS, CoordinationExpiry.name):
+            while (await recorder.select_checkpoint(store.pool, name) or (0, 0)) < head:
+                await asyncio.sleep(0.01)
