@@ -70,6 +70,7 @@ def test(arguments: list[str]) -> int:
         ("ruff", [str(BIN / "ruff"), "check", "."]),
         ("mypy", [str(BIN / "mypy")]),
         ("mypy on the benchmarks", [str(BIN / "mypy"), "--strict", "bench"]),
+        ("mypy on the example plugin", [str(BIN / "mypy"), "--strict", "examples/orders/src"]),
         ("import contracts", [str(BIN / "lint-imports")]),
     ):
         say(f"checking {name}")
