@@ -7,6 +7,8 @@ Create Date: ${create_date}
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import op
 
 revision = ${repr(up_revision)}
@@ -16,8 +18,10 @@ depends_on = ${repr(depends_on)}
 
 
 def upgrade() -> None:
-    ${upgrades if upgrades else "pass"}
+    # The SQL lives beside this file (same name, .sql) and runs as it is, through the driver: SQLAlchemy would
+    # read ":name" and psycopg "%" as parameters. Write it there; see CONTRIBUTING.md, "A migration".
+    op.get_bind().connection.dbapi_connection.cursor().execute(Path(__file__).with_suffix(".sql").read_bytes())  # type: ignore[union-attr]
 
 
 def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+    raise RuntimeError("say here how to undo ${up_revision} by hand, or write its downgrade")
