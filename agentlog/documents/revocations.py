@@ -31,7 +31,7 @@ class Revocations:
     def revoked(self, identity: Identity) -> bool:
         if identity.token_id is not None and identity.token_id in self.token_ids:
             return True
-        before = self.holders.get((identity.kind, identity.name))
+        before = self.holders.get((identity.revocation_kind, identity.name))
         return before is not None and identity.issued_at <= before
 
     def add(self, revoked: TokenRevoked) -> None:

@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agentlog.documents.revocations import Revocations
 from agentlog.documents.room import Client, RoomLimits, SocketClosedError
 from agentlog.documents.rooms import DocumentRooms, RoomsFullError
-from agentlog.documents.tokens import Identity, TokenError, verify
+from agentlog.documents.tokens import Identity, Keyring, TokenError, verify
 from agentlog.documents.updates import UpdateFollower, UpdateWriter
 from agentlog.domains.documents.events import (
     DOCUMENT_ID_PATTERN,
@@ -223,7 +223,7 @@ class DocumentServer:
         self,
         store: EventStore,
         server_id: str,
-        signing_key: bytes,
+        signing_key: Keyring,
         rooms: DocumentRooms,
         presence: Presence,
         *,
@@ -264,7 +264,7 @@ class DocumentServer:
                 del self.per_person[identity.name]
 
     async def _serve_admitted(self, channel: SocketChannel, document_id: str, identity: Identity) -> None:
-        person = identity.kind == "user"
+        person = identity.kind != "agent"
         connection_id = uuid.uuid4().hex[:16]
         if person:
             try:
@@ -382,7 +382,7 @@ class DocumentServer:
             identity = verify(self.signing_key, token)
         except TokenError as error:
             return JSONResponse({"error": str(error)}, status_code=401)
-        if identity.kind != "user" or self.revocations.revoked(identity):
+        if identity.kind == "agent" or self.revocations.revoked(identity):
             return JSONResponse({"error": "a person's token is needed"}, status_code=403)
         people = self.presence.people
         return JSONResponse(

@@ -5,21 +5,19 @@ servers share one document."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
+import jwt
 import pytest
 from pycrdt import Doc, Text, create_update_message
 
 from agentlog.documents.protocol import auth_message
 from agentlog.documents.room import RoomLimits
+from agentlog.documents.tokens import Keyring
 from agentlog.documents.updates import load_document
 from agentlog.domains.tokens.events import TokenRevoked, token_stream
 from agentlog.eventstore import ANY, EventStore
@@ -189,10 +187,10 @@ async def test_sockets_per_person_and_open_documents_are_limited(log: EventStore
             assert bob.closed is not None and bob.closed[0] == 1013
 
 
-def forged(key: bytes, claims: dict[str, Any]) -> str:
-    payload = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=").decode()
-    signature = base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()).rstrip(b"=")
-    return f"al1.{payload}.{signature.decode()}"
+def forged(keys: Keyring, claims: dict[str, Any]) -> str:
+    """A token signed with the server's own key, with claims `issue` would refuse to write."""
+    return jwt.encode({"iss": "agentlog", "iat": int(time.time()), **claims}, keys.secret, algorithm="HS256",
+                      headers={"kid": keys.current})  # fmt: skip
 
 
 async def test_tokens_can_be_taken_back_expire_on_open_sockets_and_open_only_their_documents(log: EventStore) -> None:
@@ -234,7 +232,7 @@ async def test_tokens_can_be_taken_back_expire_on_open_sockets_and_open_only_the
         assert dee.closed is not None and dee.closed[0] == 4403
 
         # A token whose name is only spaces: refused with the reason (no phantom presence).
-        blank = forged(served.key, {"k": "user", "sub": "   ", "exp": int(time.time()) + 60})
+        blank = forged(served.key, {"kind": "person", "sub": "   ", "exp": int(time.time()) + 60})
         async with raw_client(served.url, "secret", blank) as ghost:
             await eventually(lambda: ghost.closed is not None)
         assert ghost.closed is not None and ghost.closed[0] == 4401 and "name" in ghost.closed[1]

@@ -38,7 +38,7 @@ class ServedDocuments:
     key: bytes
     writer: UpdateWriter
 
-    def token(self, name: str, kind: str = "user", **claims: Any) -> str:
+    def token(self, name: str, kind: str = "person", **claims: Any) -> str:
         return issue(self.key, kind, name, ttl_s=claims.pop("ttl_s", 3600), **claims)  # type: ignore[arg-type]
 
 

@@ -100,7 +100,7 @@ class RunningSystem:
 
 
 async def token_for(
-    database_url: str, name: str, kind: Kind = "user", *, ttl_s: float = 3600, document_id: str | None = None
+    database_url: str, name: str, kind: Kind = "person", *, ttl_s: float = 3600, document_id: str | None = None
 ) -> str:
     pool = await create_pool(database_url, max_size=1)
     try:
