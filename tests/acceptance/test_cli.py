@@ -15,6 +15,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from agentlog.config import COMPONENTS
+
 ROOT = Path(__file__).resolve().parents[2]
 AGENTLOG = [sys.executable, "-m", "agentlog.cli"]
 JOINED = '{"user_id": "ada", "people_present": 1, "connection_id": "c1", "server_id": "cli"}'
@@ -217,3 +219,29 @@ def test_up_runs_on_an_embedded_server_whose_data_survives_restarts(home: Path) 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
         up.stderr.close()  # type: ignore[union-attr]
+
+
+def test_up_hosts_only_what_it_is_asked_for(env: dict[str, str], tmp_path: Path) -> None:
+    """`up --only projections`: the log and its projections, no document server, no agent manager; a component
+    it does not know is one line and exit 2, before anything starts."""
+    wrong = agentlog("up", "--only", "projections,telepathy", env=env)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
+        f"agentlog: error: --only: unknown component telepathy; choose from {', '.join(COMPONENTS)}"
+    ]
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*AGENTLOG, "up", "--only", "projections"], env=env, cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while '"runner.started"' not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    (started,) = [line for line in lines if line["event"] == "agentlog.up"]
+    assert started["components"] == ["projections"] and started["handlers"] == []
+    assert "stream_summary" in started["projections"]
+    assert not any(line["event"] in {"documents.listening", "manager.started"} for line in lines)
