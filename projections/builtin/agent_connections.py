@@ -8,6 +8,7 @@ when the worker exited on its own or kept crashing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from agentlog.domains.agents.events import (
@@ -27,53 +28,26 @@ from agentlog.domains.agents.events import (
 from agentlog.domains.documents.events import DocumentIdled
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-ENDED = "('disconnected', 'error')"
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 STATEMENTS: dict[str, str] = {
-    "AgentSpawnRequested": """
-        INSERT INTO agent_connections (agent_id, document_id, manager_id, status, attempt, spawn_reason,
-                                       requested_at, last_activity_at)
-        VALUES ($1, $2, $3, 'connecting', $4, $5, $6, $6)
-        ON CONFLICT (agent_id) DO NOTHING""",
-    "AgentProcessStarted": """
-        UPDATE agent_connections SET agent_pid = $2, last_activity_at = $3 WHERE agent_id = $1""",
-    "AgentConnected": f"""
-        UPDATE agent_connections SET status = 'active', connected_at = $2, last_activity_at = $2
-         WHERE agent_id = $1 AND status NOT IN ('idle', 'detaching', {ENDED[1:-1]})""",
-    "DocumentIdled": """
-        UPDATE agent_connections SET status = 'idle', last_activity_at = $2
-         WHERE document_id = $1 AND status IN ('connecting', 'active')""",
-    "AgentDetachRequested": f"""
-        UPDATE agent_connections SET status = 'detaching', end_reason = $2, last_activity_at = $3
-         WHERE agent_id = $1 AND status NOT IN {ENDED}""",
-    "AgentUnresponsive": f"""
-        UPDATE agent_connections SET end_reason = $2, last_activity_at = $3
-         WHERE agent_id = $1 AND status NOT IN {ENDED}""",
-    "AgentProcessExited": f"""
-        UPDATE agent_connections
-           SET status = CASE WHEN $2 THEN 'disconnected' ELSE 'error' END, exit_code = $3,
-               end_reason = CASE WHEN $2 THEN coalesce(end_reason, $4) ELSE $4 END, ended_at = $5,
-               last_activity_at = $5
-         WHERE agent_id = $1 AND status NOT IN {ENDED}""",
-    "AgentAbandoned": f"""
-        UPDATE agent_connections SET status = 'error', end_reason = $2, ended_at = $3, last_activity_at = $3
-         WHERE agent_id = $1 AND status NOT IN {ENDED}""",
-    "AgentFailed": """
-        UPDATE agent_connections SET status = 'error', end_reason = $2, last_activity_at = $3 WHERE agent_id = $1""",
-    "ManagerStopped": f"""
-        UPDATE agent_connections SET status = 'disconnected', end_reason = $2, ended_at = $3, last_activity_at = $3
-         WHERE manager_id = $1 AND status NOT IN {ENDED}""",
-    "LocationsMarked": """
-        UPDATE agent_connections SET locations_marked_count = locations_marked_count + $2, last_activity_at = $3
-         WHERE agent_id = $1""",
-    "TokensSpent": """
-        UPDATE agent_connections SET llm_calls_count = llm_calls_count + 1, tokens_spent = tokens_spent + $2,
-                                     last_activity_at = $3
-         WHERE agent_id = $1""",
-    "AgentMetricsReported": """
-        UPDATE agent_connections SET memory_mb = $2, cpu_percent = $3 WHERE agent_id = $1""",
+    "AgentSpawnRequested": "agent_spawn_requested",
+    "AgentProcessStarted": "agent_process_started",
+    "AgentConnected": "agent_connected",
+    "DocumentIdled": "document_idled",
+    "AgentDetachRequested": "agent_detach_requested",
+    "AgentUnresponsive": "agent_unresponsive",
+    "AgentProcessExited": "agent_process_exited",
+    "AgentAbandoned": "agent_abandoned",
+    "AgentFailed": "agent_failed",
+    "ManagerStopped": "manager_stopped",
+    "LocationsMarked": "locations_marked",
+    "TokensSpent": "tokens_spent",
+    "AgentMetricsReported": "agent_metrics_reported",
 }
+"""Event type → the block of `agent_connections.sql` that applies it."""
 
 
 def _arguments(item: TypedEvent) -> tuple[Any, ...]:
@@ -113,7 +87,7 @@ class AgentConnections:
     async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
         # Agent events are few next to the log's other traffic: one statement per event keeps the rules readable.
         for item in events:
-            await connection.execute(STATEMENTS[item.event_type], *_arguments(item))
+            await connection.execute(QUERIES[STATEMENTS[item.event_type]], *_arguments(item))
 
 
 projection = AgentConnections()

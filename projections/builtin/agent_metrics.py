@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-INSERT = """
-INSERT INTO agent_metrics (global_position, agent_id, document_id, memory_mb, cpu_percent, llm_calls,
-                           locations_marked, websocket_latency_ms, llm_response_time_ms, recorded_at)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::bigint[], $7::bigint[],
-                     $8::float8[], $9::float8[], $10::timestamptz[])
-ON CONFLICT (global_position) DO NOTHING
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 FIELDS = ("agent_id", "document_id", "memory_mb", "cpu_percent", "llm_calls", "locations_marked",
           "websocket_latency_ms", "llm_response_time_ms")
@@ -32,7 +28,7 @@ class AgentMetrics:
             for item in events
         ]
         if rows:
-            await connection.execute(INSERT, *map(list, zip(*rows, strict=True)))
+            await connection.execute(QUERIES["insert_metrics"], *map(list, zip(*rows, strict=True)))
 
 
 projection = AgentMetrics()

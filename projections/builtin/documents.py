@@ -14,33 +14,15 @@ Leaving and going idle are not work. Edits are not history rows: `document_activ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.domains.documents.events import DocumentActivated, PersonJoined, PersonLeft
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-HISTORY = """
-INSERT INTO document_activity (global_position, document_id, event_type, user_id, user_count, recorded_at)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[])
-ON CONFLICT (global_position) DO NOTHING
-"""
-
-NOW = """
-INSERT INTO documents AS d (document_id, status, people_present, activations, last_activity_at, became_active_at,
-                            became_idle_at)
-SELECT $1::text, CASE WHEN $2::text = 'active' THEN 'active' ELSE 'idle' END, greatest($3::integer, 0),
-       CASE WHEN $2::text = 'active' THEN 1 ELSE 0 END, $4::timestamptz,
-       CASE WHEN $2::text = 'active' THEN $4::timestamptz END, CASE WHEN $2::text = 'idle' THEN $4::timestamptz END
-ON CONFLICT (document_id) DO UPDATE
-   SET status           = CASE $2::text WHEN 'active' THEN 'active' WHEN 'idle' THEN 'idle' ELSE d.status END,
-       people_present   = CASE $2::text WHEN 'idle' THEN 0 ELSE greatest(d.people_present + $3::integer, 0) END,
-       activations      = d.activations + CASE WHEN $2::text = 'active' THEN 1 ELSE 0 END,
-       last_activity_at = CASE WHEN $2::text IN ('user_joined', 'edited', 'active') THEN $4::timestamptz
-                               ELSE d.last_activity_at END,
-       became_active_at = CASE WHEN $2::text = 'active' THEN $4::timestamptz ELSE d.became_active_at END,
-       became_idle_at   = CASE WHEN $2::text = 'idle' THEN $4::timestamptz ELSE d.became_idle_at END
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 KINDS = {
     "PersonJoined": "user_joined",
@@ -69,9 +51,9 @@ class DocumentActivityProjection:
                 count = event.people_present if isinstance(event, PersonJoined | PersonLeft | DocumentActivated) else 0
                 history.append((item.global_position, document_id, kind, user_id, count, item.recorded_at))
             change = {"user_joined": 1, "user_left": -1}.get(kind, 0)
-            await connection.execute(NOW, document_id, kind, change, item.recorded_at)
+            await connection.execute(QUERIES["upsert_document"], document_id, kind, change, item.recorded_at)
         if history:
-            await connection.execute(HISTORY, *map(list, zip(*history, strict=True)))
+            await connection.execute(QUERIES["insert_history"], *map(list, zip(*history, strict=True)))
 
 
 projection = DocumentActivityProjection()

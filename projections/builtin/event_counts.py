@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.eventstore import RecordedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-UPSERT = """
-INSERT INTO event_counts_daily AS c (day, category, event_type, events)
-SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[])
-ON CONFLICT (day, category, event_type) DO UPDATE SET events = c.events + excluded.events
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 class EventCountsDaily:
@@ -33,7 +31,7 @@ class EventCountsDaily:
             return
         keys = list(counts)
         await connection.execute(
-            UPSERT,
+            QUERIES["add_counts"],
             [key[0] for key in keys],
             [key[1] for key in keys],
             [key[2] for key in keys],

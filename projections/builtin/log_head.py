@@ -7,20 +7,14 @@ With each handler's `events_applied` this gives every handler's lag without scan
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.eventstore import RecordedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-UPSERT = """
-INSERT INTO log_head AS h (singleton, events, transaction_id, global_position, last_recorded_at)
-VALUES (true, $1, $2::xid8, $3, $4)
-ON CONFLICT (singleton) DO UPDATE
-   SET events = h.events + excluded.events,
-       transaction_id = excluded.transaction_id,
-       global_position = excluded.global_position,
-       last_recorded_at = excluded.last_recorded_at
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 class LogHead:
@@ -35,7 +29,9 @@ class LogHead:
         if not events:
             return
         last = events[-1]
-        await connection.execute(UPSERT, len(events), last.transaction_id, last.global_position, last.recorded_at)
+        await connection.execute(
+            QUERIES["advance_head"], len(events), last.transaction_id, last.global_position, last.recorded_at
+        )
 
 
 projection = LogHead()

@@ -6,23 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.eventstore import RecordedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-UPSERT = """
-INSERT INTO stream_summary AS s
-       (stream_id, category, current_version, event_count, last_event_type, first_recorded_at, last_recorded_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::timestamptz[],
-                     $7::timestamptz[])
-ON CONFLICT (stream_id) DO UPDATE
-   SET current_version   = excluded.current_version,
-       event_count       = s.event_count + excluded.event_count,
-       last_event_type   = excluded.last_event_type,
-       first_recorded_at = least(s.first_recorded_at, excluded.first_recorded_at),
-       last_recorded_at  = greatest(s.last_recorded_at, excluded.last_recorded_at)
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 @dataclass(slots=True)
@@ -63,7 +54,7 @@ class StreamSummary:
             return
         rows = list(deltas.values())
         await connection.execute(
-            UPSERT,
+            QUERIES["upsert_streams"],
             list(deltas),
             [row.category for row in rows],
             [row.version for row in rows],

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.domains.timers.events import TimerCancelled, TimerFired, TimerScheduled
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-SCHEDULE = """
-INSERT INTO timers (timer_id, stream_id, purpose, subject, due_at, state, scheduled_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::timestamptz[])
-ON CONFLICT (timer_id) DO NOTHING
-"""
-
-SETTLE = """
-UPDATE timers AS t SET state = s.state
-  FROM unnest($1::text[], $2::text[]) AS s (timer_id, state)
- WHERE t.timer_id = s.timer_id AND t.state = 'scheduled'
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 class Timers:
@@ -44,9 +36,9 @@ class Timers:
                 settled.append((event.timer_id, "fired" if isinstance(event, TimerFired) else "cancelled"))
         # One statement each, schedules first: a timer cancelled in the same batch it was scheduled in must exist.
         if scheduled:
-            await connection.execute(SCHEDULE, *map(list, zip(*scheduled, strict=True)))
+            await connection.execute(QUERIES["schedule"], *map(list, zip(*scheduled, strict=True)))
         if settled:
-            await connection.execute(SETTLE, *map(list, zip(*settled, strict=True)))
+            await connection.execute(QUERIES["settle"], *map(list, zip(*settled, strict=True)))
 
 
 projection = Timers()

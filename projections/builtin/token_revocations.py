@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ClassVar
 
 from agentlog.domains.tokens.events import TokenRevoked
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
 
-INSERT = """
-INSERT INTO token_revocations (global_position, token_id, kind, subject, issued_before, reason, revoked_at)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-                     $7::timestamptz[])
-ON CONFLICT (global_position) DO NOTHING
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 class TokenRevocations:
@@ -34,7 +31,7 @@ class TokenRevocations:
             rows.append((item.global_position, event.token_id, event.kind, event.subject, before, event.reason,
                          item.recorded_at))  # fmt: skip
         if rows:
-            await connection.execute(INSERT, *map(list, zip(*rows, strict=True)))
+            await connection.execute(QUERIES["insert_revocations"], *map(list, zip(*rows, strict=True)))
 
 
 projection = TokenRevocations()
