@@ -58,7 +58,12 @@ from agentlog.eventstore import (
     validate_stream_id,
 )
 from agentlog.eventstore.decoding import decode_wanted
-from agentlog.eventstore.errors import ClosedError, NewerSchemaVersionError, UnknownEventTypeError
+from agentlog.eventstore.errors import (
+    ClosedError,
+    EventIdConflictError,
+    NewerSchemaVersionError,
+    UnknownEventTypeError,
+)
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 from agentlog.handlers.decider_state import KeyedState, load_state, save_state
@@ -225,11 +230,14 @@ class DecisionHandler(Generic[S]):
             state, sequence, rewrite = await _load_state(batch, self.decider)
         appends: list[StreamAppend] = []
         inputs = 0
+        first_deciding: TypedEvent | None = None
         for event in batch.events:
             if is_own_decision(self.name, event):
                 continue
             inputs += 1
             state, decisions = decided_step(self.decider, state, event)
+            if decisions and first_deciding is None:
+                first_deciding = event
             for index, decision in enumerate(decisions):
                 new = NewEvent(
                     decision.event,
@@ -245,7 +253,16 @@ class DecisionHandler(Generic[S]):
                     **_loggable(decision.event),
                 )
         if appends:  # one round trip for the whole batch's decisions, in the order they were made
-            results = await batch.store.append_batch(appends, connection=batch.connection)
+            try:
+                results = await batch.store.append_batch(appends, connection=batch.connection)
+            except EventIdConflictError as error:
+                # A decision's id is taken by an event with other content: appended first by someone who derived
+                # the id (or by a release that decided otherwise). Retrying would conflict forever, so the cause
+                # is undecidable. Which cause is not said: naming the first event that decided anything makes the
+                # runner apply the ones before it (they decided nothing) and then that one alone, which conflicts
+                # again and is skipped, or goes through and the culprit comes first in a later batch.
+                assert first_deciding is not None
+                raise UndecidableEventError(self.name, first_deciding.recorded, error) from error
             batch.appended = batch.appended or not all(result.duplicate for result in results)
         if inputs or rewrite:  # a batch of the decider's own decisions read back changed nothing to save
             decider = self.decider

@@ -193,3 +193,25 @@ async def test_a_first_event_in_the_deciders_stream_that_is_not_its_settings_is_
     await run_until_caught_up(store, DecisionHandler(DocumentActivity(idle_grace_s=5)))
     # The join is decided at its place in the log, by the live decider and by the refold alike.
     assert await verified(store, DocumentActivity(idle_grace_s=5)) == []
+
+
+async def test_a_decision_id_taken_in_advance_skips_its_cause_instead_of_stopping_the_decider(
+    store: EventStore,
+) -> None:
+    """Decision ids are derived, so anyone can compute one and append another event under it first. The
+    decider's own append then conflicts on every retry: its cause is undecidable, recorded as skipped, and the
+    decisions after it are made."""
+    await record_settings(store, DocumentActivity(idle_grace_s=5))
+    await store.append("document-before", [joined("c1")], ANY)
+    cause = uuid.uuid4()
+    await store.pool.execute(  # the squatter, appended before the cause it anticipates
+        "SELECT agentlog.append_event('squat-1', 'Squatted', '{}'::jsonb, event_id => $1)", decision_id(NAME, cause, 0)
+    )
+    await store.append("document-target", [NewEvent(joined("c2"), event_id=cause)], ANY)
+    await store.append("document-after", [joined("c3")], ANY)
+    await run_until_caught_up(store, DecisionHandler(DocumentActivity(idle_grace_s=5)))
+
+    assert await activated(store) == ["document-before", "document-after"]
+    (skipped,) = await recorder.select_skipped(store.pool, NAME)
+    assert skipped.event_id == cause and "EventIdConflictError" in skipped.reason
+    assert await verified(store, DocumentActivity(idle_grace_s=5)) == []
