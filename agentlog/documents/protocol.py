@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import orjson
 from pycrdt import get_update, write_var_uint
 
+from agentlog.documents.dependencies import decode_state, deletions_held
+
 SYNC, AWARENESS, AUTH, QUERY_AWARENESS = 0, 1, 2, 3
 SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE = 0, 1, 2
 SYNC_STEPS = {SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE}
@@ -120,8 +122,15 @@ def auth_message(token: str) -> bytes:
 
 def is_integrated(update: bytes, state: bytes) -> bool:
     """Whether a document at `state` (an encoded state vector) holds every operation of `update`: nothing of it waits
-    for missing dependencies. (The update's own state vector cannot tell: it stops at the first gap.)"""
-    return get_update(update, state)[0] == 0  # no clients with operations left: the structs part is empty
+    for missing dependencies. (The update's own state vector cannot tell: it stops at the first gap.)
+
+    Its deletions count too: a document keeps a deletion of items it lacks aside, and its encoding leaves it out, so
+    a row holding one is not in the folded document (compaction deleted such a row, and the deletion was lost once
+    the items came)."""
+    rest = get_update(update, state)
+    if rest[0] != 0:  # clients with operations left: the structs part is not empty
+        return False
+    return deletions_held(rest[1:], decode_state(state))  # what is left is the update's whole delete set
 
 
 def _varuint(data: bytes, offset: int) -> tuple[int, int]:
