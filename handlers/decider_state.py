@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, PrivateAttr
 
 from agentlog.eventstore.postgres.connections import Connection
+from agentlog.eventstore.postgres.queries import load_queries
+
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 KEY_SEPARATOR = "/"
 SAVE_CHUNK_ROWS = 10_000
@@ -114,64 +118,17 @@ def _collections_excluded(model: type[KeyedState]) -> dict[str, Any]:
     return excluded
 
 
-# -- SQL ---------------------------------------------------------------------------------------------------------
 
-LOAD_HEAD = """
-SELECT sequence, state_version, state, row_count FROM agentlog.decider_states WHERE name = $1
-"""
-
-LOAD_ROWS = """
-SELECT key, state FROM agentlog.decider_rows WHERE name = $1 ORDER BY key
-"""
-
-SAVE = """
--- $1 decider, $2 sequence loaded, $3 state version, $4 head, $5 row count, $6 keys to write, $7 their rows,
--- $8 keys to delete. The head moves by compare-and-set on `sequence`; nothing is written when it did not.
-WITH updated AS (
-    UPDATE agentlog.decider_states
-       SET sequence = sequence + 1, state_version = $3, state = $4::jsonb, row_count = $5, updated_at = now()
-     WHERE name = $1 AND sequence = $2
-    RETURNING sequence
-), inserted AS (
-    -- The first save only where none was loaded: a state saved meanwhile by another instance is not overwritten.
-    INSERT INTO agentlog.decider_states (name, sequence, state_version, state, row_count, updated_at)
-    SELECT $1, 1, $3, $4::jsonb, $5, now()
-     WHERE $2::bigint = 0 AND NOT EXISTS (SELECT 1 FROM updated)
-    ON CONFLICT (name) DO NOTHING
-    RETURNING sequence
-), saved AS (
-    SELECT sequence FROM updated UNION ALL SELECT sequence FROM inserted
-), written AS (
-    INSERT INTO agentlog.decider_rows AS r (name, key, state)
-    SELECT $1, w.key, w.state FROM unnest($6::text[], $7::jsonb[]) AS w(key, state)
-     WHERE EXISTS (SELECT 1 FROM saved)
-    ON CONFLICT (name, key) DO UPDATE SET state = excluded.state
-)
--- Deletes go through a function that plans them afresh (see 0009_decider_rows.sql): this statement is prepared,
--- and a DELETE here would keep the plan made while the table was small, a sequential scan.
-SELECT s.sequence,
-       CASE WHEN cardinality($8::text[]) > 0 THEN agentlog.delete_decider_rows($1, $8::text[]) END AS deleted
-  FROM saved AS s
-"""
-
-WRITE_ROWS = """
-INSERT INTO agentlog.decider_rows (name, key, state)
-SELECT $1, w.key, w.state FROM unnest($2::text[], $3::jsonb[]) AS w(key, state)
-"""
-
-DELETE_ALL_ROWS = """
-DELETE FROM agentlog.decider_rows WHERE name = $1
-"""
 
 
 async def load_state(connection: Connection, name: str, model: type[K], state_version: int) -> tuple[K | None, int]:
     """The saved state and its sequence number; no state when none was saved, or none that can be trusted."""
-    head = await connection.fetchrow(LOAD_HEAD, name)
+    head = await connection.fetchrow(QUERIES["load_head"], name)
     if head is None:
         return None, 0
     if head["state_version"] != state_version:
         return None, head["sequence"]
-    rows = await connection.fetch(LOAD_ROWS, name)
+    rows = await connection.fetch(QUERIES["load_rows"], name)
     if len(rows) != head["row_count"]:
         return None, head["sequence"]
     state = state_from_rows(model, head["state"], ((row["key"], row["state"]) for row in rows))
@@ -187,14 +144,15 @@ async def save_state(
     keys, values = list(rows.upserts), list(rows.upserts.values())
     first = SAVE_CHUNK_ROWS if everything else len(keys)
     if everything:
-        await connection.execute(DELETE_ALL_ROWS, name)
+        await connection.execute(QUERIES["delete_all_rows"], name)
     saved = await connection.fetchval(
-        SAVE, name, sequence, state_version, rows.head, rows.row_count, keys[:first], values[:first], rows.deletes
-    )
+        QUERIES["save"],
+        name, sequence, state_version, rows.head, rows.row_count, keys[:first], values[:first], rows.deletes,
+    )  # fmt: skip
     if saved is None:
         return False
     for start in range(first, len(keys), SAVE_CHUNK_ROWS):
         await connection.execute(
-            WRITE_ROWS, name, keys[start : start + SAVE_CHUNK_ROWS], values[start : start + SAVE_CHUNK_ROWS]
+            QUERIES["write_rows"], name, keys[start : start + SAVE_CHUNK_ROWS], values[start : start + SAVE_CHUNK_ROWS]
         )
     return True

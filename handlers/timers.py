@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from pathlib import Path
 
 import structlog
 
@@ -20,20 +21,14 @@ from agentlog.eventstore.errors import AgentlogError
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.connections import Connection, connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres.queries import load_queries
 
 log = structlog.get_logger("handlers.timers")
 
 LOCK_NAME = "timer-service"
 TIMER_NAMESPACE = uuid.UUID("5b0d3c8e-2f4a-4e61-9a57-4c3c1f0f6a11")
 
-DUE_TIMERS = """
-SELECT timer_id, stream_id, purpose, subject, due_at,
-       greatest(extract(epoch FROM due_at - clock_timestamp()), 0)::float8 AS wait_s
-  FROM projections.timers
- WHERE state = 'scheduled'
- ORDER BY due_at
- LIMIT $1
-"""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 RETRY_ERRORS: tuple[type[BaseException], ...] = (AgentlogError, *CONNECTION_ERRORS)
@@ -90,7 +85,7 @@ class TimerService:
 
     async def _fire_due(self, connection: Connection) -> float:
         """Fire every due timer; return how long until the next one (or a poll interval)."""
-        rows = await connection.fetch(DUE_TIMERS, self._batch_size)
+        rows = await connection.fetch(QUERIES["due_timers"], self._batch_size)
         next_wait = self.store.poll_interval
         for row in rows:
             if row["wait_s"] > 0:

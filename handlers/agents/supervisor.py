@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -63,6 +64,7 @@ from agentlog.eventstore.errors import (
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.connections import Connection, connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres.queries import load_queries
 from agentlog.handlers.handler import HandlerBatch
 
 log = structlog.get_logger("handlers.supervisor")
@@ -83,20 +85,7 @@ NewIncarnation = Callable[[str], Awaitable[None]]
 """Called with the new incarnation once a manager recorded as lost has started afresh (the document server then
 records its people as present again)."""
 
-RUNNING_HERE = """
-SELECT agent_id, document_id, agent_pid FROM projections.agent_connections
- WHERE manager_id = $1 AND status NOT IN ('disconnected', 'error')
-"""
-
-MANAGERS_ALIVE = """
-SELECT DISTINCT ON (e.stream_id) e.stream_id, e.event_type, e.data,
-       (SELECT max(h.stream_version) FROM agentlog.events AS h WHERE h.stream_id = e.stream_id) AS head_version
-  FROM agentlog.events AS e
- WHERE e.category = 'manager' AND e.event_type IN ('ManagerStarted', 'ManagerStopped')
- ORDER BY e.stream_id, e.stream_version DESC
-"""
-
-SYSTEM_STATS = "SELECT * FROM reports.agent_system_stats"
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
 
 def manager_lock_name(manager_id: str) -> str:
@@ -210,7 +199,7 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         """Workers of this manager's previous life: stop any still running, record that they are gone."""
-        for row in await self.store.pool.fetch(RUNNING_HERE, self.settings.manager_id):
+        for row in await self.store.pool.fetch(QUERIES["running_here"], self.settings.manager_id):
             pid = row["agent_pid"]
             alive = pid is not None and _is_our_worker(pid, row["agent_id"], self.settings.manager_id)
             if alive:
@@ -518,7 +507,7 @@ class Supervisor:
         if alive:
             assert connection is not None
             try:
-                await connection.fetchval("SELECT 1", timeout=5)
+                await connection.fetchval(QUERIES["probe"], timeout=5)
             except PROBE_ERRORS:
                 alive = False
         if not alive and not self.stopping:
@@ -643,7 +632,7 @@ class Supervisor:
                 log.exception("supervisor.watch_failed")
 
     async def _watch_round(self, suspects: set[str]) -> None:
-        for row in await self.store.pool.fetch(MANAGERS_ALIVE):
+        for row in await self.store.pool.fetch(QUERIES["managers_alive"]):
             data = orjson.loads(row["data"]) if isinstance(row["data"], str | bytes) else row["data"]
             manager_id = data["manager_id"]
             if row["event_type"] != "ManagerStarted" or manager_id == self.settings.manager_id:
@@ -671,7 +660,7 @@ class Supervisor:
             log.warning("manager.lost", manager=manager_id, incarnation=data["incarnation"])
 
     async def _log_stats(self) -> None:
-        row = await self.store.pool.fetchrow(SYSTEM_STATS)
+        row = await self.store.pool.fetchrow(QUERIES["system_stats"])
         if row is not None:
             log.info("system.stats", manager=self.settings.manager_id, workers_here=len(self.workers),
                      **{key: _plain(value) for key, value in dict(row).items()})  # fmt: skip
