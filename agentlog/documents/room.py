@@ -8,9 +8,10 @@ floods the room fills the store's queue, and then the room stops reading from it
 slowed down, never dropped.
 
 **Nothing a client sends can make the server do unbounded work.** Per socket: updates (and awareness messages)
-per second, with a burst; updates waiting for missing dependencies, counted per holder across its sockets (an
-out-of-order flood makes every later update recheck all of them) — those are stored but sent on only when their
-dependencies came, and past the limit the socket is closed with the reason; bytes waiting in its outbox (a socket
+per second, with a burst; updates waiting for missing dependencies, counted per holder across its sockets and in
+all per room (`waiting.py`) — those are stored but sent on only when their dependencies came, and one past either
+limit is told before it is applied, so it is neither applied nor stored and the socket is closed with the reason
+(applied first, it was stored already: one more with every reconnect); bytes waiting in its outbox (a socket
 that does not read is closed rather than buffered without end). Big updates and big sync replies are computed on a
 worker thread, one at a time per room, so the event loop that runs the handlers stays responsive.
 
@@ -50,6 +51,7 @@ from agentlog.documents.protocol import (
     sync_message,
 )
 from agentlog.documents.updates import UpdateWriter
+from agentlog.documents.waiting import Waiting, WaitingUpdates, would_wait
 
 log = structlog.get_logger("agentlog.documents.room")
 
@@ -68,7 +70,9 @@ class RoomLimits:
     """Sustained updates and awareness messages per second per socket (a burst of `burst` is allowed)."""
     burst: int = 1_000
     pending_updates: int = 100
-    """Updates with missing dependencies one socket may have waiting."""
+    """Updates with missing dependencies one holder (token name) may have waiting, across its sockets."""
+    room_pending_updates: int = 1_000
+    """The same for everyone in the room together, those loaded with the document and other servers' included."""
     outbox_bytes: int = 32 * 1024 * 1024
     """Bytes one socket may have waiting to be sent to it."""
     unstored_bytes: int = 8 * 1024 * 1024
@@ -214,15 +218,6 @@ class Client:
             await self.channel.send(message)
 
 
-@dataclass(slots=True)
-class _Waiting:
-    """An update stored but not sent on: its dependencies are not in the document yet."""
-
-    sender: Client
-    body: bytes
-    stored: asyncio.Future[None]
-
-
 class Room:
     """One document on this server. `serve(client)` until the socket ends; `deliver(update)` for other servers'."""
 
@@ -249,10 +244,9 @@ class Room:
         self._lock = asyncio.Lock()
         """Held around every use of the document: the worker thread and the loop never touch it at once."""
         self._last_stored: asyncio.Future[None] | None = None
-        self._waiting: list[_Waiting] = []
-        self._pending: collections.Counter[str] = collections.Counter()
-        """Waiting updates per holder (token name), not per socket: what a closed socket left waiting stays, and a
-        limit per socket let a client reconnect and pile up more without end (each rechecked with every update)."""
+        self._waiting = WaitingUpdates()
+        """Per holder (token name), not per socket: what a closed socket left waiting stays, and a limit per socket
+        let a client reconnect and pile up more without end."""
         self._unstored = 0
         self._unstored_updates = 0
         self._room_for_more = asyncio.Event()
@@ -264,8 +258,10 @@ class Room:
         if reading is None:
             self.reading.set()
         self._on_person_edit = on_person_edit
-        self._stored_waiting = list(waiting or [])
-        """Rows stored earlier that wait for their dependencies (from the load): applied again as updates come."""
+        if waiting:  # rows stored earlier that wait for their dependencies (from the load)
+            state = document.get_state()
+            for body in waiting:
+                self._waiting.add(Waiting(body), state)
 
     # -- sockets -------------------------------------------------------------------------------------------------
 
@@ -345,23 +341,36 @@ class Room:
     async def _apply_from(self, client: Client, update: bytes) -> None:
         await self._room_for_more.wait()  # back-pressure: the store is behind; this socket waits (is not read)
         async with self._lock:
+            if (
+                self._waiting.held_by(client.name) >= client.limits.pending_updates
+                or len(self._waiting) >= self._limits.room_pending_updates
+            ) and await self._would_wait(update):
+                raise self._too_many_waiting(client)  # told before it is applied: neither in the document nor stored
             state = await self._apply(update)
             stored = self._submit(update)
             if is_integrated(update, state):
                 self._broadcast(update, stored, exclude=client)
             else:
-                self._waiting.append(_Waiting(client, update, stored))
-                self._pending[client.name] += 1
-                if self._pending[client.name] > client.limits.pending_updates:
-                    raise SocketClosedError(
-                        CLOSE_POLICY,
-                        f"more than {client.limits.pending_updates} updates whose dependencies are missing "
-                        "(send updates in order)",
-                    )
-            if self._waiting or self._stored_waiting:
+                self._waiting.add(Waiting(update, client.name, client, stored), state)
+                if self._waiting.held_by(client.name) > client.limits.pending_updates:
+                    raise self._too_many_waiting(client)  # the reader thought it complete; it is stored
+            if self._waiting:
                 self._settle_waiting(state)
         if client.person and self._on_person_edit is not None:
             self._on_person_edit()
+
+    async def _would_wait(self, update: bytes) -> bool:
+        state = self.document.get_state()
+        if len(update) > THREAD_BYTES:  # read in Python: a thread lets the loop in between
+            return await asyncio.to_thread(would_wait, update, state)
+        return would_wait(update, state)
+
+    def _too_many_waiting(self, client: Client) -> SocketClosedError:
+        if len(self._waiting) >= self._limits.room_pending_updates:
+            reason = f"this document has {len(self._waiting)} updates whose dependencies are missing, its limit"
+        else:
+            reason = f"more than {client.limits.pending_updates} updates whose dependencies are missing"
+        return SocketClosedError(CLOSE_POLICY, f"{reason} (send updates in order)")
 
     async def deliver(self, update: bytes) -> None:
         """An update another server stored: into the document, and on to every socket here (already stored)."""
@@ -370,21 +379,14 @@ class Room:
             if is_integrated(update, state):
                 self._broadcast(update, None, exclude=None)
             else:
-                self._stored_waiting.append(update)
-            if self._waiting or self._stored_waiting:
+                self._waiting.add(Waiting(update), state)
+            if self._waiting:
                 self._settle_waiting(state)
 
     def _settle_waiting(self, state: bytes) -> None:
         """Send on the waiting updates whose dependencies have now come (under the room's lock)."""
-        for waiting in [w for w in self._waiting if is_integrated(w.body, state)]:
-            self._waiting.remove(waiting)
-            self._pending[waiting.sender.name] -= 1
-            if not self._pending[waiting.sender.name]:
-                del self._pending[waiting.sender.name]
-            self._broadcast(waiting.body, waiting.stored, exclude=waiting.sender)
-        for body in [b for b in self._stored_waiting if is_integrated(b, state)]:
-            self._stored_waiting.remove(body)
-            self._broadcast(body, None, exclude=None)
+        for waiting in self._waiting.ready(state):
+            self._broadcast(waiting.body, waiting.stored, exclude=waiting.sender)  # type: ignore[arg-type]
 
     def _submit(self, update: bytes) -> asyncio.Future[None]:
         stored = self._writer.submit(self.name, update)

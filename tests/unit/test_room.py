@@ -328,7 +328,8 @@ async def test_a_persons_new_socket_takes_over_their_awareness_from_the_old_one(
 
 async def test_reconnecting_does_not_reset_the_limit_of_updates_waiting_for_dependencies() -> None:
     """Hostile review: the limit was per socket, and what a closed socket left waiting stayed; reconnecting again and
-    again piled up waiting updates without end, each rechecked on the event loop with every later update."""
+    again piled up waiting updates without end, each rechecked on the event loop with every later update. Then each
+    reconnect still left one more: the update that showed the limit was passed had been applied, so stored."""
     limits = RoomLimits(pending_updates=3)
     ada = Socket()
     async with room_with(ada, limits=limits) as (room, writer, _):
@@ -340,5 +341,87 @@ async def test_reconnecting_does_not_reset_the_limit_of_updates_waiting_for_depe
                 eve.inbox.put_nowait(create_update_message(update))
             await eventually(lambda eve=eve: eve.closed is not None)  # type: ignore[misc]
             await serving
-        # Each reconnect can leave one more: the update that showed the limit was passed is stored already.
-        assert len(room._waiting) <= limits.pending_updates + 10
+        assert len(room._waiting) == limits.pending_updates
+        assert len(writer.stored) == limits.pending_updates, "an update past the limit was stored"
+        assert ada.updates() == []
+
+
+def chains(count: int, length: int) -> list[list[bytes]]:
+    """`count` people's keystrokes, each its own chain: every update needs the one before it."""
+    return [keystrokes(f"{index:03}"[:length].ljust(length, "x")) for index in range(count)]
+
+
+def loaded(rows: list[bytes]) -> Doc[Any]:
+    """A document as a load folds these rows (those that wait are in it, waiting)."""
+    document: Doc[Any] = Doc()
+    for row in rows:
+        document.apply_update(row)
+    return document
+
+
+async def test_waiting_updates_are_rechecked_only_when_what_they_wait_for_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hostile review: updates loaded waiting (left by earlier sockets) were rechecked on the event loop with every
+    later update, however many: 300 waiting made each keystroke cost 300 checks."""
+    from agentlog.documents import protocol
+
+    waited = chains(150, 3)
+    checks = 0
+    original = protocol.get_update
+
+    def counted(update: bytes, state: bytes) -> bytes:
+        nonlocal checks
+        checks += 1
+        return original(update, state)
+
+    monkeypatch.setattr(protocol, "get_update", counted)
+    ada, bob = Socket(), Socket()
+    writer = GatedWriter()
+    writer.gate.set()
+    limits = RoomLimits(messages_per_s=1e9, burst=10**9)
+    rows = [update for chain in waited for update in chain[1:]]
+    room = Room("trip", loaded(rows), writer, limits, waiting=rows)  # type: ignore[arg-type]
+    serving = [
+        asyncio.create_task(room.serve(Client(socket, name, True, limits)))
+        for socket, name in ((ada, "ada"), (bob, "bob"))
+    ]
+    await eventually(lambda: len(room.clients) == 2)
+    typed = keystrokes("hello there")
+    checks = 0
+    for update in typed:
+        ada.inbox.put_nowait(create_update_message(update))
+    await eventually(lambda: len(writer.stored) == len(typed))
+    assert checks < 3 * len(typed), f"{checks} checks for {len(typed)} keystrokes with 300 updates waiting"
+    ada.inbox.put_nowait(create_update_message(waited[7][0]))  # what one chain waited for comes: it is sent on
+    await eventually(lambda: "007" in bob.document())
+    assert len(room._waiting) == 298
+    for socket in (ada, bob):
+        socket.inbox.put_nowait(None)
+    await asyncio.gather(*serving)
+
+
+async def test_a_room_full_of_waiting_updates_takes_no_more_of_them() -> None:
+    """Hostile review: updates loaded waiting had no limit (each holder's limit started afresh once the room had
+    unloaded); past the room's limit an update that would wait is refused before it is applied or stored, while
+    updates in order still go through."""
+    limits = RoomLimits(room_pending_updates=5)
+    ada, eve = Socket(), Socket()
+    writer = GatedWriter()
+    writer.gate.set()
+    rows = [chain[1] for chain in chains(5, 2)]
+    room = Room("trip", loaded(rows), writer, limits, waiting=rows)  # type: ignore[arg-type]
+    serving = [
+        asyncio.create_task(room.serve(Client(socket, name, True, limits)))
+        for socket, name in ((ada, "ada"), (eve, "eve"))
+    ]
+    await eventually(lambda: len(room.clients) == 2)
+    eve.inbox.put_nowait(create_update_message(keystrokes("ab")[1]))
+    await eventually(lambda: eve.closed is not None)
+    assert eve.closed is not None and eve.closed[0] == 1008 and "this document has 5" in eve.closed[1]
+    assert writer.stored == []
+    for update in keystrokes("in order"):
+        ada.inbox.put_nowait(create_update_message(update))
+    await eventually(lambda: len(writer.stored) == 8)
+    ada.inbox.put_nowait(None)
+    await asyncio.gather(*serving)
