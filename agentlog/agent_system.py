@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from agentlog.config import Settings
 from agentlog.documents.room import RoomLimits
@@ -61,8 +63,10 @@ def deciders(settings: Settings) -> list[Decider[Any]]:
 
 
 class AgentSystem:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, api: ASGIApp | None = None) -> None:
         self.settings = settings
+        self.api = api
+        """The HTTP API, served on the document server's port after its routes (`agentlog up` hosting both)."""
         self.documents: DocumentServer | None = None
         self.supervisor: Supervisor | None = None
         self.document_url = ""
@@ -102,6 +106,8 @@ class AgentSystem:
             limits=ServerLimits(settings.document_max_sockets_per_person, settings.edit_activity_s),
         )  # fmt: skip
         self.documents.url = reachable_url(sock, settings.host)
+        if self.api is not None:
+            self.documents.mounted.append(Mount("/", app=self.api))
         self.supervisor = Supervisor(
             store,
             SupervisorSettings(

@@ -12,10 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentlog.domains.timers.events import MAX_TIMER_DELAY_S
 
-COMPONENTS = ("handlers", "projections", "agents")
+COMPONENTS = ("handlers", "projections", "agents", "api")
 """What `agentlog up` can host beside the log (always there: database, migrations, the order checks).
 handlers: the installed plugin handlers; projections: the installed projections, rebuilt when their version
-changes; agents: the document server, the deciders, the timer service and this manager's agent workers."""
+changes; agents: the document server, the deciders, the timer service and this manager's agent workers; api: the
+HTTP API under /api/v1 (on the same port as the document server when both are hosted)."""
 
 
 def parse_components(text: str) -> tuple[str, ...]:
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
     agent_token_ttl_s: float = Field(
         default=900.0, ge=60, description="lifetime of an agent's token; its supervisor renews it at a third of that"
     )
+
+    # What one client may ask of the API (per token).
+    api_requests_per_s: float = Field(default=50.0, gt=0, description="API requests per second per token, sustained")
+    api_burst: int = Field(default=200, ge=1, description="... and at once (then 429 with Retry-After)")
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest API request body (413)")
 
     # What one client may ask of a document server.
     document_max_message_bytes: int = Field(

@@ -10,13 +10,18 @@ from collections.abc import Sequence
 import structlog
 
 from agentlog.agent_system import AgentSystem
+from agentlog.api.app import ApiLimits, api_for
+from agentlog.api.serve import serve_api
 from agentlog.config import Settings
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.errors import AgentlogError
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 from agentlog.handlers import Handler, HandlerRunner
+from agentlog.handlers.coordination.expiry import CoordinationExpiry
+from agentlog.handlers.decider import DecisionHandler
 from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.handlers.timers import TimerService
 from agentlog.projections.projection import Projection
 from agentlog.projections.replay import rebuild
 from agentlog.projections.versions import projections_to_rebuild
@@ -34,16 +39,36 @@ async def run_system(
     *,
     stop: asyncio.Event | None = None,
     agents: bool = False,
+    api: bool = False,
 ) -> None:
     """Host `handlers` and `projections` until `stop` is set (by default: SIGINT/SIGTERM); rebuild projections
     whose version changed meanwhile. With `agents`, also the document server, this manager's supervisor, the
-    deciders and the timer service (`agentlog up`); they stop first, so every agent is detached and recorded."""
-    async with EventStore.open(
-        url, poll_interval=settings.poll_interval_s, notify_interval=settings.notify_interval_s
-    ) as store:
+    deciders and the timer service (`agentlog up`); they stop first, so every agent is detached and recorded. With
+    `api`, the HTTP API under /api/v1 too: beside the documents on their port, or on that port alone."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            EventStore.open(url, poll_interval=settings.poll_interval_s, notify_interval=settings.notify_interval_s)
+        )
+        limits = ApiLimits(settings.api_requests_per_s, settings.api_burst, settings.api_max_body_bytes)
+        api_app = await stack.enter_async_context(api_for(store, limits)) if api else None
         stale = await projections_to_rebuild(store.pool, projections)
-        system = AgentSystem(settings) if agents else None
+        system = AgentSystem(settings, api=api_app) if agents else None
+        stop_api = asyncio.Event()
+        if api_app is not None and system is None:
+            api_started = asyncio.Event()
+            serving_api = asyncio.create_task(serve_api(api_app, settings.host, settings.port, stop_api, api_started))
+            stack.push_async_callback(_stop_serving, stop_api, serving_api)
+            await asyncio.wait([serving_api, asyncio.create_task(api_started.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if serving_api.done():
+                serving_api.result()
         hosted = [*handlers, *(await system.start(store) if system is not None else [])]
+        if api_app is not None and system is None:
+            # Without the agents component, the API still needs its locks, claims and agents expired by the log.
+            hosted.append(DecisionHandler(CoordinationExpiry()))
+            stop_timers = asyncio.Event()
+            timers = asyncio.create_task(TimerService(store, stop_timers).run())
+            stack.push_async_callback(_stop_serving, stop_timers, timers)
         runner = HandlerRunner(
             store,
             [*hosted, *(ProjectionHandler(projection) for projection in projections)],
@@ -81,6 +106,12 @@ async def run_system(
                 f"another process took over manager {settings.manager_id} while this one was cut off from the "
                 "database; its agents were detached. Give each `agentlog up` its own AGENTLOG_MANAGER_ID."
             )
+
+
+async def _stop_serving(stop: asyncio.Event, serving: asyncio.Task[None]) -> None:
+    stop.set()
+    with contextlib.suppress(Exception):
+        await serving
 
 
 def _stopping(stop: asyncio.Event, signum: int) -> None:

@@ -19,11 +19,13 @@ import fnmatch
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import jwt
 
 from agentlog.eventstore.postgres.connections import StatementPool
+from agentlog.eventstore.postgres.queries import load_queries
 
 ISSUER = "agentlog"
 ALGORITHM = "HS256"
@@ -32,23 +34,7 @@ KEY_PREFIX = "jwt-key/"
 Kind = Literal["admin", "person", "agent"]
 KINDS: tuple[str, ...] = get_args(Kind)
 
-ENSURE_KEY = """
-WITH made AS (
-    INSERT INTO agentlog.secrets (name, value)
-    SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM agentlog.secrets WHERE starts_with(name, $3))
-    ON CONFLICT (name) DO NOTHING
-)
-SELECT 1
-"""
-
-ADD_KEY = "INSERT INTO agentlog.secrets (name, value) VALUES ($1, $2)"
-
-SELECT_KEYS = """
-SELECT substr(name, length($1) + 1) AS kid, value FROM agentlog.secrets WHERE starts_with(name, $1)
- ORDER BY created_at, name
-"""
-
-DELETE_KEY = "DELETE FROM agentlog.secrets WHERE name = $1 RETURNING 1"
+QUERIES = load_queries(Path(__file__).with_name("tokens.sql"))
 
 
 class TokenError(Exception):
@@ -107,7 +93,7 @@ class Keyring:
 
 
 async def _select_keys(pool: StatementPool) -> dict[str, bytes]:
-    return {row["kid"]: bytes(row["value"]) for row in await pool.fetch(SELECT_KEYS, KEY_PREFIX)}
+    return {row["kid"]: bytes(row["value"]) for row in await pool.fetch(QUERIES["select_keys"], KEY_PREFIX)}
 
 
 def _new_kid() -> str:
@@ -117,14 +103,14 @@ def _new_kid() -> str:
 
 async def signing_key(pool: StatementPool) -> Keyring:
     """The database's keyring, with a first key made on first use (concurrent first uses agree on one)."""
-    await pool.execute(ENSURE_KEY, KEY_PREFIX + _new_kid(), secrets.token_bytes(32), KEY_PREFIX)
+    await pool.execute(QUERIES["ensure_key"], KEY_PREFIX + _new_kid(), secrets.token_bytes(32), KEY_PREFIX)
     return Keyring(await _select_keys(pool), pool)
 
 
 async def rotate_key(pool: StatementPool) -> str:
     """Add a key that signs from now on; tokens signed with the older ones stay valid. Its kid."""
     kid = _new_kid()
-    await pool.execute(ADD_KEY, KEY_PREFIX + kid, secrets.token_bytes(32))
+    await pool.execute(QUERIES["add_key"], KEY_PREFIX + kid, secrets.token_bytes(32))
     return kid
 
 
@@ -133,7 +119,7 @@ async def retire_key(pool: StatementPool, kid: str) -> bool:
     keys = await _select_keys(pool)
     if kid in keys and len(keys) == 1:
         raise ValueError("that is the only signing key: rotate first (`agentlog token rotate-key`)")
-    return await pool.fetchval(DELETE_KEY, KEY_PREFIX + kid) is not None
+    return await pool.fetchval(QUERIES["delete_key"], KEY_PREFIX + kid) is not None
 
 
 def check_name(name: str) -> str:

@@ -92,9 +92,18 @@ def up_command(
             projections=[projection.name for projection in projections],
             broken_plugins=len(broken)
             + sum(len(plugins.errors) for plugins in (handler_plugins, projection_plugins) if plugins is not None),
-            hint="psql \"$(agentlog db url)\" to query; Ctrl-C to stop",
+            hint='psql "$(agentlog db url)" to query; Ctrl-C to stop',
         )
-        run_async(run_system(settings, database.url, handlers, projections, agents=settings.hosts("agents")))
+        run_async(
+            run_system(
+                settings,
+                database.url,
+                handlers,
+                projections,
+                agents=settings.hosts("agents"),
+                api=settings.hosts("api"),
+            )
+        )
     finally:
         if database.embedded is not None and database.started_here:
             database.embedded.stop()

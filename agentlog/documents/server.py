@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agentlog.documents.revocations import Revocations
@@ -239,6 +239,8 @@ class DocumentServer:
         self.room_limits = room_limits or RoomLimits()
         self.limits = limits or ServerLimits()
         self.revocations = revocations or Revocations()
+        self.mounted: list[BaseRoute] = []
+        """Routes served on the same port after the document server's own (the API, when `up` hosts both)."""
         self.sockets: dict[Client, OpenSocket] = {}
         self.per_person: collections.Counter[str] = collections.Counter()
         self.url = ""
@@ -402,6 +404,7 @@ class DocumentServer:
                 WebSocketRoute("/doc/{document_id}", self.socket),
                 Route("/health", self.health),
                 Route("/documents", self.documents),
+                *self.mounted,
             ]
         )
 
@@ -421,7 +424,9 @@ class DocumentServerError(AgentlogError):
 def listening_socket(host: str, port: int) -> socket.socket:
     """Bound before uvicorn starts, so a taken port is one clear error here (uvicorn would exit the process)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and the accepted
+    # sockets inherit it; without it every small answer waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -55,3 +55,13 @@ async def caught_up(store: EventStore, timeout: float = 20) -> None:
         for name in (*PROJECTIONS, CoordinationExpiry.name):
             while (await recorder.select_checkpoint(store.pool, name) or (0, 0)) < head:
                 await asyncio.sleep(0.01)
+
+
+async def settled(store: EventStore, timeout: float = 20) -> None:
+    """Caught up, and nothing more appended meanwhile (the decider's decisions included)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            before = await store.pool.fetchrow(LAST_COMMITTED)
+            await caught_up(store, timeout)
+            if await store.pool.fetchrow(LAST_COMMITTED) == before:
+                return

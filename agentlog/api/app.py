@@ -1,0 +1,81 @@
+"""The API application: every route under /api/v1, OpenAPI at /openapi.json, docs at /docs.
+
+`agentlog up` serves it on its port (component `api`), beside the document server when both are hosted (one
+uvicorn, one port: the documents' routes first, the API mounted at the root after them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from agentlog.api import errors
+from agentlog.api.auth import Authenticator
+from agentlog.api.commands import Coordinator
+from agentlog.api.feed import Hub
+from agentlog.api.feed import router as feed_router
+from agentlog.api.guard import API_PREFIX, Guard, RateLimiter
+from agentlog.api.reads import Reads
+from agentlog.api.routes_agents import router as agents_router
+from agentlog.api.routes_locks import router as locks_router
+from agentlog.api.routes_messages import router as messages_router
+from agentlog.api.services import Services
+from agentlog.documents.revocations import Revocations
+from agentlog.eventstore import EventStore
+from agentlog.tokens import Keyring, signing_key
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    requests_per_s: float = 50.0
+    burst: int = 200
+    max_body_bytes: int = 1 << 20
+    read_wait_s: float = 2.0
+
+
+def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limits: ApiLimits | None = None) -> FastAPI:
+    limits = limits or ApiLimits()
+    auth = Authenticator(keys, revocations)
+    app = FastAPI(
+        title="agentlog",
+        summary="Coordination of AI agents over one event log: registry, chat, inboxes, checkpoints, memories, "
+        "locks with fencing tokens, claims.",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = Services(store, Coordinator(store), Reads(store, limits.read_wait_s), auth)
+    app.state.hub = Hub(store)
+    for router in (agents_router, messages_router, locks_router, feed_router):
+        app.include_router(router, prefix=API_PREFIX)
+    errors.install(app)
+    app.add_middleware(
+        Guard, store=store, auth=auth, limiter=RateLimiter(limits.requests_per_s, limits.burst),
+        max_body_bytes=limits.max_body_bytes,
+    )  # fmt: skip
+    return app
+
+
+@asynccontextmanager
+async def api_for(store: EventStore, limits: ApiLimits | None = None) -> AsyncIterator[FastAPI]:
+    """The API over `store`, following token revocations while it runs (for `agentlog up` and tests)."""
+    keys = await signing_key(store.pool)
+    revocations = Revocations()
+    following = asyncio.create_task(revocations.follow(store, lambda _revoked: None))
+    try:
+        await asyncio.wait_for(revocations.caught_up.wait(), 30)
+        app = create_api(store, keys, revocations, limits)
+        try:
+            yield app
+        finally:
+            await app.state.hub.close()
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following

@@ -1,0 +1,80 @@
+"""Who calls, and what they may do: bearer tokens (`agentlog.tokens`), revocations from the log, scopes.
+
+An `admin` may do anything, as any agent; a `person` reads everything and acts as itself (chat, direct messages),
+never as an agent; an `agent` acts only as its own id: registering, heartbeats, locks, claims, checkpoints,
+memories, reading and acknowledging its inbox. Hints elsewhere (MCP annotations) never widen this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from agentlog.api.errors import forbidden, unauthorized
+from agentlog.documents.revocations import Revocations
+from agentlog.tokens import Identity, Keyring, TokenError, verify_refreshing
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    identity: Identity
+
+    @property
+    def kind(self) -> str:
+        return self.identity.kind
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def key(self) -> str:
+        """What rate limits, idempotency keys and read-your-writes are counted by: the token."""
+        return self.identity.token_id or f"{self.identity.kind}:{self.identity.name}"
+
+    def agent(self, agent_id: str | None) -> str:
+        """The agent this caller acts as: its own id for an agent token (another is refused), the one named for an
+        admin; a person acts as no agent."""
+        if self.kind == "agent":
+            if agent_id is not None and agent_id != self.name:
+                raise forbidden(f"this token acts as agent {self.name} only, not {agent_id}")
+            return self.name
+        if self.kind == "admin":
+            if agent_id is None:
+                raise forbidden("an admin token acts as an agent only when the agent is named (agent_id)")
+            return agent_id
+        raise forbidden("a person's token cannot act as an agent; use an agent's token (`agentlog token agent ID`)")
+
+    def reads_private(self, agent_id: str) -> None:
+        """An agent's inbox, checkpoints and hot-start bundle: the agent itself, a person or an admin."""
+        if self.kind == "agent" and agent_id != self.name:
+            raise forbidden(f"this token is agent {self.name}'s: it cannot read agent {agent_id}'s")
+
+    def author(self) -> tuple[str, str]:
+        """Who a chat post or direct message is from: (name, kind)."""
+        return self.name, self.kind
+
+
+class Authenticator:
+    def __init__(self, keys: Keyring, revocations: Revocations) -> None:
+        self.keys = keys
+        self.revocations = revocations
+
+    async def caller_of_token(self, token: str | None) -> Caller:
+        try:
+            identity = await verify_refreshing(self.keys, (token or "").strip() or None)
+        except TokenError as error:
+            raise unauthorized(str(error)) from error
+        if self.revocations.revoked(identity):
+            raise unauthorized("revoked token")
+        return Caller(identity)
+
+    async def caller(self, request: Request) -> Caller:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            token = request.query_params.get("token", "")
+        elif scheme.lower() != "bearer":
+            raise unauthorized("use `Authorization: Bearer TOKEN` (`agentlog token ...` prints one)")
+        return await self.caller_of_token(token)

@@ -1,0 +1,69 @@
+"""Refusals as HTTP answers: one exception, its status, a stable code, and what it is about. Nothing is appended
+for any of them (each is raised before the append, or is the append's own refusal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from agentlog.domains.coordination.errors import HeldError, NotFoundError, StaleGrantError
+from agentlog.domains.coordination.names import InvalidNameError
+
+
+class ApiError(Exception):
+    """A request refused with `status`; `code` names the kind of refusal, `extra` goes into the answer."""
+
+    def __init__(self, status: int, code: str, detail: Any, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(str(detail))
+        self.status, self.code, self.detail, self.headers, self.extra = status, code, detail, headers, extra
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="agentlog"'})
+
+
+def forbidden(detail: str) -> ApiError:
+    return ApiError(403, "forbidden", detail)
+
+
+def not_found(detail: str) -> ApiError:
+    return ApiError(404, "not_found", detail)
+
+
+def problem(error: ApiError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": error.detail, "code": error.code, **error.extra}, status_code=error.status, headers=error.headers
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return problem(error)
+
+    @app.exception_handler(HeldError)
+    async def held(_request: Request, error: HeldError) -> JSONResponse:
+        conflicts = [{k: v for k, v in vars(c).items() if v is not None} for c in error.conflicts]
+        holder = error.conflicts[0].holder if error.conflicts else None
+        return problem(ApiError(409, "held", str(error), conflicts=conflicts, holder=holder))
+
+    @app.exception_handler(StaleGrantError)
+    async def stale(_request: Request, error: StaleGrantError) -> JSONResponse:
+        return problem(ApiError(409, "stale_grant", str(error), holder=error.current_holder,
+                                fencing_token=error.current_fencing_token))  # fmt: skip
+
+    @app.exception_handler(NotFoundError)
+    async def missing(_request: Request, error: NotFoundError) -> JSONResponse:
+        return problem(not_found(str(error)))
+
+    @app.exception_handler(InvalidNameError)
+    async def invalid_name(_request: Request, error: InvalidNameError) -> JSONResponse:
+        return problem(ApiError(422, "invalid_name", [{"loc": ["path"], "msg": str(error), "type": "value_error"}]))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]} for item in error.errors()]
+        return problem(ApiError(422, "invalid", errors))

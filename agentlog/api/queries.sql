@@ -1,0 +1,120 @@
+-- Named SQL of the API's reads (loaded by `reads.py`): the coordination projections, never the log, except the
+-- checkpoints that say how far the projections have read it. Every value is a parameter.
+
+-- caught_up --
+-- Whether every named projection has applied the log up to a position (read-your-writes).
+-- $1 projection names, $2 transaction id, $3 global position
+SELECT count(*) = cardinality($1::text[])
+  FROM agentlog.checkpoints
+ WHERE name = ANY ($1::text[]) AND (transaction_id::text::bigint, global_position) >= ($2, $3);
+
+-- agent --
+-- $1 agent id
+SELECT * FROM projections.registry WHERE agent_id = $1;
+
+-- agents --
+-- Agents by state (NULL: any), status (NULL: any), capability (NULL: any), in id order after a cursor.
+-- $1 state, $2 status, $3 capability, $4 after agent id, $5 limit
+SELECT * FROM projections.registry
+ WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR status = $2)
+   AND ($3::text IS NULL OR $3 = ANY (capabilities)) AND agent_id > $4
+ ORDER BY agent_id LIMIT $5;
+
+-- agent_statistics --
+-- $1 agent id
+SELECT r.heartbeats,
+       (SELECT count(*) FROM projections.locks AS l WHERE l.holder = $1)                               AS locks_held,
+       (SELECT count(*) FROM projections.claims AS c WHERE c.holder = $1 AND c.state = 'held')         AS claims_held,
+       (SELECT count(*) FROM projections.inbox AS i WHERE i.recipient = $1 AND i.acknowledged_at IS NULL) AS unread_messages,
+       (SELECT count(*) FROM projections.inbox AS i WHERE i.sender = $1 AND i.kind = 'direct')         AS messages_sent,
+       (SELECT count(*) FROM projections.chat AS m WHERE m.author = $1)                                AS chat_posts,
+       (SELECT count(*) FROM projections.memories AS k WHERE k.agent_id = $1 AND k.forgotten_at IS NULL) AS memories,
+       (SELECT count(*) FROM projections.agent_checkpoints AS p WHERE p.agent_id = $1)                 AS checkpoints
+  FROM projections.registry AS r WHERE r.agent_id = $1;
+
+-- chat_after --
+-- $1 after seq, $2 limit
+SELECT * FROM projections.chat WHERE seq > $1 ORDER BY seq LIMIT $2;
+
+-- chat_recent --
+-- The last messages, oldest first.
+-- $1 how many
+SELECT * FROM (SELECT * FROM projections.chat ORDER BY seq DESC LIMIT $1) AS last ORDER BY seq;
+
+-- inbox_after --
+-- $1 recipient, $2 unread only, $3 after seq, $4 limit
+SELECT * FROM projections.inbox
+ WHERE recipient = $1 AND (NOT $2 OR acknowledged_at IS NULL) AND seq > $3
+ ORDER BY seq LIMIT $4;
+
+-- inbox_unread --
+-- $1 recipient
+SELECT count(*) FROM projections.inbox WHERE recipient = $1 AND acknowledged_at IS NULL;
+
+-- inbox_unacknowledged --
+-- Which of these messages are in the agent's inbox and not acknowledged yet.
+-- $1 recipient, $2 message ids
+SELECT message_id FROM projections.inbox
+ WHERE recipient = $1 AND message_id = ANY ($2::text[]) AND acknowledged_at IS NULL;
+
+-- checkpoint_latest --
+-- $1 agent id
+SELECT * FROM projections.agent_checkpoints WHERE agent_id = $1 ORDER BY version DESC LIMIT 1;
+
+-- checkpoint_history --
+-- $1 agent id, $2 before version, $3 limit
+SELECT * FROM projections.agent_checkpoints WHERE agent_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3;
+
+-- memories --
+-- Memories not forgotten, of one agent (NULL: every agent), with a tag (NULL: any) and kind (NULL: any), matching a
+-- full-text query (NULL: all; websearch syntax: words, "phrases", -not, or), best match first, else newest first.
+-- $1 agent id, $2 tag, $3 kind, $4 text query, $5 limit
+SELECT memory_id, agent_id, kind, text, tags, stored_at,
+       CASE WHEN $4::text IS NULL THEN NULL
+            ELSE ts_rank(search, websearch_to_tsquery('english', $4)) END AS rank
+  FROM projections.memories
+ WHERE forgotten_at IS NULL AND ($1::text IS NULL OR agent_id = $1) AND ($2::text IS NULL OR tags @> ARRAY[$2])
+   AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR search @@ websearch_to_tsquery('english', $4))
+ ORDER BY rank DESC NULLS LAST, global_position DESC
+ LIMIT $5;
+
+-- memory --
+-- $1 memory id
+SELECT * FROM projections.memories WHERE memory_id = $1;
+
+-- locks --
+-- Locks held now, by holder (NULL: any).
+-- $1 holder, $2 limit
+SELECT * FROM projections.locks WHERE holder IS NOT NULL AND ($1::text IS NULL OR holder = $1)
+ ORDER BY resource LIMIT $2;
+
+-- claims --
+-- $1 holder (NULL: any), $2 state (NULL: any), $3 limit
+SELECT * FROM projections.claims WHERE ($1::text IS NULL OR holder = $1) AND ($2::text IS NULL OR state = $2)
+ ORDER BY made_at DESC, claim_id LIMIT $3;
+
+-- claim --
+-- $1 claim id
+SELECT * FROM projections.claims WHERE claim_id = $1;
+
+-- held_locks --
+-- Locks held now, for the claim rule (a path claim conflicts with locks others hold inside it).
+SELECT resource, holder, fencing_token FROM projections.locks WHERE holder IS NOT NULL;
+
+-- lock_expires_at --
+-- $1 resource
+SELECT expires_at FROM projections.locks WHERE resource = $1;
+
+-- idempotent_answer --
+-- The first answer to a request with this Idempotency-Key.
+-- $1 principal, $2 key
+SELECT request_hash, status_code, body FROM agentlog.api_idempotency WHERE principal = $1 AND key = $2;
+
+-- keep_answer --
+-- $1 principal, $2 key, $3 request hash, $4 status code, $5 body
+INSERT INTO agentlog.api_idempotency (principal, key, request_hash, status_code, body) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (principal, key) DO NOTHING;
+
+-- forget_old_answers --
+-- Answers are kept for 24 hours.
+DELETE FROM agentlog.api_idempotency WHERE created_at < now() - interval '24 hours';

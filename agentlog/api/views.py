@@ -1,0 +1,73 @@
+"""Projection rows as the API's answer models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from agentlog.client import models
+from agentlog.domains.coordination.claims import Claim as ClaimState
+from agentlog.domains.coordination.liveness import RegistryEntry
+from agentlog.domains.coordination.locks import LockState
+
+Row = Mapping[str, Any] | asyncpg.Record
+
+
+def _pick(row: Row, model: type[BaseModel]) -> dict[str, Any]:
+    keys = set(row.keys())
+    return {name: row[name] for name in model.model_fields if name in keys}
+
+
+def agent(row: Row) -> models.Agent:
+    return models.Agent(**_pick(row, models.Agent), stream_version=row["version"])
+
+
+def agent_of_entry(entry: RegistryEntry) -> models.Agent:
+    state = "registered" if entry.state in ("unknown", "registered") else entry.state
+    return models.Agent(
+        agent_id=entry.agent_id, name=entry.name, state=state, status=entry.status, working_on=entry.working_on,
+        capabilities=entry.capabilities, metadata=entry.metadata, heartbeat_timeout_s=entry.heartbeat_timeout_s,
+        reason=entry.reason, stream_version=entry.version,
+    )  # fmt: skip
+
+
+def chat(row: Row) -> models.ChatMessage:
+    return models.ChatMessage(**_pick(row, models.ChatMessage))
+
+
+def inbox(row: Row) -> models.InboxMessage:
+    return models.InboxMessage(**_pick(row, models.InboxMessage))
+
+
+def checkpoint(row: Row) -> models.Checkpoint:
+    return models.Checkpoint(agent_id=row["agent_id"], stream_version=row["version"], summary=row["summary"],
+                             state=row["state"], saved_at=row["saved_at"])  # fmt: skip
+
+
+def memory(row: Row) -> models.Memory:
+    return models.Memory(**_pick(row, models.Memory))
+
+
+def lock_row(row: Row) -> models.Lock:
+    return models.Lock(**_pick(row, models.Lock))
+
+
+def lock_state(resource: str, state: LockState) -> models.Lock:
+    grant = state.grant
+    return models.Lock(
+        resource=resource, holder=None if grant is None else grant.holder,
+        fencing_token=None if grant is None else grant.fencing_token, last_fencing_token=state.last_fencing_token,
+        ttl_s=None if grant is None else grant.ttl_s, reason=None if grant is None else grant.reason,
+        stream_version=state.version,
+    )  # fmt: skip
+
+
+def claim_row(row: Row) -> models.Claim:
+    return models.Claim(**_pick(row, models.Claim))
+
+
+def claim_state(claim: ClaimState) -> models.Claim:
+    return models.Claim(**claim.model_dump())
