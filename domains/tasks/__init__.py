@@ -1,0 +1,3 @@
+"""Tasks: a queue of work for agents as events — their event types (`events`), the lifecycle every command and
+event of one task is checked by (`lifecycle`), dependencies between tasks (`dependencies`) and retry back-off
+(`backoff`). The dispatcher decider (`handlers.tasks.dispatcher`) and the API decide with the same rules."""

@@ -1,0 +1,257 @@
+"""Events of the task queue. A task is a stream, `task-<task_id>`: its creation, every attempt (assigned, started,
+heartbeats, completed / failed / snoozed), the dispatcher's timers and decisions (retry, dead letter) and what
+people do to it (cancel, requeue). Pulls are their own streams, `taskclaim-<agent_id>`, answered by the dispatcher.
+
+Attempt numbers count assignments: the n-th `TaskAssigned` of a task carries `attempt = n`, and every command of
+an agent names the attempt it works on, so one from an earlier attempt is refused (`TaskAttemptRefused`) and can
+never overwrite a newer result. Snoozes get a new attempt number too, but do not spend one of `max_attempts`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from agentlog.domains.coordination.names import AgentId
+from agentlog.domains.timers.events import TimerDelay
+from agentlog.eventstore.events import Event, catalogue
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TaskId = Annotated[str, StringConstraints(pattern=TASK_ID_PATTERN)]
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+ErrorText = Annotated[str, StringConstraints(max_length=10_000)]
+Priority = Annotated[int, Field(ge=1, le=10)]
+"""1 lowest, 10 highest."""
+Attempt = Annotated[int, Field(ge=1)]
+Data = dict[str, Any]
+
+FailureCause = Literal["error", "heartbeat_timeout", "execution_timeout", "agent_gone"]
+"""Why an attempt failed: the agent said so (`error`), or the dispatcher found it silent, too slow or gone."""
+
+
+def task_stream(task_id: str) -> str:
+    return f"task-{task_id}"
+
+
+def claim_stream(agent_id: str) -> str:
+    return f"taskclaim-{agent_id}"
+
+
+def task_of(stream_id: str) -> str:
+    return stream_id.removeprefix("task-")
+
+
+@catalogue.register
+class TaskCreated(Event):
+    """A task was queued. It is ready once everything in `depends_on` completed and `run_after_s` passed; the
+    dispatcher then assigns it to an available agent having every capability in `capabilities`."""
+
+    event_type: ClassVar[str] = "TaskCreated"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    task_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    payload: Data = Field(default_factory=dict)
+    payload_ref: Annotated[str, StringConstraints(max_length=2_000)] | None = None
+    """Where a payload too large for the log is kept (a URL, a path); the log keeps only the reference."""
+    priority: Priority = 5
+    capabilities: list[Capability] = Field(default_factory=list, max_length=50)
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    execution_timeout_s: Annotated[TimerDelay, Field(gt=0)] = 3600.0
+    """An attempt running longer than this fails (`execution_timeout`), heartbeats or not."""
+    heartbeat_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    """How often the agent sends heartbeats; an attempt silent for two intervals fails (`heartbeat_timeout`)."""
+    run_at: datetime | None = None
+    """When the creator asked it to run, for people reading the log; the dispatcher waits `run_after_s`."""
+    run_after_s: TimerDelay = 0.0
+    """Not ready before this long after the event was recorded (the API computes it from `run_at`)."""
+    depends_on: list[TaskId] = Field(default_factory=list, max_length=100)
+    dedupe_key: Key | None = None
+    """While a task with this key is not finished, another created with it is cancelled as its duplicate."""
+    concurrency_key: Key | None = None
+    concurrency_limit: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """At most this many tasks with `concurrency_key` assigned or running at once (this task's own limit)."""
+    backoff_base_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+    created_by: ShortText = ""
+
+    @model_validator(mode="after")
+    def _sane(self) -> TaskCreated:
+        if self.task_id in self.depends_on:
+            raise ValueError("depends_on: a task cannot depend on itself")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on: a task is named twice")
+        return self
+
+
+@catalogue.register
+class TaskAssigned(Event):
+    """The dispatcher gave the task's `attempt`-th attempt to an agent (pushed, or answering its claim)."""
+
+    event_type: ClassVar[str] = "TaskAssigned"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    attempt: Attempt
+    agent_id: AgentId
+    claim_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The `TaskClaimRequested` this answers; None when the dispatcher pushed it."""
+
+
+class _AttemptEvent(Event):
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    attempt: Attempt
+    agent_id: AgentId
+
+
+@catalogue.register
+class TaskStarted(_AttemptEvent):
+    """The agent began the attempt it was assigned."""
+
+    event_type: ClassVar[str] = "TaskStarted"
+
+
+@catalogue.register
+class TaskHeartbeat(_AttemptEvent):
+    """The agent is still working on the attempt."""
+
+    event_type: ClassVar[str] = "TaskHeartbeat"
+
+    progress: Data = Field(default_factory=dict)
+
+
+@catalogue.register
+class TaskCompleted(_AttemptEvent):
+    """The attempt succeeded: the task is done, for good."""
+
+    event_type: ClassVar[str] = "TaskCompleted"
+
+    result: Data = Field(default_factory=dict)
+
+
+@catalogue.register
+class TaskFailed(_AttemptEvent):
+    """The attempt failed; the dispatcher retries it after a back-off, or dead-letters it after the last attempt
+    (at once when it is not `retryable`)."""
+
+    event_type: ClassVar[str] = "TaskFailed"
+
+    error: ErrorText
+    cause: FailureCause = "error"
+    retryable: bool = True
+
+
+@catalogue.register
+class TaskSnoozed(_AttemptEvent):
+    """The agent put the task back for `delay_s` (a rate limit, say) without spending an attempt."""
+
+    event_type: ClassVar[str] = "TaskSnoozed"
+
+    delay_s: Annotated[TimerDelay, Field(gt=0)]
+    reason: ShortText = ""
+
+
+@catalogue.register
+class TaskRetryScheduled(Event):
+    """After the failed `attempt`, the task waits `delay_s` (back-off with jitter, `backoff`) and is ready again."""
+
+    event_type: ClassVar[str] = "TaskRetryScheduled"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    attempt: Attempt
+    attempts_spent: Annotated[int, Field(ge=1)]
+    delay_s: TimerDelay
+
+
+@catalogue.register
+class TaskDeadLettered(Event):
+    """The task will not run again unless someone requeues it: its last attempt failed, or a task it depends on
+    was dead-lettered or cancelled, or it would close a cycle of dependencies."""
+
+    event_type: ClassVar[str] = "TaskDeadLettered"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    reason: ErrorText
+    attempt: int = 0
+    """The last attempt (0 when it never ran)."""
+
+
+@catalogue.register
+class TaskRequeued(Event):
+    """A dead-lettered task is queued again by hand, with all its attempts to spend anew."""
+
+    event_type: ClassVar[str] = "TaskRequeued"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    requeued_by: ShortText = ""
+    reason: ShortText = ""
+
+
+@catalogue.register
+class TaskCancelled(Event):
+    """The task will not run (again); an agent working on it (`agent_id`, `attempt`) is told by this event and
+    should stop. Also the fate of a duplicate (`duplicate_of`)."""
+
+    event_type: ClassVar[str] = "TaskCancelled"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    reason: ShortText = ""
+    cancelled_by: ShortText = ""
+    agent_id: AgentId | None = None
+    attempt: int = 0
+    duplicate_of: TaskId | None = None
+
+
+@catalogue.register
+class TaskAttemptRefused(Event):
+    """A command or event the task's lifecycle refused (`rule` names why: a stale attempt, another agent, a task
+    already finished); recorded so that a late worker's result is seen, and nothing else changes."""
+
+    event_type: ClassVar[str] = "TaskAttemptRefused"
+    category: ClassVar[str] = "task"
+
+    task_id: TaskId
+    refused_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    rule: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    message: ShortText
+    attempt: int = 0
+    agent_id: AgentId | None = None
+    current_attempt: int = 0
+
+
+@catalogue.register
+class TaskClaimRequested(Event):
+    """An agent asks for a task (pull); the dispatcher answers with `TaskAssigned` naming `claim_id`, or with
+    `TaskClaimDeclined`, within the same limits as the tasks it pushes."""
+
+    event_type: ClassVar[str] = "TaskClaimRequested"
+    category: ClassVar[str] = "taskclaim"
+
+    claim_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    agent_id: AgentId
+    task_types: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=50
+    )
+    """Only tasks of these types (any when empty)."""
+
+
+@catalogue.register
+class TaskClaimDeclined(Event):
+    """Nothing the agent could take is ready within the limits (or the agent is not available)."""
+
+    event_type: ClassVar[str] = "TaskClaimDeclined"
+    category: ClassVar[str] = "taskclaim"
+
+    claim_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    agent_id: AgentId
+    reason: ShortText
