@@ -25,6 +25,7 @@ from agentlog.embedded import APPLICATION_ROLE, REPORTING_ROLE, EmbeddedPostgres
 from agentlog.eventstore.errors import AgentlogError, DatabaseUnavailableError
 from agentlog.eventstore.events import EventCatalogue, catalogue
 from agentlog.eventstore.loading import PluginError, describe_error, log_plugin_errors
+from agentlog.eventstore.postgres.queries import load_queries
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -45,20 +46,8 @@ agentlog revision it needs). They share agentlog's `alembic_version` table, one 
 MIGRATION_LOCK_KEY = 1095524684
 """The advisory lock every migrator holds (alembic/env.py): the steps after the migrations run under it too."""
 
-LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(%s)"
-ADVANCE_EPOCH = (
-    "SELECT previous_offset, transaction_id_offset, cluster_changed FROM agentlog.advance_transaction_epoch()"
-)
-GRANT_PRIVILEGES = "SELECT agentlog.grant_privileges()"
-REGISTER_SCHEMAS = "SELECT agentlog.register_event_schemas(%s::jsonb)"
-CHECKPOINTS_OUT_OF_ORDER = "SELECT name, events_passed, events_at_or_before FROM agentlog.checkpoints_out_of_order()"
-IS_SUPERUSER = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-SERVER_BEHIND_LOG = """
-SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint + (SELECT transaction_id_offset FROM agentlog.log_epoch)
-       <= (SELECT transaction_id::text::bigint FROM agentlog.events
-            ORDER BY transaction_id DESC, global_position DESC LIMIT 1)
-"""
-"""Whether the next transaction id this server assigns, shifted, would not sort above the newest recorded event."""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
+"""The SQL of this module (psycopg: `%s` placeholders)."""
 
 
 class RolesMissingError(AgentlogError):
@@ -117,7 +106,7 @@ def open_database(settings: Settings) -> Database:
 def check_reachable(url: str) -> None:
     try:
         with psycopg.connect(url, connect_timeout=5) as connection:
-            connection.execute("SELECT 1")
+            connection.execute(QUERIES["reachable"])
     except psycopg.OperationalError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DatabaseUnavailableError(f"PostgreSQL is unreachable: {first_line}") from error
@@ -247,10 +236,10 @@ def _after_migrations(url: str, event_catalogue: EventCatalogue) -> None:
     schemas = [entry.payload_rules() for entry in event_catalogue]
     try:
         with psycopg.connect(url) as connection:
-            connection.execute(LOCK_MIGRATIONS, [MIGRATION_LOCK_KEY])
-            row = connection.execute(ADVANCE_EPOCH).fetchone()
-            connection.execute(GRANT_PRIVILEGES)
-            connection.execute(REGISTER_SCHEMAS, [orjson.dumps(schemas).decode()])
+            connection.execute(QUERIES["lock_migrations"], [MIGRATION_LOCK_KEY])
+            row = connection.execute(QUERIES["advance_epoch"]).fetchone()
+            connection.execute(QUERIES["grant_privileges"])
+            connection.execute(QUERIES["register_schemas"], [orjson.dumps(schemas).decode()])
     except psycopg.Error as error:
         if error.sqlstate == "AL006":
             hint = error.diag.message_hint or ""
@@ -271,8 +260,8 @@ def check_log_order(url: str) -> None:
     a server whose transaction ids, shifted, do not sort above the newest recorded event would append behind it (a
     restore that `agentlog migrate` has not sealed)."""
     with psycopg.connect(url) as connection:
-        broken = connection.execute(CHECKPOINTS_OUT_OF_ORDER).fetchall()
-        behind = connection.execute(SERVER_BEHIND_LOG).fetchone()
+        broken = connection.execute(QUERIES["checkpoints_out_of_order"]).fetchall()
+        behind = connection.execute(QUERIES["server_behind_log"]).fetchone()
     if behind is not None and behind[0]:
         raise LogOrderBrokenError(
             "the log's order is not sealed here: this server's transaction ids sort below events the log holds (a"
@@ -290,5 +279,5 @@ def check_log_order(url: str) -> None:
 
 def runs_as_superuser(url: str) -> bool:
     with psycopg.connect(url) as connection:
-        row = connection.execute(IS_SUPERUSER).fetchone()
+        row = connection.execute(QUERIES["is_superuser"]).fetchone()
     return bool(row and row[0])

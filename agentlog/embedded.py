@@ -36,8 +36,12 @@ import structlog
 from psycopg import sql
 
 from agentlog.eventstore.errors import AgentlogError
+from agentlog.eventstore.postgres.queries import load_queries
 
 log = structlog.get_logger("agentlog.embedded")
+
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
+"""The SQL of this module (psycopg: `%s` placeholders, or `psycopg.sql` braces for the utility statements)."""
 
 SYSTEM_USER = "agentlog-postgres"
 ROLE = "agentlog"
@@ -130,9 +134,7 @@ class EmbeddedPostgres:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             for role in LOGIN_ROLES:
                 password_file = self._password_file_of(role)
-                can_login = connection.execute(
-                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [role]
-                ).fetchone()
+                can_login = connection.execute(QUERIES["role_can_login"], [role]).fetchone()
                 if can_login is None:
                     raise EmbeddedServerError(f"role {role} does not exist: run `agentlog migrate`")
                 if can_login[0] and password_file.exists():
@@ -140,7 +142,7 @@ class EmbeddedPostgres:
                 password = secrets.token_urlsafe(24)
                 # A utility statement takes no parameters: the driver quotes the generated password as a literal.
                 connection.execute(
-                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+                    sql.SQL(QUERIES["let_role_login"]).format(sql.Identifier(role), sql.Literal(password))
                 )
                 password_file.write_text(password)
                 password_file.chmod(0o600)
@@ -289,6 +291,6 @@ class EmbeddedPostgres:
     def _ensure_database(self, port: int) -> None:
         admin_url = self._url(port).rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(admin_url, autocommit=True) as connection:
-            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
+            exists = connection.execute(QUERIES["database_exists"], [DATABASE]).fetchone()
             if exists is None:
-                connection.execute(f'CREATE DATABASE "{DATABASE}"')  # a constant identifier, not input
+                connection.execute(sql.SQL(QUERIES["create_database"]).format(sql.Identifier(DATABASE)))

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from agentlog.eventstore.postgres.errors import translated_errors
+from agentlog.eventstore.postgres.queries import QUERIES
 from agentlog.eventstore.records import UnreadableJSON
 
 APPLICATION_NAME = "agentlog"
@@ -132,7 +133,7 @@ class StatementPool:
             self._size -= 1
         else:
             if connection.is_in_transaction():
-                await connection.execute("ROLLBACK")
+                await connection.execute(QUERIES["rollback_given_back"])
             self._idle.append(connection)
         self._wake_one()
 

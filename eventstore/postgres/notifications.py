@@ -26,6 +26,7 @@ import structlog
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.connections import connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres.queries import QUERIES
 
 CHANNEL = "agentlog_events"
 """The log's channel; other tables followed the same way (document updates) have their own."""
@@ -186,7 +187,7 @@ class Wakeups:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), self._probe_interval)
             if not lost.is_set():
-                await connection.fetchval("SELECT 1", timeout=self._probe_interval)
+                await connection.fetchval(QUERIES["probe"], timeout=self._probe_interval)
 
     async def close(self) -> None:
         self.state = WakeupState.CLOSED

@@ -104,6 +104,10 @@ SELECT transaction_id, global_position FROM agentlog.events WHERE global_positio
 -- $1 channel, $2 the sender's origin, so that its own listener can ignore it (any other payload wakes everyone)
 SELECT pg_notify($1::text, $2::text);
 
+-- probe --
+-- Whether a connection still answers (the listener's, between notifications). No parameters.
+SELECT 1;
+
 -- try_lock_handler --
 -- Try to become the one active instance of a handler (session advisory lock, released when the session ends).
 -- $1 handler name
@@ -154,6 +158,11 @@ COMMIT AND CHAIN;
 -- Roll a handler's batch back (or end a claim that found nothing, releasing the locks its statement took) and
 -- open the next one's transaction, in one round trip.
 ROLLBACK; BEGIN;
+
+-- rollback_given_back --
+-- End the transaction a connection was given back to the pool in (a caller's failed or abandoned one), so the next
+-- caller starts outside a transaction. No parameters.
+ROLLBACK;
 
 -- commit_durably --
 -- Make the open transaction's commit wait for its WAL flush, on a session that commits asynchronously otherwise.
