@@ -285,3 +285,17 @@ class Problem(BaseModel):
 
 
 Health.model_rebuild()
+
+
+class FeedEvent(BaseModel):
+    """One event of the live feed (`/api/v1/ws`)."""
+
+    topic: str
+    position: str
+    """Where it is in the log's canonical order (`transaction_id/global_position`): resume after it."""
+    global_position: int
+    stream_id: str
+    stream_version: int
+    event_type: str
+    data: dict[str, Any]
+    recorded_at: datetime

@@ -1,0 +1,276 @@
+"""`AgentlogClient`: the API as typed async methods (httpx), and the live feed as an async iterator (websockets)
+that reconnects and resumes from the last position it yielded by itself.
+
+    async with AgentlogClient("http://127.0.0.1:8787", token) as client:
+        await client.register("claude-1", working_on="the parser")
+        lock = await client.acquire("src/parser.py", ttl_s=300)
+        ...
+        await client.release("src/parser.py", lock.fencing_token)
+
+POSTs carry an `Idempotency-Key` (made per call) and are retried with it after a lost connection, a 5xx or a 429,
+so a retry never appends twice. Other requests are retried when they are safe to repeat (reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import BaseModel, TypeAdapter
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agentlog.client import models
+from agentlog.client.errors import BY_STATUS, ApiError, RateLimitedError
+
+M = TypeVar("M", bound=BaseModel)
+RETRIED = (httpx.TransportError,)
+RESUMABLE_CLOSES = {1006, 1011, 1012, 1013}
+"""Feed closes after which it reconnects by itself (abnormal, server error, restart, fell behind); others end it."""
+
+
+def _path(resource: str) -> str:
+    return quote(resource, safe="/")
+
+
+class AgentlogClient:
+    def __init__(
+        self, base_url: str, token: str, *, retries: int = 4, timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:  # fmt: skip
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.retries = retries
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/api/v1", headers={"authorization": f"Bearer {token}"}, timeout=timeout,
+            transport=transport,
+        )  # fmt: skip
+
+    async def __aenter__(self) -> AgentlogClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- the transport -----------------------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:  # fmt: skip
+        headers = dict(headers or {})
+        retry = method in ("GET", "POST")
+        if method == "POST":
+            headers.setdefault("idempotency-key", uuid.uuid4().hex)
+        params = {key: value for key, value in (params or {}).items() if value is not None}
+        for attempt in range(self.retries + 1):
+            try:
+                answer = await self._http.request(method, path, json=json, params=params, headers=headers)
+            except RETRIED:
+                if not retry or attempt == self.retries:
+                    raise
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            if answer.status_code == 429 and attempt < self.retries:
+                await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+                continue
+            if answer.status_code >= 500 and retry and attempt < self.retries:
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            if answer.status_code >= 400:
+                raise _error(answer)
+            return answer
+        raise AssertionError("unreachable")
+
+    async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate_json((await self._request(method, path, **kwargs)).content)
+
+    async def _models(self, model: type[M], path: str, **kwargs: Any) -> list[M]:
+        answer = await self._request("GET", path, **kwargs)
+        return TypeAdapter(list[model]).validate_json(answer.content)  # type: ignore[valid-type]
+
+    # -- the registry ----------------------------------------------------------------------------------------
+
+    async def register(self, agent_id: str, *, if_match: int | None = None, **fields: Any) -> models.Agent:
+        """Register or update (`name`, `status`, `working_on`, `capabilities`, `metadata`, `heartbeat_timeout_s`)."""
+        body = models.AgentUpsert(**fields).model_dump(exclude_none=True)
+        headers = {} if if_match is None else {"if-match": f'"{if_match}"'}
+        return await self._model(models.Agent, "PUT", f"/agents/{agent_id}", json=body, headers=headers)
+
+    async def heartbeat(self, agent_id: str) -> models.Agent:
+        return await self._model(models.Agent, "POST", f"/agents/{agent_id}/heartbeat")
+
+    async def deregister(self, agent_id: str, reason: str = "") -> models.Agent:
+        return await self._model(models.Agent, "DELETE", f"/agents/{agent_id}", params={"reason": reason})
+
+    async def agents(self, *, state: str | None = None, status: str | None = None, capability: str | None = None,
+                     after: str = "", limit: int = 100) -> list[models.Agent]:  # fmt: skip
+        params = {"state": state, "status": status, "capability": capability, "after": after, "limit": limit}
+        return await self._models(models.Agent, "/agents", params=params)
+
+    async def agent(self, agent_id: str) -> models.AgentDetails:
+        return await self._model(models.AgentDetails, "GET", f"/agents/{agent_id}")
+
+    async def health(self, agent_id: str) -> models.Health:
+        return await self._model(models.Health, "GET", f"/agents/{agent_id}/health")
+
+    async def hot_start(self, agent_id: str) -> models.HotStart:
+        return await self._model(models.HotStart, "GET", f"/agents/{agent_id}/hot-start")
+
+    # -- messages --------------------------------------------------------------------------------------------
+
+    async def post_chat(self, body: str, *, mentions: Iterable[str] = (), data: dict[str, Any] | None = None
+                        ) -> models.Posted:  # fmt: skip
+        payload = models.ChatPost(body=body, mentions=list(mentions), data=data or {}).model_dump()
+        return await self._model(models.Posted, "POST", "/chat", json=payload)
+
+    async def chat(self, *, after: int = 0, limit: int = 100) -> models.ChatPage:
+        return await self._model(models.ChatPage, "GET", "/chat", params={"after": after, "limit": limit})
+
+    async def send(self, to: str, body: str, *, data: dict[str, Any] | None = None, thread_id: str | None = None,
+                   task_id: str | None = None) -> models.Posted:  # fmt: skip
+        payload = models.DirectMessage(body=body, data=data or {}, thread_id=thread_id, task_id=task_id)
+        return await self._model(models.Posted, "POST", f"/agents/{to}/inbox", json=payload.model_dump())
+
+    async def inbox(self, agent_id: str, *, unread: bool = True, after: int = 0, limit: int = 100
+                    ) -> models.InboxPage:  # fmt: skip
+        params = {"unread": str(unread).lower(), "after": after, "limit": limit}
+        return await self._model(models.InboxPage, "GET", f"/agents/{agent_id}/inbox", params=params)
+
+    async def acknowledge(self, agent_id: str, message_ids: Iterable[str]) -> models.Acknowledged:
+        payload = {"message_ids": list(message_ids)}
+        return await self._model(models.Acknowledged, "POST", f"/agents/{agent_id}/inbox/ack", json=payload)
+
+    # -- checkpoints and memories ----------------------------------------------------------------------------
+
+    async def save_checkpoint(self, agent_id: str, summary: str = "", state: dict[str, Any] | None = None
+                              ) -> models.Checkpoint:  # fmt: skip
+        payload = {"summary": summary, "state": state or {}}
+        return await self._model(models.Checkpoint, "POST", f"/agents/{agent_id}/checkpoint", json=payload)
+
+    async def checkpoint(self, agent_id: str) -> models.Checkpoint | None:
+        try:
+            return await self._model(models.Checkpoint, "GET", f"/agents/{agent_id}/checkpoint")
+        except BY_STATUS[404]:
+            return None
+
+    async def checkpoint_history(self, agent_id: str, *, limit: int = 20) -> list[models.Checkpoint]:
+        return await self._models(models.Checkpoint, f"/agents/{agent_id}/checkpoint/history",
+                                  params={"limit": limit})  # fmt: skip
+
+    async def remember(self, agent_id: str, text: str, *, tags: Iterable[str] = (), kind: str = "learning"
+                       ) -> models.Memory:  # fmt: skip
+        payload = {"text": text, "tags": list(tags), "kind": kind}
+        return await self._model(models.Memory, "POST", f"/agents/{agent_id}/memories", json=payload)
+
+    async def recall(self, query: str | None = None, *, agent_id: str | None = None, tag: str | None = None,
+                     kind: str | None = None, limit: int = 20) -> list[models.Memory]:  # fmt: skip
+        path = "/memories" if agent_id is None else f"/agents/{agent_id}/memories"
+        return await self._models(models.Memory, path, params={"q": query, "tag": tag, "kind": kind, "limit": limit})
+
+    async def forget(self, agent_id: str, memory_id: str, reason: str = "") -> models.Memory:
+        return await self._model(models.Memory, "DELETE", f"/agents/{agent_id}/memories/{memory_id}",
+                                 params={"reason": reason})  # fmt: skip
+
+    # -- locks and claims ------------------------------------------------------------------------------------
+
+    async def acquire(self, resource: str, *, ttl_s: float = 300, reason: str = "", agent_id: str | None = None
+                      ) -> models.Lock:  # fmt: skip
+        payload = models.LockAcquire(agent_id=agent_id, ttl_s=ttl_s, reason=reason).model_dump(exclude_none=True)
+        return await self._model(models.Lock, "POST", f"/locks/{_path(resource)}", json=payload)
+
+    async def renew(self, resource: str, fencing_token: int, *, ttl_s: float = 300, agent_id: str | None = None
+                    ) -> models.Lock:  # fmt: skip
+        payload = models.LockRenew(agent_id=agent_id, fencing_token=fencing_token, ttl_s=ttl_s)
+        return await self._model(models.Lock, "PATCH", f"/locks/{_path(resource)}",
+                                 json=payload.model_dump(exclude_none=True))  # fmt: skip
+
+    async def release(self, resource: str, fencing_token: int, *, agent_id: str | None = None) -> models.Lock:
+        return await self._model(models.Lock, "DELETE", f"/locks/{_path(resource)}",
+                                 params={"fencing_token": fencing_token, "agent_id": agent_id})  # fmt: skip
+
+    async def lock(self, resource: str) -> models.Lock | None:
+        try:
+            return await self._model(models.Lock, "GET", f"/locks/{_path(resource)}")
+        except BY_STATUS[404]:
+            return None
+
+    async def locks(self, *, holder: str | None = None) -> list[models.Lock]:
+        return await self._models(models.Lock, "/locks", params={"holder": holder})
+
+    async def lock_history(self, resource: str) -> list[models.LockEvent]:
+        return await self._models(models.LockEvent, f"/lock-history/{_path(resource)}")
+
+    async def claim(self, pattern: str, *, kind: str = "path", exclusive: bool = True, ttl_s: float = 1800,
+                    reason: str = "", agent_id: str | None = None) -> models.Claim:  # fmt: skip
+        fields = {"agent_id": agent_id, "pattern": pattern, "kind": kind, "exclusive": exclusive, "ttl_s": ttl_s,
+                  "reason": reason}  # fmt: skip
+        payload = models.ClaimRequest.model_validate(fields)
+        return await self._model(models.Claim, "POST", "/claims", json=payload.model_dump(exclude_none=True))
+
+    async def claims(self, *, holder: str | None = None, state: str | None = "held") -> list[models.Claim]:
+        return await self._models(models.Claim, "/claims", params={"holder": holder, "state": state})
+
+    async def release_claim(self, claim_id: str, *, agent_id: str | None = None) -> models.Claim:
+        return await self._model(models.Claim, "DELETE", f"/claims/{claim_id}", params={"agent_id": agent_id})
+
+    async def hand_off(self, claim_id: str, to_agent: str, *, note: str = "", context: dict[str, Any] | None = None,
+                       agent_id: str | None = None) -> models.Claim:  # fmt: skip
+        payload = models.Handoff(agent_id=agent_id, to_agent=to_agent, note=note, context=context or {})
+        return await self._model(models.Claim, "POST", f"/claims/{claim_id}/handoff",
+                                 json=payload.model_dump(exclude_none=True))  # fmt: skip
+
+    # -- the live feed ---------------------------------------------------------------------------------------
+
+    async def feed(self, topics: Iterable[str], *, after: str | None = None) -> AsyncIterator[models.FeedEvent]:
+        """The events of `topics` after `after` (the start of the log when None), live; reconnects after a lost
+        connection and resumes from the last position seen (events and the feed's position marks alike), so
+        nothing is lost or repeated. Ends on a close the server means (a bad token, a topic out of scope)."""
+        position = after
+        url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/api/v1/ws"
+        attempt = 0
+        while True:
+            query = {"topics": ",".join(topics), "token": self.token, **({"after": position} if position else {})}
+            address = url + "?" + "&".join(f"{k}={quote(v, safe=',:/')}" for k, v in query.items())
+            try:
+                async with connect(address, max_size=16 * 1024 * 1024) as socket:
+                    attempt = 0
+                    async for raw in socket:
+                        item = orjson.loads(raw)
+                        if item.get("position"):
+                            position = item["position"]
+                        if item.get("type") == "event":
+                            yield models.FeedEvent.model_validate(item)
+                    code = socket.close_code
+            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as error:
+                code = getattr(getattr(error, "rcvd", None), "code", 1006)
+            if code not in RESUMABLE_CLOSES and code != 1000:
+                return
+            await asyncio.sleep(_backoff(attempt))
+            attempt += 1
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.0))
+
+
+def _error(answer: httpx.Response) -> ApiError:
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {"detail": answer.text}
+    if not isinstance(body, dict):
+        body = {"detail": body}
+    error = BY_STATUS.get(answer.status_code, ApiError)(answer.status_code, body)
+    if isinstance(error, RateLimitedError):
+        error.retry_after = float(answer.headers.get("retry-after", "1"))
+    return error

@@ -1,0 +1,112 @@
+"""The typed client (issue 12, item 3) against the API over real connections: every kind of call, typed errors,
+POST retries that append once, and the feed iterator resuming by itself after the connection is cut."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from agentlog.client import AgentlogClient, ConflictError, ForbiddenError, PreconditionFailedError
+from agentlog.eventstore import EventStore
+from tests.support.api import api_running
+from tests.support.coordination import settled
+
+
+async def test_an_agent_loop_with_the_client(store: EventStore) -> None:
+    async with api_running(store) as api:
+        ada = AgentlogClient(api.url, api.token("agent", "ada"))
+        bob = AgentlogClient(api.url, api.token("agent", "bob"))
+        async with ada, bob:
+            entry = await ada.register("ada", working_on="parser", capabilities=["python"])
+            assert entry.stream_version == 1
+            with pytest.raises(PreconditionFailedError) as stale:
+                await ada.register("ada", if_match=0, status="busy")
+            assert stale.value.current_version == 1
+            await bob.register("bob")
+            lock = await ada.acquire("src/./parser.py", ttl_s=60, reason="refactor")
+            assert (lock.resource, lock.fencing_token) == ("src/parser.py", 1)
+            with pytest.raises(ConflictError) as held:
+                await bob.acquire("src/parser.py")
+            assert held.value.holder == "ada"
+            with pytest.raises(ForbiddenError):
+                await bob.release("src/parser.py", lock.fencing_token, agent_id="ada")
+            claim = await ada.claim("docs/**", reason="rewrite")
+            await bob.send("ada", "can I have docs/?", thread_id="t1")
+            await bob.post_chat("@ada standup in 5")
+            await ada.save_checkpoint("ada", "halfway", {"step": 2})
+            await ada.remember("ada", "The grammar lives in grammar.lark", tags=["parser"], kind="fact")
+            await settled(store)
+            hot = await ada.hot_start("ada")
+            assert [m.kind for m in hot.unread] == ["direct", "mention"] and hot.checkpoint is not None
+            assert [item.resource for item in hot.locks] == ["src/parser.py"] and hot.claims[0].pattern == "docs/**"
+            assert (await ada.acknowledge("ada", [m.message_id for m in hot.unread])).acknowledged
+            assert (await ada.inbox("ada")).unread == 0
+            assert [m.text for m in await bob.recall("grammar")] == ["The grammar lives in grammar.lark"]
+            await ada.hand_off(claim.claim_id, "bob", note="yours now", context={"left": ["intro"]})
+            assert (await ada.release("src/parser.py", lock.fencing_token)).holder is None
+            assert [e.event_type for e in await bob.lock_history("src/parser.py")][-1] == "LockReleased"
+            await settled(store)
+            assert (await bob.claims(holder="bob"))[0].context == {"left": ["intro"]}
+            assert (await bob.agent("ada")).statistics.memories == 1
+
+
+async def test_posts_are_retried_with_their_idempotency_key(store: EventStore) -> None:
+    async with api_running(store) as api:
+        real = httpx.AsyncHTTPTransport()
+        failures = {"left": 1}
+
+        class LosesTheFirstAnswer(httpx.AsyncBaseTransport):
+            """Delivers the request, then drops the answer once: the client cannot know it was done."""
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                answer = await real.handle_async_request(request)
+                if request.method == "POST" and failures["left"]:
+                    failures["left"] -= 1
+                    await answer.aclose()
+                    raise httpx.ReadError("connection lost", request=request)
+                return answer
+
+        async with AgentlogClient(api.url, api.token("agent", "ada"), transport=LosesTheFirstAnswer()) as ada:
+            await ada.register("ada")
+            posted = await ada.post_chat("exactly once")
+            await settled(store)
+            page = await ada.chat()
+            assert [m.body for m in page.messages] == ["exactly once"] and page.messages[
+                0
+            ].message_id == posted.message_id
+
+
+async def test_the_feed_iterator_reconnects_and_resumes(store: EventStore) -> None:
+    async with api_running(store) as api, AgentlogClient(api.url, api.token("person", "ada")) as ada:
+        for n in range(3):
+            await ada.post_chat(f"m{n}")
+        seen: list[str] = []
+        feed = ada.feed(["chat"])
+        async with asyncio.timeout(20):
+            async for event in feed:
+                seen.append(event.data["body"])
+                if len(seen) == 2:
+                    # Cut every connection the feed has: the iterator must reconnect and resume by itself.
+                    for task in asyncio.all_tasks():
+                        del task
+                    await _cut_feed_connections(api.url)
+                    for n in range(3, 6):
+                        await ada.post_chat(f"m{n}")
+                if len(seen) == 6:
+                    break
+        assert seen == [f"m{n}" for n in range(6)]
+
+
+async def _cut_feed_connections(url: str) -> None:
+    """Close the server side of every feed socket at once (as a restart of the server would)."""
+    import contextlib
+    import gc
+
+    from starlette.websockets import WebSocket, WebSocketState
+
+    for item in gc.get_objects():
+        if isinstance(item, WebSocket) and item.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError):
+                await item.close(1012, "restarting")
