@@ -1,0 +1,380 @@
+"""The dispatcher decider: which agent runs which task, and everything the log does to tasks by itself.
+
+It folds every task (`domains.tasks.lifecycle`) and the registry's agents (`domains.coordination`), and after each
+event decides, one decision at a time (each changes what the next may be):
+
+1. the answer to an agent's claim (`TaskClaimRequested`): the best task it can take, or `TaskClaimDeclined`;
+2. what a task touched by the event asks for: a duplicate of a live task's dedupe key is cancelled, a task closing
+   a cycle of dependencies or depending on a dead-lettered or cancelled one is dead-lettered, an attempt whose
+   agent is gone fails, and the task's own follow-up (timers, timeouts, retry with back-off, dead letter);
+3. an assignment: the ready task first by priority (10 highest), then age (creation order), that some available
+   agent having its capabilities may take within the limits, to the least loaded such agent.
+
+Limits: at most `max_concurrent_tasks` attempts assigned or running in all; per agent its registry metadata's
+`max_concurrent_tasks` (else `per_agent_limit`); per concurrency key the task's own `concurrency_limit`. A claim
+obeys the same limits: both paths are decisions of this one decider, so no race can overshoot them. An agent is
+available while registered and not `offline` or `blocked`; one whose metadata says `"task_mode": "pull"` gets
+tasks only when it claims them. Timers it schedules on the task's stream: one execution timer per attempt and a
+heartbeat check every two heartbeat intervals; a timer of an attempt that ended is ignored, never cancelled (two
+fewer events per task).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+
+from agentlog.domains.coordination.events import AgentDeregistered, AgentGone, AgentRegistered, AgentUpdated
+from agentlog.domains.deciders.events import DeciderConfigured, decider_stream
+from agentlog.domains.tasks.dependencies import blocked_by, dependencies_met, find_cycle
+from agentlog.domains.tasks.events import (
+    TaskAssigned,
+    TaskAttemptRefused,
+    TaskCancelled,
+    TaskClaimDeclined,
+    TaskClaimRequested,
+    TaskCreated,
+    TaskDeadLettered,
+    claim_stream,
+    task_stream,
+)
+from agentlog.domains.tasks.lifecycle import TASK_TIMER_PURPOSES, Status, TaskLifecycle, failed_with_agent, follow_up
+from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.eventstore import Event
+from agentlog.handlers.decider import Decision, Fact
+from agentlog.handlers.decider_state import KeyedState
+
+UNAVAILABLE_STATUSES = frozenset({"offline", "blocked"})
+RankKey = tuple[int, int, str]
+"""(-priority, age, task id): the order tasks are assigned in."""
+
+
+class DispatcherSettings(BaseModel):
+    max_concurrent_tasks: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Attempts assigned or running at once, in all (`MAX_CONCURRENT_TASKS`)."""
+    per_agent_limit: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Attempts one agent holds at once, unless its registry metadata says `max_concurrent_tasks`."""
+
+
+class DispatchedTask(TaskLifecycle):
+    """A task as the dispatcher keeps it: its lifecycle (without the payload), its age, and what it was found."""
+
+    age: int = 0
+    holds_dedupe_key: bool = False
+    """It is the live task its dedupe key names (others created with the key meanwhile are its duplicates)."""
+    duplicate_of: str | None = None
+    cycle: list[str] | None = None
+
+
+class AgentSlot(BaseModel):
+    """A registered agent as the dispatcher sees it."""
+
+    capabilities: list[str] = Field(default_factory=list)
+    limit: int = 1
+    available: bool = True
+    pull_only: bool = False
+
+
+class DispatcherState(KeyedState):
+    keyed: ClassVar[dict[str, tuple[str, ...]]] = {"task": ("tasks",), "agent": ("agents",)}
+
+    settings: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    tasks: dict[str, DispatchedTask] = Field(default_factory=dict)
+    """Every task ever created (dependents may name a finished one)."""
+    agents: dict[str, AgentSlot] = Field(default_factory=dict)
+    """Registered agents only."""
+    created: int = 0
+    claim: TaskClaimRequested | None = None
+    """The claim being answered (between its arrival and its answer only)."""
+
+    # Derived indexes, rebuilt from `tasks` on load (`_index`).
+    _ready: list[RankKey] = PrivateAttr(default_factory=list)
+    _ranks: dict[str, RankKey] = PrivateAttr(default_factory=dict)
+    _holding_agent: dict[str, set[str]] = PrivateAttr(default_factory=dict)
+    _holding_key: dict[str, int] = PrivateAttr(default_factory=dict)
+    _holders: dict[str, tuple[str | None, str | None]] = PrivateAttr(default_factory=dict)
+    _dependents: dict[str, set[str]] = PrivateAttr(default_factory=dict)
+    _dedupe: dict[str, str] = PrivateAttr(default_factory=dict)
+    _unsettled: set[str] = PrivateAttr(default_factory=set)
+
+    def model_post_init(self, context: Any, /) -> None:
+        for task_id, task in self.tasks.items():
+            if task.spec is not None:
+                for dependency in task.spec.depends_on:
+                    self._dependents.setdefault(dependency, set()).add(task_id)
+                if task.holds_dedupe_key and task.spec.dedupe_key is not None:
+                    self._dedupe[task.spec.dedupe_key] = task_id
+        for task_id in self.tasks:
+            _index(self, task_id)
+
+    @property
+    def holding_total(self) -> int:
+        return len(self._holders)
+
+    def holding_of(self, agent_id: str) -> int:
+        return len(self._holding_agent.get(agent_id, ()))
+
+    def holding_key(self, key: str) -> int:
+        return self._holding_key.get(key, 0)
+
+    def ready(self) -> list[str]:
+        """Ready tasks in the order they are assigned."""
+        return [rank[2] for rank in self._ready]
+
+    def status_of(self, task_id: str) -> Status | None:
+        task = self.tasks.get(task_id)
+        return None if task is None else task.status
+
+
+class Dispatcher:
+    """Assigns ready tasks to agents and decides what the log does to tasks by itself (`handlers.tasks`)."""
+
+    name: ClassVar[str] = "task-dispatcher"
+    input_types: ClassVar[frozenset[str]] = frozenset(
+        {
+            "TaskCreated", "TaskAssigned", "TaskStarted", "TaskHeartbeat", "TaskCompleted", "TaskFailed",
+            "TaskSnoozed", "TaskRetryScheduled", "TaskDeadLettered", "TaskRequeued", "TaskCancelled",
+            "TaskClaimRequested", "TaskClaimDeclined", "TimerFired",
+            "AgentRegistered", "AgentUpdated", "AgentDeregistered", "AgentGone", "DeciderConfigured",
+        }
+    )  # fmt: skip
+    state_model: ClassVar[type[DispatcherState]] = DispatcherState
+    state_version: ClassVar[int] = 1
+
+    def __init__(self, max_concurrent_tasks: int = 100, per_agent_limit: int = 1) -> None:
+        self.configured = DispatcherSettings(max_concurrent_tasks=max_concurrent_tasks, per_agent_limit=per_agent_limit)
+
+    def initial_state(self) -> DispatcherState:
+        return DispatcherState(settings=self.configured.model_copy())
+
+    # -- evolve ----------------------------------------------------------------------------------------------------
+
+    def evolve(self, state: DispatcherState, fact: Fact) -> DispatcherState:
+        event = fact.event
+        match event:
+            case TaskClaimRequested():
+                state.claim = event
+            case TaskClaimDeclined() if state.claim is not None and state.claim.claim_id == event.claim_id:
+                state.claim = None
+            case AgentRegistered() | AgentUpdated() | AgentDeregistered() | AgentGone():
+                self._fold_agent(state, event)
+            case TimerScheduled() | TimerFired():
+                if event.purpose in TASK_TIMER_PURPOSES and fact.stream_id == task_stream(event.subject):
+                    self._fold_task(state, event.subject, event)
+            case TaskAttemptRefused():
+                pass
+            case DeciderConfigured() if event.decider == self.name and fact.stream_id == decider_stream(self.name):
+                with contextlib.suppress(ValidationError):  # settings this version cannot use are not adopted
+                    state.settings = DispatcherSettings.model_validate(event.settings)
+            case _ if hasattr(event, "task_id") and fact.stream_id == task_stream(event.task_id):
+                self._fold_task(state, event.task_id, event)
+                if isinstance(event, TaskAssigned) and state.claim and event.claim_id == state.claim.claim_id:
+                    state.claim = None
+        return state
+
+    def _fold_task(self, state: DispatcherState, task_id: str, event: Event) -> None:
+        task = state.tasks.get(task_id)
+        created = task is None
+        if task is None:
+            if not isinstance(event, TaskCreated):
+                return  # an event of a task never created: the lifecycle refuses it anyway
+            task = DispatchedTask()
+        before = task.status
+        if not task.fold(event):
+            return
+        if created and isinstance(event, TaskCreated):
+            assert task.spec is not None
+            task.spec = task.spec.model_copy(update={"payload": {}})  # the payload is the worker's, not ours
+            task.age, state.created = state.created, state.created + 1
+            state.tasks[task_id] = task
+            self._created(state, task_id, task, event)
+        key = None if task.spec is None else task.spec.dedupe_key
+        if key is not None and task.holds_dedupe_key and task.terminal:
+            task.holds_dedupe_key = False
+            del state._dedupe[key]
+        elif key is not None and not task.terminal and task.duplicate_of is None and key not in state._dedupe:
+            task.holds_dedupe_key = True  # created, or requeued while no other live task holds the key
+            state._dedupe[key] = task_id
+        state.changed("task", task_id)
+        _index(state, task_id)
+        state._unsettled.add(task_id)
+        if task.status != before and task.status in {"completed", "dead_lettered", "cancelled", "queued"}:
+            for dependent in state._dependents.get(task_id, ()):
+                _index(state, dependent)
+                state._unsettled.add(dependent)
+
+    def _created(self, state: DispatcherState, task_id: str, task: DispatchedTask, event: TaskCreated) -> None:
+        if event.dedupe_key is not None:
+            holder = state._dedupe.get(event.dedupe_key)
+            if holder is not None:
+                task.duplicate_of = holder
+
+        def depends_on_of(other: str) -> Sequence[str]:
+            found = state.tasks.get(other)
+            return () if found is None or found.spec is None or other == task_id else found.spec.depends_on
+
+        task.cycle = find_cycle(depends_on_of, task_id, event.depends_on)
+        for dependency in event.depends_on:
+            state._dependents.setdefault(dependency, set()).add(task_id)
+
+    def _fold_agent(self, state: DispatcherState, event: Event) -> None:
+        agent_id: str = getattr(event, "agent_id")  # noqa: B009 - every registry event names its agent
+        slot = state.agents.get(agent_id)
+        match event:
+            case AgentRegistered():
+                slot = AgentSlot(limit=state.settings.per_agent_limit)
+                self._describe(state, slot, event.capabilities, event.status, event.metadata)
+            case AgentUpdated() if slot is not None:
+                slot = slot.model_copy()
+                self._describe(state, slot, event.capabilities, event.status, event.metadata)
+            case AgentDeregistered() | AgentGone():
+                slot = None
+            case _:
+                return
+        if slot is None:
+            state.agents.pop(agent_id, None)
+        else:
+            state.agents[agent_id] = slot
+        state.changed("agent", agent_id)
+        state._unsettled.update(state._holding_agent.get(agent_id, ()))
+
+    def _describe(
+        self,
+        state: DispatcherState,
+        slot: AgentSlot,
+        capabilities: list[str] | None,
+        status: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        if capabilities is not None:
+            slot.capabilities = sorted(set(capabilities))
+        if status is not None:
+            slot.available = status not in UNAVAILABLE_STATUSES
+        if metadata is not None:
+            limit = metadata.get("max_concurrent_tasks")
+            ok = isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= 10_000
+            slot.limit = limit if ok and isinstance(limit, int) else state.settings.per_agent_limit
+            slot.pull_only = metadata.get("task_mode") == "pull"
+
+    # -- decide ----------------------------------------------------------------------------------------------------
+
+    def decide(self, state: DispatcherState, fact: Fact) -> list[Decision]:
+        if state.claim is not None:
+            return [self._answer(state, state.claim)]
+        while state._unsettled:
+            task_id = min(state._unsettled)
+            decision = self._next(state, state.tasks[task_id])
+            if decision is not None:
+                return [Decision(task_stream(task_id), decision)]
+            state._unsettled.discard(task_id)
+        assignment = _assignment(state, None)
+        return [] if assignment is None else [Decision(task_stream(assignment.task_id), assignment)]
+
+    def _answer(self, state: DispatcherState, claim: TaskClaimRequested) -> Decision:
+        slot = state.agents.get(claim.agent_id)
+        if slot is None or not slot.available:
+            reason = f"agent {claim.agent_id} is not registered and available"
+        else:
+            assignment = _assignment(state, claim)
+            if assignment is not None:
+                return Decision(task_stream(assignment.task_id), assignment)
+            reason = "no ready task this agent may take within the limits"
+        declined = TaskClaimDeclined(claim_id=claim.claim_id, agent_id=claim.agent_id, reason=reason)
+        return Decision(claim_stream(claim.agent_id), declined)
+
+    def _next(self, state: DispatcherState, task: DispatchedTask) -> Event | None:
+        if task.spec is None or task.terminal:
+            return None
+        if task.duplicate_of is not None and not task.holding:
+            return TaskCancelled(
+                task_id=task.task_id, duplicate_of=task.duplicate_of, cancelled_by=self.name,
+                reason=f"a duplicate of task {task.duplicate_of} (dedupe key {task.spec.dedupe_key})",
+            )  # fmt: skip
+        if task.cycle is not None and not task.holding:
+            cycle = " -> ".join(task.cycle)
+            return TaskDeadLettered(
+                task_id=task.task_id, attempt=task.attempt, reason=f"a cycle of dependencies {cycle}"
+            )
+        if task.holding and task.agent_id not in state.agents:
+            return failed_with_agent(task, f"agent {task.agent_id} is gone or deregistered")
+        wanted = follow_up(task)
+        if wanted is not None:
+            return wanted
+        if task.status in {"queued", "waiting"}:
+            blocked = blocked_by(task.spec.depends_on, state.status_of)
+            if blocked is not None:
+                return TaskDeadLettered(task_id=task.task_id, attempt=task.attempt, reason=blocked.reason)
+        return None
+
+
+def _index(state: DispatcherState, task_id: str) -> None:
+    """Put one task in the indexes as it is now (ready, holding a slot of its agent and key), out of the rest."""
+    task = state.tasks[task_id]
+    old_rank = state._ranks.pop(task_id, None)
+    if old_rank is not None:
+        del state._ready[bisect.bisect_left(state._ready, old_rank)]
+    holder = state._holders.pop(task_id, None)
+    if holder is not None:
+        agent_id, key = holder
+        if agent_id is not None:
+            state._holding_agent[agent_id].discard(task_id)
+            if not state._holding_agent[agent_id]:
+                del state._holding_agent[agent_id]
+        if key is not None:
+            state._holding_key[key] -= 1
+            if not state._holding_key[key]:
+                del state._holding_key[key]
+    spec = task.spec
+    if spec is None:
+        return
+    if task.holding:
+        state._holders[task_id] = (task.agent_id, spec.concurrency_key)
+        if task.agent_id is not None:
+            state._holding_agent.setdefault(task.agent_id, set()).add(task_id)
+        if spec.concurrency_key is not None:
+            state._holding_key[spec.concurrency_key] = state._holding_key.get(spec.concurrency_key, 0) + 1
+    elif (
+        task.status == "queued"
+        and task.duplicate_of is None
+        and task.cycle is None
+        and dependencies_met(spec.depends_on, state.status_of)
+    ):
+        rank = (-spec.priority, task.age, task_id)
+        state._ranks[task_id] = rank
+        bisect.insort(state._ready, rank)
+
+
+def _assignment(state: DispatcherState, claim: TaskClaimRequested | None) -> TaskAssigned | None:
+    """The next assignment within every limit: to the claiming agent, or pushed to the least loaded one able."""
+    if state.holding_total >= state.settings.max_concurrent_tasks or not state._ready:
+        return None
+    if claim is not None:
+        free = [claim.agent_id] if state.holding_of(claim.agent_id) < state.agents[claim.agent_id].limit else []
+    else:
+        free = sorted(
+            (agent_id for agent_id, slot in state.agents.items()
+             if slot.available and not slot.pull_only and state.holding_of(agent_id) < slot.limit),
+            key=lambda agent_id: (state.holding_of(agent_id), agent_id),
+        )  # fmt: skip
+    if not free:
+        return None
+    types = frozenset(claim.task_types) if claim is not None else frozenset()
+    for _, _, task_id in state._ready:
+        task = state.tasks[task_id]
+        spec = task.spec
+        assert spec is not None
+        if types and spec.task_type not in types:
+            continue
+        if spec.concurrency_key is not None and state.holding_key(spec.concurrency_key) >= spec.concurrency_limit:
+            continue
+        needed = spec.capabilities
+        for agent_id in free:
+            capabilities = state.agents[agent_id].capabilities
+            if all(capability in capabilities for capability in needed):
+                claim_id = None if claim is None else claim.claim_id
+                return TaskAssigned(task_id=task_id, attempt=task.attempt + 1, agent_id=agent_id, claim_id=claim_id)
+    return None
