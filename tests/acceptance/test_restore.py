@@ -131,8 +131,8 @@ def new_cluster(tmp_path: Path) -> Iterator[str]:
 async def caught_up(url: str, projections: list[str], settings: Settings) -> None:
     """Run the installed projections on `url` until each has applied the whole log."""
     stop = asyncio.Event()
-    projections = list(installed_projections().found.values())
-    running = asyncio.create_task(run_system(settings, url, [], projections, stop=stop))
+    hosted = list(installed_projections().found.values())
+    running = asyncio.create_task(run_system(settings, url, [], hosted, stop=stop))
     connection = await asyncpg.connect(url)
     try:
         async with asyncio.timeout(30):
