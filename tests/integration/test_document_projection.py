@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from agentlog.domains.agents.events import ManagerStarted, ManagerStopped
 from agentlog.domains.documents.events import (
     DocumentActivated,
     DocumentEdited,
@@ -15,7 +16,8 @@ from agentlog.domains.documents.events import (
     PersonJoined,
     PersonLeft,
 )
-from agentlog.eventstore import ANY, EventStore
+from agentlog.domains.documents.presence import Presence
+from agentlog.eventstore import ANY, Event, EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers import HandlerRunner
 from agentlog.handlers.projection_handler import ProjectionHandler
@@ -57,4 +59,37 @@ async def test_last_activity_is_the_latest_join_edit_or_activation_never_a_leave
     assert (row["status"], row["people_present"], row["activations"]) == ("idle", 0, 1)
     history = await store.pool.fetch("SELECT event_type FROM projections.document_activity ORDER BY global_position")
     assert [r["event_type"] for r in history] == ["user_joined", "active", "user_left", "idle"]
+    assert (await verify(store, installed_projections().found["document_activity"])).differences == []
+
+
+def _started(server: str, incarnation: str) -> ManagerStarted:
+    return ManagerStarted(manager_id=server, incarnation=incarnation, host="h", pid=1, max_agents=1, document_url="ws://h")
+
+
+async def test_people_present_follows_the_domains_presence_rule(store: EventStore) -> None:
+    """Who is present is the documents domain's rule, in the projection as in the deciders: a connection counts
+    from its join to its leave, the same connection joining twice counts once, and a server that restarts (a new
+    incarnation) or stops takes its people with it, though it never sent their leaves."""
+    events: list[tuple[str, Event]] = [
+        ("manager-s1", _started("s1", "one")),
+        ("manager-s2", _started("s2", "one")),
+        ("document-trip", PersonJoined(user_id="ada", connection_id="a1", server_id="s1", people_present=1)),
+        ("document-trip", PersonJoined(user_id="ada", connection_id="a1", server_id="s1", people_present=1)),
+        ("document-trip", PersonJoined(user_id="bob", connection_id="b1", server_id="s2", people_present=1)),
+        ("document-plan", PersonJoined(user_id="cy", connection_id="c1", server_id="s1", people_present=1)),
+        ("document-plan", PersonLeft(user_id="cy", connection_id="zz", server_id="s1", people_present=0)),
+        ("manager-s1", _started("s1", "two")),  # s1 restarted: ada and cy are gone with its first life
+        ("document-trip", PersonJoined(user_id="dee", connection_id="d1", server_id="s1", people_present=1)),
+        ("manager-s2", ManagerStopped(manager_id="s2", incarnation="one", how="lost", reason="test")),
+    ]
+    presence = Presence()
+    for stream_id, event in events:
+        await store.append(stream_id, [event], ANY)
+        presence.fold(stream_id, event)
+    await project(store)
+    rows = await store.pool.fetch("SELECT document_id, people_present FROM projections.documents ORDER BY 1")
+    assert {row["document_id"]: row["people_present"] for row in rows} == {
+        "plan": presence.people_in("plan"),
+        "trip": presence.people_in("trip"),
+    } == {"plan": 0, "trip": 1}
     assert (await verify(store, installed_projections().found["document_activity"])).differences == []
