@@ -134,12 +134,16 @@ class Client:
     """Who (the token's name), for logs."""
     person: bool
     limits: RoomLimits
-    outbox: collections.deque[tuple[asyncio.Future[None] | None, bytes, bool]] = field(
+    outbox: collections.deque[tuple[asyncio.Future[None] | None, bytes, bool, bool]] = field(
         default_factory=collections.deque
     )
-    """(stored, bytes, is an update): an update's bytes are its payload (updates in a row are merged at sending)."""
+    """(stored, bytes, is an update, counted in `outbox_bytes`): an update's bytes are its payload (updates in a row
+    are merged at sending)."""
     queued: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_bytes: int = 0
+    reply_waiting: bool = False
+    """A sync reply is in the outbox, not counted: it is the whole document for a joiner, and a document bigger than
+    the outbox limit closed every joiner (a second reply while one waits counts, so asking again and again does)."""
     awareness_ids: set[int] = field(default_factory=set)
     bucket: TokenBucket = field(init=False)
     closed: SocketClosedError | None = None
@@ -151,16 +155,23 @@ class Client:
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.limits.messages_per_s, self.limits.burst)
 
-    def send_after(self, stored: asyncio.Future[None] | None, message: bytes, *, update: bool = False) -> None:
+    def send_after(
+        self, stored: asyncio.Future[None] | None, message: bytes, *, update: bool = False, reply: bool = False
+    ) -> None:
         """Queue a message (or, with `update`, an update's payload), to be sent once `stored` resolved (at once if
-        None)."""
+        None). A sync `reply` is not counted against the outbox limit unless another one waits."""
         if self.closed is not None:
             return
-        self.outbox_bytes += len(message)
-        if self.outbox_bytes > self.limits.outbox_bytes:
-            self.close_soon(SocketClosedError(CLOSE_TRY_AGAIN, "this socket reads too slowly to keep up; reconnect"))
-            return
-        self.outbox.append((stored, message, update))
+        counted = not reply or self.reply_waiting
+        if counted:
+            self.outbox_bytes += len(message)
+            if self.outbox_bytes > self.limits.outbox_bytes:
+                why = SocketClosedError(CLOSE_TRY_AGAIN, "this socket reads too slowly to keep up; reconnect")
+                self.close_soon(why)
+                return
+        else:
+            self.reply_waiting = True
+        self.outbox.append((stored, message, update, counted))
         self.queued.set()
 
     def close_soon(self, why: SocketClosedError) -> None:
@@ -201,11 +212,14 @@ class Client:
                 self.queued.clear()
                 await self.queued.wait()
                 continue
-            stored, message, update = outbox[0]
+            stored, message, update, counted = outbox[0]
             if stored is not None and not stored.done():
                 await asyncio.shield(stored)
             outbox.popleft()
-            self.outbox_bytes -= len(message)
+            if counted:
+                self.outbox_bytes -= len(message)
+            else:
+                self.reply_waiting = False
             if update:
                 payloads = [message]
                 while (
@@ -327,7 +341,7 @@ class Room:
             else:
                 reply = self.document.get_update(state)
             stored = self._last_stored
-        client.send_after(stored, sync_message(SYNC_STEP2, reply))
+        client.send_after(stored, sync_message(SYNC_STEP2, reply), reply=True)
 
     async def _apply(self, update: bytes) -> bytes:
         """Apply an update (under the lock); the document's state after it."""

@@ -459,8 +459,10 @@ async def serve_documents(
     max_message_bytes: int = 8 * 1024 * 1024,
 ) -> None:
     """Serve on the bound socket until `stop` is set; then wait until everything the rooms applied is stored."""
+    # No permessage-deflate: the server compresses what it sends on the event loop, and a joiner's sync reply is the
+    # whole document (36 MB held every other room for 1.4 s). Bandwidth is given up for a loop that stays responsive.
     config = uvicorn.Config(
-        server.app(), log_config=None, lifespan="off", ws="websockets-sansio",
+        server.app(), log_config=None, lifespan="off", ws="websockets-sansio", ws_per_message_deflate=False,
         ws_max_size=max_message_bytes, ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=5,
     )  # fmt: skip
     web = _Uvicorn(config)

@@ -425,3 +425,33 @@ async def test_a_room_full_of_waiting_updates_takes_no_more_of_them() -> None:
     await eventually(lambda: len(writer.stored) == 8)
     ada.inbox.put_nowait(None)
     await asyncio.gather(*serving)
+
+
+async def test_a_document_bigger_than_the_outbox_limit_syncs_and_asking_for_it_again_and_again_does_not() -> None:
+    """Hostile review: a sync reply counted against the outbox limit, so every joiner of a document bigger than it
+    (32 MiB by default) was closed with 1013 and the document could not be opened at all. One reply waiting is not
+    counted; a socket that asks again and again while it does not read still fills its outbox and is closed."""
+    limits = RoomLimits(outbox_bytes=4_000, messages_per_s=1e9, burst=10**9)
+    document: Doc[Any] = Doc()
+    document.get("text", type=Text).insert(0, "x" * 20_000)
+    release = asyncio.Event()
+
+    class Slow(Socket):
+        async def send(self, message: bytes) -> None:
+            await release.wait()  # reads only once the test lets it
+            await super().send(message)
+
+    ada, bob = Slow(), Slow()
+    async with room_with(ada, bob, limits=limits, document=document) as (_, writer, _):
+        writer.gate.set()
+        ada.inbox.put_nowait(sync_message(SYNC_STEP1, Doc().get_state()))
+        for update in keystrokes("typed while ada syncs"):
+            bob.inbox.put_nowait(create_update_message(update))
+        await eventually(lambda: len(writer.stored) == 21)
+        for _ in range(3):
+            bob.inbox.put_nowait(sync_message(SYNC_STEP1, Doc().get_state()))
+        await eventually(lambda: bob.closed is not None)
+        assert bob.closed is not None and bob.closed[0] == 1013
+        release.set()
+        await eventually(lambda: len(ada.document()) == 20_021)
+        assert ada.closed is None
