@@ -233,10 +233,11 @@ class UpdateFollower:
         try:
             while not stop.is_set():
                 waiter.clear()
-                try:
+                try:  # every read of the database in here: one that failed outside ended the follower for good
                     if position is None:
                         position = (int(await self._pool.fetchval(QUERIES["follow_position"])), 0)
                     scanned, position = await self._follow(position, open_documents, deliver)
+                    held_back = scanned == 0 and await self._pool.fetchval(QUERIES["follow_held_back"], *position)
                 except CONNECTION_ERRORS as error:
                     log.warning("document.follow_failed", error=str(error))
                     await asyncio.sleep(min(retry, self._poll_interval))
@@ -244,7 +245,7 @@ class UpdateFollower:
                     continue
                 if scanned == self._batch_size:
                     continue
-                if scanned == 0 and await self._pool.fetchval(QUERIES["follow_held_back"], *position):
+                if held_back:
                     # Committed rows wait behind the barrier (a transaction below them still runs, and may never
                     # notify): look again soon, backing off to the poll interval.
                     await asyncio.sleep(retry)
