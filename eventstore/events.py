@@ -95,6 +95,12 @@ def _json_types(spec: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def _owner_of(module: str) -> str:
+    """The top-level package a module belongs to: every schema version of a type and its upcasters come from the
+    package that first registered it, so one package (a plugin) cannot reshape another's events."""
+    return module.partition(".")[0].partition(":")[0]
+
+
 def _format_validation_error(event_type: str, error: ValidationError) -> str:
     problems = []
     for item in error.errors():
@@ -125,10 +131,27 @@ class EventCatalogue:
             return self.plugin_errors
         self._loaded = True  # first: a plugin module that looks a type up while it loads must not recurse
         assert self._entry_point_group is not None
-        for entry_point in sorted(metadata.entry_points(group=self._entry_point_group), key=lambda ep: ep.name):
+        # agentlog's own domains first: a plugin sorting before them must not take a name of ours and break them.
+        ordered = sorted(
+            metadata.entry_points(group=self._entry_point_group),
+            key=lambda ep: (_owner_of(ep.value) != "agentlog", ep.name, ep.value),
+        )
+        for entry_point in ordered:
+            versions = {name: dict(by_version) for name, by_version in self._versions.items()}
+            upcasters = dict(self._upcasters)
             try:
                 self._register_loaded(entry_point.load())
             except Exception as error:
+                # A plugin that breaks halfway registers nothing: what it registered before failing is taken out
+                # (but not agentlog's own types, should it have imported a module of ours for the first time).
+                added = [entry for entry in self._iter_all()
+                         if entry.schema_version not in versions.get(entry.event_type, {})]  # fmt: skip
+                kept_upcasters = {key: step for key, step in self._upcasters.items()
+                                  if key not in upcasters and _owner_of(step.__module__) == "agentlog"}  # fmt: skip
+                self._versions, self._upcasters = versions, {**upcasters, **kept_upcasters}
+                for entry in added:
+                    if _owner_of(entry.model.__module__) == "agentlog":
+                        self._versions.setdefault(entry.event_type, {})[entry.schema_version] = entry
                 self.plugin_errors.append(
                     PluginError(self._entry_point_group, entry_point.name, entry_point.value, describe_error(error))
                 )
@@ -146,12 +169,25 @@ class EventCatalogue:
         elif not hasattr(loaded, "__path__") and not hasattr(loaded, "__file__"):
             raise InvalidEventError(f"{loaded!r} is neither a module, an Event subclass nor a list of them")
 
+    def _iter_all(self) -> Iterator[EventTypeVersion]:
+        for versions in self._versions.values():
+            yield from versions.values()
+
     def register(self, model: E) -> E:
         """Class decorator: add `model` to the catalogue under its type name and schema version."""
         event_type = getattr(model, "event_type", None)
         if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
             raise InvalidEventError(f"{model.__name__} needs an event_type matching {EVENT_TYPE_PATTERN.pattern}")
         version = model.schema_version
+        versions = self._versions.get(event_type, {})
+        owners = {_owner_of(entry.model.__module__): entry.model for entry in versions.values()}
+        theirs = next((other for owner, other in owners.items() if owner != _owner_of(model.__module__)), None)
+        if theirs is not None:
+            raise InvalidEventError(
+                f"{event_type} belongs to {_owner_of(theirs.__module__)} ({theirs.__module__}.{theirs.__qualname__}):"
+                f" {model.__module__}.{model.__qualname__} may not add schema version {version} to it; give the"
+                " type a name of its own"
+            )
         versions = self._versions.setdefault(event_type, {})
         existing = versions.get(version)
         if existing is not None and existing.model is not model:
@@ -165,6 +201,15 @@ class EventCatalogue:
         """Decorator: register the function turning `from_version` payloads into `from_version + 1` payloads."""
 
         def decorate(function: Upcaster) -> Upcaster:
+            owner = _owner_of(function.__module__)
+            models = [entry.model for entry in self._versions.get(event_type, {}).values()]
+            others = [model for model in models if _owner_of(model.__module__) != owner]
+            earlier = self._upcasters.get((event_type, from_version))
+            if others or (earlier is not None and _owner_of(earlier.__module__) != owner):
+                raise InvalidEventError(
+                    f"{event_type} belongs to another package: {function.__module__}.{function.__qualname__} may"
+                    f" not upcast its schema version {from_version}"
+                )
             self._upcasters[(event_type, from_version)] = function
             return function
 
