@@ -1,0 +1,1 @@
+"""Read models of orchestration: tasks and token budgets."""
