@@ -24,7 +24,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, cast
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
@@ -51,6 +52,10 @@ from agentlog.handlers.decider_state import KeyedState
 UNAVAILABLE_STATUSES = frozenset({"offline", "blocked"})
 RankKey = tuple[int, int, str]
 """(-priority, age, task id): the order tasks are assigned in."""
+Lane = tuple[str, tuple[str, ...], str | None, int]
+"""(task type, capabilities, concurrency key, its limit): ready tasks alike in whether an agent may take them. An
+assignment looks at the best task of each lane, not at every ready task: ready tasks nobody can take yet (a
+capability no free agent has, a full key) cost nothing per decision."""
 
 
 class DispatcherSettings(BaseModel):
@@ -58,6 +63,25 @@ class DispatcherSettings(BaseModel):
     """Attempts assigned or running at once, in all (`MAX_CONCURRENT_TASKS`)."""
     per_agent_limit: Annotated[int, Field(ge=1, le=10_000)] = 1
     """Attempts one agent holds at once, unless its registry metadata says `max_concurrent_tasks`."""
+
+
+@dataclass
+class Indexes:
+    """What the dispatcher derives from its tasks to decide in time independent of how many it knows."""
+
+    lanes: dict[Lane, list[RankKey]] = field(default_factory=dict)
+    """Ready tasks, in assignment order within each lane."""
+    ranks: dict[str, tuple[Lane, RankKey]] = field(default_factory=dict)
+    holding_agent: dict[str, set[str]] = field(default_factory=dict)
+    holding_key: dict[str, int] = field(default_factory=dict)
+    holders: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """Tasks holding a slot → (agent, concurrency key)."""
+    dependents: dict[str, set[str]] = field(default_factory=dict)
+    """Task → the tasks that name it in `depends_on` (it may not exist yet)."""
+    dedupe: dict[str, str] = field(default_factory=dict)
+    """Dedupe key → the live task holding it."""
+    unsettled: set[str] = field(default_factory=set)
+    """Tasks touched by the event being decided, to look at again (empty between events)."""
 
 
 class DispatchedTask(TaskLifecycle):
@@ -91,39 +115,38 @@ class DispatcherState(KeyedState):
     claim: TaskClaimRequested | None = None
     """The claim being answered (between its arrival and its answer only)."""
 
-    # Derived indexes, rebuilt from `tasks` on load (`_index`).
-    _ready: list[RankKey] = PrivateAttr(default_factory=list)
-    _ranks: dict[str, RankKey] = PrivateAttr(default_factory=dict)
-    _holding_agent: dict[str, set[str]] = PrivateAttr(default_factory=dict)
-    _holding_key: dict[str, int] = PrivateAttr(default_factory=dict)
-    _holders: dict[str, tuple[str | None, str | None]] = PrivateAttr(default_factory=dict)
-    _dependents: dict[str, set[str]] = PrivateAttr(default_factory=dict)
-    _dedupe: dict[str, str] = PrivateAttr(default_factory=dict)
-    _unsettled: set[str] = PrivateAttr(default_factory=set)
+    _indexes: Indexes = PrivateAttr(default_factory=Indexes)
+    """Derived, rebuilt from `tasks` on load (`_index`)."""
+
+    @property
+    def ix(self) -> Indexes:
+        """The derived indexes (read through the private dictionary: pydantic's own lookup of a private attribute
+        is slow, on a path taken many times per event)."""
+        return cast(Indexes, self.__pydantic_private__["_indexes"])  # type: ignore[index]
 
     def model_post_init(self, context: Any, /) -> None:
         for task_id, task in self.tasks.items():
             if task.spec is not None:
                 for dependency in task.spec.depends_on:
-                    self._dependents.setdefault(dependency, set()).add(task_id)
+                    self.ix.dependents.setdefault(dependency, set()).add(task_id)
                 if task.holds_dedupe_key and task.spec.dedupe_key is not None:
-                    self._dedupe[task.spec.dedupe_key] = task_id
+                    self.ix.dedupe[task.spec.dedupe_key] = task_id
         for task_id in self.tasks:
             _index(self, task_id)
 
     @property
     def holding_total(self) -> int:
-        return len(self._holders)
+        return len(self.ix.holders)
 
     def holding_of(self, agent_id: str) -> int:
-        return len(self._holding_agent.get(agent_id, ()))
+        return len(self.ix.holding_agent.get(agent_id, ()))
 
     def holding_key(self, key: str) -> int:
-        return self._holding_key.get(key, 0)
+        return self.ix.holding_key.get(key, 0)
 
     def ready(self) -> list[str]:
         """Ready tasks in the order they are assigned."""
-        return [rank[2] for rank in self._ready]
+        return [rank[2] for rank in sorted(rank for lane in self.ix.lanes.values() for rank in lane)]
 
     def status_of(self, task_id: str) -> Status | None:
         task = self.tasks.get(task_id)
@@ -195,21 +218,21 @@ class Dispatcher:
         key = None if task.spec is None else task.spec.dedupe_key
         if key is not None and task.holds_dedupe_key and task.terminal:
             task.holds_dedupe_key = False
-            del state._dedupe[key]
-        elif key is not None and not task.terminal and task.duplicate_of is None and key not in state._dedupe:
+            del state.ix.dedupe[key]
+        elif key is not None and not task.terminal and task.duplicate_of is None and key not in state.ix.dedupe:
             task.holds_dedupe_key = True  # created, or requeued while no other live task holds the key
-            state._dedupe[key] = task_id
+            state.ix.dedupe[key] = task_id
         state.changed("task", task_id)
         _index(state, task_id)
-        state._unsettled.add(task_id)
+        state.ix.unsettled.add(task_id)
         if task.status != before and task.status in {"completed", "dead_lettered", "cancelled", "queued"}:
-            for dependent in state._dependents.get(task_id, ()):
+            for dependent in state.ix.dependents.get(task_id, ()):
                 _index(state, dependent)
-                state._unsettled.add(dependent)
+                state.ix.unsettled.add(dependent)
 
     def _created(self, state: DispatcherState, task_id: str, task: DispatchedTask, event: TaskCreated) -> None:
         if event.dedupe_key is not None:
-            holder = state._dedupe.get(event.dedupe_key)
+            holder = state.ix.dedupe.get(event.dedupe_key)
             if holder is not None:
                 task.duplicate_of = holder
 
@@ -219,7 +242,7 @@ class Dispatcher:
 
         task.cycle = find_cycle(depends_on_of, task_id, event.depends_on)
         for dependency in event.depends_on:
-            state._dependents.setdefault(dependency, set()).add(task_id)
+            state.ix.dependents.setdefault(dependency, set()).add(task_id)
 
     def _fold_agent(self, state: DispatcherState, event: Event) -> None:
         agent_id: str = getattr(event, "agent_id")  # noqa: B009 - every registry event names its agent
@@ -240,7 +263,7 @@ class Dispatcher:
         else:
             state.agents[agent_id] = slot
         state.changed("agent", agent_id)
-        state._unsettled.update(state._holding_agent.get(agent_id, ()))
+        state.ix.unsettled.update(state.ix.holding_agent.get(agent_id, ()))
 
     def _describe(
         self,
@@ -265,12 +288,12 @@ class Dispatcher:
     def decide(self, state: DispatcherState, fact: Fact) -> list[Decision]:
         if state.claim is not None:
             return [self._answer(state, state.claim)]
-        while state._unsettled:
-            task_id = min(state._unsettled)
+        while state.ix.unsettled:
+            task_id = min(state.ix.unsettled)
             decision = self._next(state, state.tasks[task_id])
             if decision is not None:
                 return [Decision(task_stream(task_id), decision)]
-            state._unsettled.discard(task_id)
+            state.ix.unsettled.discard(task_id)
         assignment = _assignment(state, None)
         return [] if assignment is None else [Decision(task_stream(assignment.task_id), assignment)]
 
@@ -314,29 +337,33 @@ class Dispatcher:
 def _index(state: DispatcherState, task_id: str) -> None:
     """Put one task in the indexes as it is now (ready, holding a slot of its agent and key), out of the rest."""
     task = state.tasks[task_id]
-    old_rank = state._ranks.pop(task_id, None)
-    if old_rank is not None:
-        del state._ready[bisect.bisect_left(state._ready, old_rank)]
-    holder = state._holders.pop(task_id, None)
+    old = state.ix.ranks.pop(task_id, None)
+    if old is not None:
+        old_lane, old_rank = old
+        ranks = state.ix.lanes[old_lane]
+        del ranks[bisect.bisect_left(ranks, old_rank)]
+        if not ranks:
+            del state.ix.lanes[old_lane]
+    holder = state.ix.holders.pop(task_id, None)
     if holder is not None:
         agent_id, key = holder
         if agent_id is not None:
-            state._holding_agent[agent_id].discard(task_id)
-            if not state._holding_agent[agent_id]:
-                del state._holding_agent[agent_id]
+            state.ix.holding_agent[agent_id].discard(task_id)
+            if not state.ix.holding_agent[agent_id]:
+                del state.ix.holding_agent[agent_id]
         if key is not None:
-            state._holding_key[key] -= 1
-            if not state._holding_key[key]:
-                del state._holding_key[key]
+            state.ix.holding_key[key] -= 1
+            if not state.ix.holding_key[key]:
+                del state.ix.holding_key[key]
     spec = task.spec
     if spec is None:
         return
     if task.holding:
-        state._holders[task_id] = (task.agent_id, spec.concurrency_key)
+        state.ix.holders[task_id] = (task.agent_id, spec.concurrency_key)
         if task.agent_id is not None:
-            state._holding_agent.setdefault(task.agent_id, set()).add(task_id)
+            state.ix.holding_agent.setdefault(task.agent_id, set()).add(task_id)
         if spec.concurrency_key is not None:
-            state._holding_key[spec.concurrency_key] = state._holding_key.get(spec.concurrency_key, 0) + 1
+            state.ix.holding_key[spec.concurrency_key] = state.ix.holding_key.get(spec.concurrency_key, 0) + 1
     elif (
         task.status == "queued"
         and task.duplicate_of is None
@@ -344,37 +371,47 @@ def _index(state: DispatcherState, task_id: str) -> None:
         and dependencies_met(spec.depends_on, state.status_of)
     ):
         rank = (-spec.priority, task.age, task_id)
-        state._ranks[task_id] = rank
-        bisect.insort(state._ready, rank)
+        lane = (spec.task_type, tuple(sorted(spec.capabilities)), spec.concurrency_key, spec.concurrency_limit)
+        state.ix.ranks[task_id] = (lane, rank)
+        bisect.insort(state.ix.lanes.setdefault(lane, []), rank)
 
 
 def _assignment(state: DispatcherState, claim: TaskClaimRequested | None) -> TaskAssigned | None:
-    """The next assignment within every limit: to the claiming agent, or pushed to the least loaded one able."""
-    if state.holding_total >= state.settings.max_concurrent_tasks or not state._ready:
+    """The next assignment within every limit: to the claiming agent, or pushed to the least loaded one able.
+
+    The best ready task some free agent may take is the best of the lanes' first tasks that one may take."""
+    ix = state.ix
+    lanes, holding_agent = ix.lanes, ix.holding_agent
+    if len(ix.holders) >= state.settings.max_concurrent_tasks or not lanes:
         return None
     if claim is not None:
-        free = [claim.agent_id] if state.holding_of(claim.agent_id) < state.agents[claim.agent_id].limit else []
+        slot = state.agents[claim.agent_id]
+        free = [claim.agent_id] if len(holding_agent.get(claim.agent_id, ())) < slot.limit else []
     else:
         free = sorted(
             (agent_id for agent_id, slot in state.agents.items()
-             if slot.available and not slot.pull_only and state.holding_of(agent_id) < slot.limit),
-            key=lambda agent_id: (state.holding_of(agent_id), agent_id),
+             if slot.available and not slot.pull_only and len(holding_agent.get(agent_id, ())) < slot.limit),
+            key=lambda agent_id: (len(holding_agent.get(agent_id, ())), agent_id),
         )  # fmt: skip
     if not free:
         return None
     types = frozenset(claim.task_types) if claim is not None else frozenset()
-    for _, _, task_id in state._ready:
-        task = state.tasks[task_id]
-        spec = task.spec
-        assert spec is not None
-        if types and spec.task_type not in types:
+    holding_key = ix.holding_key
+    best: tuple[RankKey, str] | None = None
+    for (task_type, needed, key, limit), ranks in lanes.items():
+        if best is not None and ranks[0] >= best[0]:
             continue
-        if spec.concurrency_key is not None and state.holding_key(spec.concurrency_key) >= spec.concurrency_limit:
+        if types and task_type not in types:
             continue
-        needed = spec.capabilities
+        if key is not None and holding_key.get(key, 0) >= limit:
+            continue
         for agent_id in free:
             capabilities = state.agents[agent_id].capabilities
             if all(capability in capabilities for capability in needed):
-                claim_id = None if claim is None else claim.claim_id
-                return TaskAssigned(task_id=task_id, attempt=task.attempt + 1, agent_id=agent_id, claim_id=claim_id)
-    return None
+                best = (ranks[0], agent_id)
+                break
+    if best is None:
+        return None
+    (_, _, task_id), agent_id = best
+    claim_id = None if claim is None else claim.claim_id
+    return TaskAssigned(task_id=task_id, attempt=state.tasks[task_id].attempt + 1, agent_id=agent_id, claim_id=claim_id)
