@@ -63,6 +63,8 @@ async def run_system(
             if serving_api.done():
                 serving_api.result()
         hosted = [*handlers, *(await system.start(store) if system is not None else [])]
+        if api_app is not None and system is not None and system.documents is not None:
+            api_app.state.base_url = system.documents.url.replace("ws://", "http://", 1).removesuffix("/doc")
         if api_app is not None and system is None:
             # Without the agents component, the API still needs its locks, claims and agents expired by the log.
             hosted.append(DecisionHandler(CoordinationExpiry()))

@@ -1,4 +1,5 @@
-"""The API application: every route under /api/v1, OpenAPI at /openapi.json, docs at /docs.
+"""The API application: every route under /api/v1, OpenAPI at /openapi.json, docs at /docs, the MCP tools over
+streamable HTTP at /mcp.
 
 `agentlog up` serves it on its port (component `api`), beside the document server when both are hosted (one
 uvicorn, one port: the documents' routes first, the API mounted at the root after them).
@@ -27,6 +28,7 @@ from agentlog.api.routes_messages import router as messages_router
 from agentlog.api.services import Services
 from agentlog.documents.revocations import Revocations
 from agentlog.eventstore import EventStore
+from agentlog.mcp.http import Clients, http_server
 from agentlog.tokens import Keyring, signing_key
 
 
@@ -55,6 +57,11 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     for router in (agents_router, messages_router, locks_router, feed_router):
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
+    app.state.base_url = ""
+    """Where this server answers (http://host:port), set by whoever serves it: the MCP tools call the API there."""
+    app.state.mcp_clients = Clients(lambda: app.state.base_url)
+    app.state.mcp = http_server(keys, app.state.mcp_clients)
+    app.mount("/", app.state.mcp.streamable_http_app())  # last: /mcp, and the 404 of any other path
     app.add_middleware(
         Guard, store=store, auth=auth, limiter=RateLimiter(limits.requests_per_s, limits.burst),
         max_body_bytes=limits.max_body_bytes,
@@ -72,9 +79,11 @@ async def api_for(store: EventStore, limits: ApiLimits | None = None) -> AsyncIt
         await asyncio.wait_for(revocations.caught_up.wait(), 30)
         app = create_api(store, keys, revocations, limits)
         try:
-            yield app
+            async with app.state.mcp.session_manager.run():
+                yield app
         finally:
             await app.state.hub.close()
+            await app.state.mcp_clients.close()
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):

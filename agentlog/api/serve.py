@@ -27,7 +27,9 @@ async def serve_api(app: FastAPI, host: str, port: int, stop: asyncio.Event, sta
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=5)
+    # Agents pause between calls: keep their connections open longer than uvicorn's 5 s (a request racing the
+    # server's close of an idle connection fails; the typed client retries it, not every client does).
+    config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=5, timeout_keep_alive=75)
     web = _Uvicorn(config)
     task = asyncio.create_task(web.serve(sockets=[sock]))
     while not web.started and not task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
@@ -36,6 +38,7 @@ async def serve_api(app: FastAPI, host: str, port: int, stop: asyncio.Event, sta
         task.result()
         raise RuntimeError("the API server stopped while starting")
     bound = sock.getsockname()
+    app.state.base_url = f"http://{host}:{bound[1]}"
     log.info("api.listening", url=f"http://{host}:{bound[1]}/api/v1", docs=f"http://{host}:{bound[1]}/docs")
     started.set()
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from agentlog.cli import db_commands, handler_commands, log_commands, read_commands, token_commands
+from agentlog.cli import db_commands, handler_commands, log_commands, mcp_commands, read_commands, token_commands
 from agentlog.cli.common import ExitCode, fail, handles_errors, load_settings, out, run_async
 from agentlog.config import COMPONENTS, parse_components
 from agentlog.database import check_log_order, migrate, open_database, prepare_schema, runs_as_superuser
@@ -34,6 +34,7 @@ app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)
 app.command("replay")(read_commands.replay_command)
 app.command("report")(read_commands.report_command)
+app.command("mcp")(mcp_commands.mcp_command)
 
 
 @app.command("migrate")

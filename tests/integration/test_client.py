@@ -4,6 +4,7 @@ POST retries that append once, and the feed iterator resuming by itself after th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import pytest
@@ -73,9 +74,9 @@ async def test_posts_are_retried_with_their_idempotency_key(store: EventStore) -
             posted = await ada.post_chat("exactly once")
             await settled(store)
             page = await ada.chat()
-            assert [m.body for m in page.messages] == ["exactly once"] and page.messages[
-                0
-            ].message_id == posted.message_id
+            assert [m.body for m in page.messages] == ["exactly once"]
+            assert page.messages[0].message_id == posted.message_id
+        await real.aclose()
 
 
 async def test_the_feed_iterator_reconnects_and_resumes(store: EventStore) -> None:
@@ -83,14 +84,11 @@ async def test_the_feed_iterator_reconnects_and_resumes(store: EventStore) -> No
         for n in range(3):
             await ada.post_chat(f"m{n}")
         seen: list[str] = []
-        feed = ada.feed(["chat"])
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20), contextlib.aclosing(ada.feed(["chat"])) as feed:
             async for event in feed:
                 seen.append(event.data["body"])
                 if len(seen) == 2:
                     # Cut every connection the feed has: the iterator must reconnect and resume by itself.
-                    for task in asyncio.all_tasks():
-                        del task
                     await _cut_feed_connections(api.url)
                     for n in range(3, 6):
                         await ada.post_chat(f"m{n}")
@@ -101,12 +99,15 @@ async def test_the_feed_iterator_reconnects_and_resumes(store: EventStore) -> No
 
 async def _cut_feed_connections(url: str) -> None:
     """Close the server side of every feed socket at once (as a restart of the server would)."""
-    import contextlib
     import gc
 
     from starlette.websockets import WebSocket, WebSocketState
 
+    sockets = []
     for item in gc.get_objects():
-        if isinstance(item, WebSocket) and item.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError):
-                await item.close(1012, "restarting")
+        with contextlib.suppress(ReferenceError):
+            if type(item) is WebSocket and item.application_state is WebSocketState.CONNECTED:
+                sockets.append(item)
+    for socket in sockets:
+        with contextlib.suppress(RuntimeError):
+            await socket.close(1012, "restarting")

@@ -39,5 +39,14 @@ async def api_running(store: EventStore, limits: ApiLimits | None = None) -> Asy
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: no 40 ms stalls
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    async with coordination_running(store), api_for(store, limits) as app, serving(app, sock):
+    async with (
+        coordination_running(store),
+        api_for(store, limits) as app,
+        serving(
+            app,
+            sock,
+            timeout_keep_alive=300,  # idle clients' connections stay up: a closed one fails its next POST
+        ),
+    ):
+        app.state.base_url = f"http://127.0.0.1:{port}"
         yield RunningApi(f"http://127.0.0.1:{port}", await signing_key(store.pool), store)
