@@ -29,6 +29,31 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _route_standard_logging(renderer)
+
+
+def _route_standard_logging(renderer: structlog.typing.Processor) -> None:
+    """Libraries that log through `logging` (uvicorn, the mcp SDK, alembic) come out as our lines too, warnings
+    and up: one format on stderr, so JSON logs stay JSON lines. A root handler of ours also turns a library's own
+    `logging.basicConfig` (the mcp SDK calls one, with a rich handler) into the no-op it is on a configured root."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_agentlog", False):
+            root.removeHandler(existing)
+    handler._agentlog = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def configure_logging_from_environment() -> None:
