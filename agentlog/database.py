@@ -10,6 +10,8 @@ schema).
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -127,29 +129,85 @@ def _alembic_config(url: str, locations: list[str] | None = None) -> Config:
 
 
 def plugin_migrations() -> tuple[list[str], list[PluginError]]:
-    """The revision folders of the installed plugins that load and fit beside ours, and the ones that do not.
+    """The revision folders of the installed plugins that load and fit beside ours, and the ones that do not."""
+    found, errors = _plugin_migrations()
+    return [location for _, location in found], errors
+
+
+def _plugin_migrations() -> tuple[list[tuple[metadata.EntryPoint, str]], list[PluginError]]:
+    """Each plugin's entry point and revision folder, when it loads and fits beside ours, and the ones that do not.
 
     Each folder is tried beside ours alone first: a plugin whose scripts do not load (an import error, a revision
-    pointing nowhere, a second base without a branch label) is named in one line and left out, and the others
-    migrate all the same."""
+    pointing nowhere, a second base without a branch label) or whose revision ids are already taken (by ours or
+    by a plugin before it: alembic would only warn and keep one of the two) is named in one line and left out, and
+    the others migrate all the same."""
     from alembic.script import ScriptDirectory
 
-    found: list[str] = []
-    errors: list[PluginError] = []
-    for entry_point in sorted(metadata.entry_points(group=MIGRATIONS_ENTRY_POINTS), key=lambda ep: ep.name):
-        try:
-            package = entry_point.load()
-            paths = list(getattr(package, "__path__", []))
-            if not paths:
-                raise TypeError(f"{entry_point.value} is not a package (a folder of revision scripts)")
-            location = str(Path(paths[0]).resolve())
-            ScriptDirectory.from_config(_alembic_config("", [location])).get_heads()
-        except Exception as error:
-            errors.append(PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
-                                      describe_error(error)))  # fmt: skip
-            continue
-        found.append(location)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Revision X is present more than once": said below, in one line
+        taken = {script.revision: "agentlog" for script in ScriptDirectory.from_config(_alembic_config("", []))
+                 .walk_revisions()}  # fmt: skip
+        found: list[tuple[metadata.EntryPoint, str]] = []
+        errors: list[PluginError] = []
+        for entry_point in sorted(metadata.entry_points(group=MIGRATIONS_ENTRY_POINTS), key=lambda ep: ep.name):
+            try:
+                package = entry_point.load()
+                paths = list(getattr(package, "__path__", []))
+                if not paths:
+                    raise TypeError(f"{entry_point.value} is not a package (a folder of revision scripts)")
+                location = str(Path(paths[0]).resolve())
+                scripts = ScriptDirectory.from_config(_alembic_config("", [location]))
+                scripts.get_heads()
+                own = [script.revision for script in scripts.walk_revisions() if script.path.startswith(location)]
+                clash = next((revision for revision in own if revision in taken), None)
+                if clash is not None:
+                    raise ValueError(f"revision {clash!r} is already one of {taken[clash]}'s; rename yours")
+            except Exception as error:
+                errors.append(PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
+                                          describe_error(error)))  # fmt: skip
+                continue
+            taken.update({revision: f"plugin {entry_point.name!r}" for revision in own})
+            found.append((entry_point, location))
     return found, errors
+
+
+UNINSTALLED_REVISION = """\
+# A revision recorded in alembic_version whose plugin is no longer installed (written by agentlog migrate).
+revision = {revision!r}
+down_revision = None
+branch_labels = ({label!r},)
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    raise RuntimeError("the plugin that made revision {revision} is not installed: reinstall it to go down")
+"""
+
+
+def _stand_in_for_uninstalled(url: str, locations: list[str], folder: Path) -> list[str]:
+    """Revisions the database is at that no installed script knows (a plugin uninstalled after its migrations
+    ran), each given a do-nothing stand-in in `folder`: they stay recorded, and alembic can go on with the rest.
+
+    Decided: an uninstalled plugin never stops a healthy system. Its schema and its row in alembic_version stay
+    (installed again, it goes on from there); `agentlog migrate` names them in one warning each time."""
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import ResolutionError
+
+    scripts = ScriptDirectory.from_config(_alembic_config(url, locations))
+    unknown = []
+    for revision in _current_heads(url):
+        try:
+            scripts.revision_map.get_revision(revision)
+        except ResolutionError:
+            unknown.append(revision)
+    for index, revision in enumerate(unknown):
+        text = UNINSTALLED_REVISION.format(revision=revision, label=f"uninstalled-{revision}")
+        (folder / f"uninstalled_{index}.py").write_text(text)
+    return unknown
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -165,18 +223,26 @@ def head_revision(url: str) -> str | None:
     """The heads of agentlog's migrations and the installed plugins' (see `_revisions`)."""
     from alembic.script import ScriptDirectory
 
-    return _revisions(ScriptDirectory.from_config(_alembic_config(url)).get_heads())
+    locations = plugin_migrations()[0]
+    with tempfile.TemporaryDirectory(prefix="agentlog-uninstalled-") as folder:
+        if _stand_in_for_uninstalled(url, locations, Path(folder)):
+            locations = [*locations, folder]
+        return _revisions(ScriptDirectory.from_config(_alembic_config(url, locations)).get_heads())
 
 
 def current_revision(url: str) -> str | None:
     """The revisions the database is at, one per branch (see `_revisions`)."""
+    return _revisions(_current_heads(url))
+
+
+def _current_heads(url: str) -> tuple[str, ...]:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
 
     engine = create_engine(_sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
-            return _revisions(MigrationContext.configure(connection).get_current_heads())
+            return tuple(MigrationContext.configure(connection).get_current_heads())
     finally:
         engine.dispose()
 
@@ -190,13 +256,36 @@ def migrate(url: str, *, event_catalogue: EventCatalogue = catalogue) -> tuple[s
     transaction epoch moved past the log (see 0005_log_under_operators.sql) and, restored without privileges,
     its grants back; a new agentlog version brings new event schemas.
     """
+    from alembic.script import ScriptDirectory
+
     from alembic import command
 
     check_reachable(url)
-    locations, broken = plugin_migrations()
+    plugins, broken = _plugin_migrations()
     log_plugin_errors(broken)
     before = current_revision(url)
-    command.upgrade(_alembic_config(url, locations), "heads")
+    locations = [location for _, location in plugins]
+    with tempfile.TemporaryDirectory(prefix="agentlog-uninstalled-") as folder:
+        uninstalled = _stand_in_for_uninstalled(url, locations, Path(folder))
+        if uninstalled:
+            log.warning("plugin.migrations_uninstalled", revisions=uninstalled,
+                        hint="their plugin is not installed; its schema stays. Reinstall it, or drop its schema and"
+                        " delete its row from alembic_version")  # fmt: skip
+        config = _alembic_config(url, [*locations, folder] if uninstalled else locations)
+        # Ours first, whatever a plugin's depends_on says: a plugin's revisions always find our roles and schemas.
+        for head in ScriptDirectory.from_config(_alembic_config(url, [])).get_heads():
+            command.upgrade(config, head)
+        # Then each plugin's branches, each in its own transaction: one that fails is named and the rest go on.
+        for entry_point, location in plugins:
+            scripts = ScriptDirectory.from_config(_alembic_config(url, [location]))
+            own = {script.revision for script in scripts.walk_revisions() if script.path.startswith(location)}
+            try:
+                for head in scripts.get_heads():
+                    if head in own:
+                        command.upgrade(config, head)
+            except Exception as error:
+                log_plugin_errors([PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
+                                               f"its migration failed: {describe_error(error)}")])  # fmt: skip
     _after_migrations(url, event_catalogue)
     return before, current_revision(url)
 
