@@ -17,35 +17,19 @@ from agentlog.domains.tasks.events import TaskCompleted, TaskCreated, TaskStarte
 from agentlog.domains.tasks.lifecycle import TaskLifecycle, check, refusal_event
 from agentlog.eventstore import ANY, EventStore
 from agentlog.handlers import HandlerRunner
-from agentlog.handlers.decider import DecisionHandler, verify_decider
-from agentlog.handlers.projection_handler import ProjectionHandler
+from agentlog.handlers.decider import verify_decider
 from agentlog.handlers.tasks.dispatcher import Dispatcher
-from agentlog.handlers.timers import TimerService
 from agentlog.projections import installed_projections
 from agentlog.projections.replay import verify
+from tests.support.hosting import hosted
 
 PROJECTIONS = ("tasks", "budgets", "timers")
 
 
 @asynccontextmanager
 async def orchestration_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
-    found = installed_projections().found
-    runner = HandlerRunner(
-        store,
-        [DecisionHandler(Dispatcher()), *(ProjectionHandler(found[name]) for name in PROJECTIONS)],
-        batch_size=200,
-        lock_retry_interval=0.1,
-    )
-    stop_timers = asyncio.Event()
-    running = asyncio.create_task(runner.run())
-    timers = asyncio.create_task(TimerService(store, stop_timers).run())
-    try:
+    async with hosted(store, [Dispatcher()], PROJECTIONS) as runner:
         yield runner
-    finally:
-        stop_timers.set()
-        runner.stop.set()
-        await timers
-        await running
 
 
 async def row_when(store: EventStore, sql: str, *args: object, timeout: float = 15) -> dict[str, object]:

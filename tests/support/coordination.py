@@ -11,33 +11,15 @@ from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers import HandlerRunner
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
-from agentlog.handlers.decider import DecisionHandler
-from agentlog.handlers.projection_handler import ProjectionHandler
-from agentlog.handlers.timers import TimerService
-from agentlog.projections import installed_projections
+from tests.support.hosting import hosted
 
 PROJECTIONS = ("registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "timers")
 
 
 @asynccontextmanager
 async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
-    found = installed_projections().found
-    runner = HandlerRunner(
-        store,
-        [DecisionHandler(CoordinationExpiry()), *(ProjectionHandler(found[name]) for name in PROJECTIONS)],
-        batch_size=200,
-        lock_retry_interval=0.1,
-    )
-    stop_timers = asyncio.Event()
-    running = asyncio.create_task(runner.run())
-    timers = asyncio.create_task(TimerService(store, stop_timers).run())
-    try:
+    async with hosted(store, [CoordinationExpiry()], PROJECTIONS) as runner:
         yield runner
-    finally:
-        stop_timers.set()
-        runner.stop.set()
-        await timers
-        await running
 
 
 LAST_COMMITTED = """
