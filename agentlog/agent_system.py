@@ -39,12 +39,24 @@ from agentlog.eventstore.postgres.notifications import Notifier
 from agentlog.handlers import Handler
 from agentlog.handlers.agents.manager import AgentManager
 from agentlog.handlers.agents.supervisor import Supervisor, SupervisorSettings
+from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
 from agentlog.handlers.documents.activity import DocumentActivity
+from agentlog.handlers.tasks.dispatcher import Dispatcher
 from agentlog.handlers.timers import TimerService
 
 log = structlog.get_logger("agentlog.agents")
+
+
+def log_deciders(settings: Settings) -> list[Decider[Any]]:
+    """The deciders the API needs whether or not this process runs agents: the expiry of locks, claims and
+    liveness, the task dispatcher and the budget keeper."""
+    return [
+        CoordinationExpiry(),
+        Dispatcher(max_concurrent_tasks=settings.max_concurrent_tasks, per_agent_limit=settings.tasks_per_agent),
+        BudgetKeeper(),
+    ]
 
 
 def deciders(settings: Settings) -> list[Decider[Any]]:
@@ -58,7 +70,7 @@ def deciders(settings: Settings) -> list[Decider[Any]]:
             stop_deadline_s=settings.agent_stop_deadline_s,
             proven_run_s=settings.proven_run_s,
         ),
-        CoordinationExpiry(),
+        *log_deciders(settings),
     ]
 
 

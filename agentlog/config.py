@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     llm_provider: Literal["gazetteer", "openai"] = "gazetteer"
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
     llm_model: str | None = None
+    max_concurrent_tasks: int = Field(
+        default=100, ge=1, le=1_000_000, description="task attempts assigned or running at once, in all"
+    )
+    tasks_per_agent: int = Field(
+        default=1, ge=1, le=10_000,
+        description="task attempts one agent holds at once, unless its metadata says max_concurrent_tasks",
+    )
     token_ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="lifetime of `agentlog token` tokens")
     agent_token_ttl_s: float = Field(
         default=900.0, ge=60, description="lifetime of an agent's token; its supervisor renews it at a third of that"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from agentlog.agent_system import AgentSystem
+from agentlog.agent_system import AgentSystem, log_deciders
 from agentlog.api.app import ApiLimits, api_for
 from agentlog.api.serve import serve_api
 from agentlog.config import Settings
@@ -18,8 +18,7 @@ from agentlog.eventstore.errors import AgentlogError
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 from agentlog.handlers import Handler, HandlerRunner
-from agentlog.handlers.coordination.expiry import CoordinationExpiry
-from agentlog.handlers.decider import DecisionHandler
+from agentlog.handlers.decider import DecisionHandler, record_settings
 from agentlog.handlers.projection_handler import ProjectionHandler
 from agentlog.handlers.timers import TimerService
 from agentlog.projections.projection import Projection
@@ -66,8 +65,11 @@ async def run_system(
         if api_app is not None and system is not None and system.documents is not None:
             api_app.state.base_url = system.documents.url.replace("ws://", "http://", 1).removesuffix("/doc")
         if api_app is not None and system is None:
-            # Without the agents component, the API still needs its locks, claims and agents expired by the log.
-            hosted.append(DecisionHandler(CoordinationExpiry()))
+            # Without the agents component, the API still needs its locks, claims and agents expired by the log,
+            # its tasks dispatched and its budgets' reservations given back.
+            for decider in log_deciders(settings):
+                await record_settings(store, decider)
+                hosted.append(DecisionHandler(decider))
             stop_timers = asyncio.Event()
             timers = asyncio.create_task(TimerService(store, stop_timers).run())
             stack.push_async_callback(_stop_serving, stop_timers, timers)
