@@ -162,7 +162,7 @@ def _plugin_migrations() -> tuple[list[tuple[metadata.EntryPoint, str]], list[Pl
                 clash = next((revision for revision in own if revision in taken), None)
                 if clash is not None:
                     raise ValueError(f"revision {clash!r} is already one of {taken[clash]}'s; rename yours")
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
                 errors.append(PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
                                           describe_error(error)))  # fmt: skip
                 continue

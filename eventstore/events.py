@@ -141,7 +141,7 @@ class EventCatalogue:
             upcasters = dict(self._upcasters)
             try:
                 self._register_loaded(entry_point.load())
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
                 # A plugin that breaks halfway registers nothing: what it registered before failing is taken out
                 # (but not agentlog's own types, should it have imported a module of ours for the first time).
                 added = [entry for entry in self._iter_all()

@@ -62,7 +62,7 @@ def load_entry_points(group: str, convert: Callable[[object], T], name_of: Calla
             name = name_of(plugin)
             if name in plugins.found:
                 raise ValueError(f"{name!r} is already the name of another plugin in {group}")
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
             plugins.errors.append(PluginError(group, entry_point.name, entry_point.value, describe_error(error)))
             continue
         plugins.found[name] = plugin

@@ -116,3 +116,21 @@ def test_a_plugin_that_breaks_halfway_registers_nothing(tmp_path: Path) -> None:
         "ours": True,
         "errors": ["entry point 'half' (half) in agentlog.event_types: RuntimeError: broke after registering"],
     }
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_a_broken_plugin_not_the_end_of_the_process(tmp_path: Path) -> None:
+    found = _run(
+        tmp_path,
+        {"quitter": "import sys\nsys.exit(3)\n"},
+        [("quitter", "quitter")],
+        """\
+        from agentlog.eventstore import catalogue
+        from agentlog.eventstore.loading import load_entry_points
+        errors = catalogue.load_plugins()
+        loaded = load_entry_points("agentlog.event_types", lambda plugin: plugin, lambda plugin: "x")
+        print(json.dumps({"catalogue": [str(e) for e in errors], "loader": [str(e) for e in loaded.errors]}))
+        """,
+    )
+    assert isinstance(found, dict)
+    assert any("quitter" in error and "SystemExit" in error for error in found["catalogue"]), found
+    assert any("quitter" in error for error in found["loader"]), found
