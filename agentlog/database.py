@@ -26,7 +26,7 @@ from agentlog.config import Settings
 from agentlog.embedded import APPLICATION_ROLE, REPORTING_ROLE, EmbeddedPostgres
 from agentlog.eventstore.errors import AgentlogError, DatabaseUnavailableError
 from agentlog.eventstore.events import EventCatalogue, catalogue
-from agentlog.eventstore.loading import PluginError, describe_error, log_plugin_errors
+from agentlog.eventstore.loading import PLUGIN_FAILURES, PluginError, describe_error, log_plugin_errors
 from agentlog.eventstore.postgres.queries import load_queries
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _plugin_migrations() -> tuple[list[tuple[metadata.EntryPoint, str]], list[Pl
                 clash = next((revision for revision in own if revision in taken), None)
                 if clash is not None:
                     raise ValueError(f"revision {clash!r} is already one of {taken[clash]}'s; rename yours")
-            except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
+            except PLUGIN_FAILURES as error:
                 errors.append(PluginError(MIGRATIONS_ENTRY_POINTS, entry_point.name, entry_point.value,
                                           describe_error(error)))  # fmt: skip
                 continue

@@ -21,7 +21,7 @@ from agentlog.eventstore.errors import (
     NewerSchemaVersionError,
     UnknownEventTypeError,
 )
-from agentlog.eventstore.loading import PluginError, describe_error, log_plugin_errors
+from agentlog.eventstore.loading import PLUGIN_FAILURES, PluginError, describe_error, log_plugin_errors
 
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,127}$")
 
@@ -141,7 +141,7 @@ class EventCatalogue:
             upcasters = dict(self._upcasters)
             try:
                 self._register_loaded(entry_point.load())
-            except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
+            except PLUGIN_FAILURES as error:
                 # A plugin that breaks halfway registers nothing: what it registered before failing is taken out
                 # (but not agentlog's own types, should it have imported a module of ours for the first time).
                 added = [entry for entry in self._iter_all()

@@ -40,6 +40,11 @@ class Plugins(Generic[T]):
     errors: list[PluginError] = field(default_factory=list)
 
 
+PLUGIN_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+"""What loading a plugin may raise and still be only a broken plugin: a plugin's `sys.exit()` on import ends the
+plugin, not the process (KeyboardInterrupt still stops it)."""
+
+
 def describe_error(error: BaseException) -> str:
     """An exception as one line (a plugin's traceback is its author's business, not the operator's screen)."""
     text = " ".join(str(error).split())
@@ -62,7 +67,7 @@ def load_entry_points(group: str, convert: Callable[[object], T], name_of: Calla
             name = name_of(plugin)
             if name in plugins.found:
                 raise ValueError(f"{name!r} is already the name of another plugin in {group}")
-        except (Exception, SystemExit) as error:  # a plugin's sys.exit() ends only the plugin
+        except PLUGIN_FAILURES as error:
             plugins.errors.append(PluginError(group, entry_point.name, entry_point.value, describe_error(error)))
             continue
         plugins.found[name] = plugin

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from agentlog.domains.tasks.events import TaskCreated, task_stream
+from agentlog.eventstore import EventStore
 from tests.support.system import RunningSystem, token_for
 
 
@@ -35,9 +37,6 @@ async def test_up_serves_the_api_beside_the_documents(database_url: str, tmp_pat
 async def test_up_dispatches_tasks_to_registered_agents(database_url: str, tmp_path: Path) -> None:
     """The dispatcher runs in `up` (issue 13): a task appended to the log is assigned to the agent registered with
     its capability, and the tasks projection shows it."""
-    from agentlog.domains.tasks.events import TaskCreated, task_stream
-    from agentlog.eventstore import EventStore
-
     system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
     try:
         base = system.document_url.replace("ws://", "http://").removesuffix("/doc")
