@@ -23,8 +23,10 @@ from agentlog.api.feed import router as feed_router
 from agentlog.api.guard import API_PREFIX, Guard, RateLimiter
 from agentlog.api.reads import Reads
 from agentlog.api.routes_agents import router as agents_router
+from agentlog.api.routes_budgets import router as budgets_router
 from agentlog.api.routes_locks import router as locks_router
 from agentlog.api.routes_messages import router as messages_router
+from agentlog.api.routes_tasks import router as tasks_router
 from agentlog.api.services import Services
 from agentlog.documents.revocations import Revocations
 from agentlog.eventstore import EventStore
@@ -46,7 +48,7 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     app = FastAPI(
         title="agentlog",
         summary="Coordination of AI agents over one event log: registry, chat, inboxes, checkpoints, memories, "
-        "locks with fencing tokens, claims.",
+        "locks with fencing tokens, claims, a task queue and token budgets.",
         version="1",
         openapi_url="/openapi.json",
         docs_url="/docs",
@@ -54,7 +56,7 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     )
     app.state.services = Services(store, Coordinator(store), Reads(store, limits.read_wait_s), auth)
     app.state.hub = Hub(store)
-    for router in (agents_router, messages_router, locks_router, feed_router):
+    for router in (agents_router, messages_router, locks_router, tasks_router, budgets_router, feed_router):
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)
     app.state.base_url = ""

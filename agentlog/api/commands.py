@@ -15,7 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel, Field
+
 from agentlog.api.reads import QUERIES
+from agentlog.domains.budgets.events import budget_stream
+from agentlog.domains.budgets.ledger import BudgetLedger
 from agentlog.domains.coordination import claims as claim_rules
 from agentlog.domains.coordination.claims import ClaimsState
 from agentlog.domains.coordination.errors import Conflict, HeldError, NotFoundError
@@ -27,6 +31,8 @@ from agentlog.domains.coordination.names import (
     lock_stream,
     member_stream,
 )
+from agentlog.domains.tasks.events import task_stream
+from agentlog.domains.tasks.lifecycle import TaskLifecycle
 from agentlog.eventstore import (
     ANY,
     Event,
@@ -79,6 +85,30 @@ class StreamFolds(Generic[F]):
         return state
 
 
+class TaskFold(BaseModel):
+    """A task's lifecycle (`domains.tasks.lifecycle`) and the stream version it is folded to."""
+
+    version: int = 0
+    task: TaskLifecycle = Field(default_factory=TaskLifecycle)
+
+    def fold(self, event: Event, version: int | None = None) -> None:
+        self.task.fold(event)
+        if version is not None:
+            self.version = version
+
+
+class BudgetFold(BaseModel):
+    """A budget's ledger (`domains.budgets.ledger`) and the stream version it is folded to."""
+
+    version: int = 0
+    ledger: BudgetLedger = Field(default_factory=BudgetLedger)
+
+    def fold(self, event: Event, version: int | None = None) -> None:
+        self.ledger.fold(event)
+        if version is not None:
+            self.version = version
+
+
 def _copy(state: F) -> F:
     copied: F = state.model_copy(deep=True)  # type: ignore[attr-defined]
     return copied
@@ -119,6 +149,8 @@ class Coordinator:
         self.members: StreamFolds[RegistryEntry] = StreamFolds(store, RegistryEntry)
         self.locks: StreamFolds[LockState] = StreamFolds(store, LockState)
         self.claims: StreamFolds[ClaimsState] = StreamFolds(store, ClaimsState)
+        self.tasks: StreamFolds[TaskFold] = StreamFolds(store, TaskFold)
+        self.budgets: StreamFolds[BudgetFold] = StreamFolds(store, BudgetFold)
 
     async def decide(self, actor: Actor, plan: Callable[[], Awaitable[Sequence[Planned]]]) -> Written:
         """Run `plan` (which folds what it needs and returns [(stream, expected version, events)]) and append it;
@@ -159,6 +191,12 @@ class Coordinator:
         """(resource, holder, fencing token) of locks held now, as the locks projection shows them."""
         rows = await self.store.pool.fetch(QUERIES["held_locks"])
         return [(row["resource"], row["holder"], row["fencing_token"]) for row in rows]
+
+    async def task(self, task_id: str) -> TaskFold:
+        return await self.tasks.current(task_stream(task_id))
+
+    async def budget(self, budget_id: str) -> BudgetFold:
+        return await self.budgets.current(budget_stream(budget_id))
 
     async def claims_state(self) -> ClaimsState:
         return await self.claims.current(CLAIMS_STREAM)

@@ -9,6 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from agentlog.domains.budgets.ledger import (
+    BudgetBelowCommittedError,
+    BudgetError,
+    BudgetExceededError,
+    BudgetNotSetError,
+    UnknownReservationError,
+)
 from agentlog.domains.coordination.errors import HeldError, NotFoundError, StaleGrantError
 from agentlog.domains.coordination.names import InvalidNameError
 
@@ -31,6 +38,12 @@ def forbidden(detail: str) -> ApiError:
 
 def not_found(detail: str) -> ApiError:
     return ApiError(404, "not_found", detail)
+
+
+def invalid(field: str, message: str, **extra: Any) -> ApiError:
+    """A 422 naming one field of the body (`tasks.1.depends_on`), as FastAPI's own validation names fields."""
+    loc: list[str | int] = ["body", *(int(part) if part.isdigit() else part for part in field.split("."))]
+    return ApiError(422, "invalid", [{"loc": loc, "msg": message, "type": "value_error"}], **extra)
 
 
 def problem(error: ApiError) -> JSONResponse:
@@ -63,7 +76,18 @@ def install(app: FastAPI) -> None:
     async def invalid_name(_request: Request, error: InvalidNameError) -> JSONResponse:
         return problem(ApiError(422, "invalid_name", [{"loc": ["path"], "msg": str(error), "type": "value_error"}]))
 
+    @app.exception_handler(BudgetError)
+    async def budget_refused(_request: Request, error: BudgetError) -> JSONResponse:
+        if isinstance(error, BudgetExceededError):
+            return problem(ApiError(409, "budget_exceeded", str(error), budget_id=error.budget_id,
+                                    remaining_tokens=error.remaining, period=error.period))  # fmt: skip
+        if isinstance(error, BudgetBelowCommittedError):
+            return problem(invalid("limit_tokens", str(error)))
+        if isinstance(error, BudgetNotSetError | UnknownReservationError):
+            return problem(not_found(str(error)))
+        return problem(ApiError(409, "budget_refused", str(error)))
+
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]} for item in error.errors()]
         return problem(ApiError(422, "invalid", errors))

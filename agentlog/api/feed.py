@@ -2,7 +2,9 @@
 repeats nothing.
 
 Topics: `chat`, `inbox:<agent>` (its direct messages, read receipts and the chat posts mentioning it), `locks`,
-`claims`, `agents` (registry changes; heartbeats are not sent). Positions are the log's canonical order
+`claims`, `agents` (registry changes; heartbeats are not sent), `tasks` (every task event), `tasks:<agent>` (what
+an agent must act on: its assignments, cancellations of its attempts, refusals of its commands, declined claims),
+`budgets` (limits, reservations, warnings). Positions are the log's canonical order
 (`transaction_id/global_position`, as `LogPosition` prints it); each event sent carries its own, and a quiet feed
 sends `{"type": "position"}` now and then, so a client resuming from the last position it saw skips nothing and
 gets nothing twice.
@@ -33,10 +35,12 @@ from agentlog.eventstore import START, EventStore, LogPosition, RecordedEvent
 log = structlog.get_logger("agentlog.api.feed")
 router = APIRouter(tags=["live feed"])
 
-TOPICS = ("chat", "locks", "claims", "agents")
+TOPICS = ("chat", "locks", "claims", "agents", "tasks", "budgets")
+TOPIC_LIST = "chat, locks, claims, agents, tasks, budgets, inbox:<agent>, tasks:<agent>"
 LOCK_EVENTS = frozenset({"LockAcquired", "LockRenewed", "LockReleased", "LockExpired"})
 CLAIM_EVENTS = frozenset({"ClaimMade", "ClaimReleased", "ClaimExpired", "ClaimHandedOff"})
 MEMBER_EVENTS = frozenset({"AgentRegistered", "AgentUpdated", "AgentDeregistered", "AgentGone"})
+AGENT_TASK_EVENTS = frozenset({"TaskAssigned", "TaskCancelled", "TaskAttemptRefused", "TaskClaimDeclined"})
 QUEUE_BATCHES = 1_000
 POSITION_EVERY_S = 1.0
 CLOSE_POLICY = 1008
@@ -54,15 +58,16 @@ def parse_position(text: str | None) -> LogPosition:
 def parse_topics(text: str, caller: Caller) -> frozenset[str]:
     topics = frozenset(part.strip() for part in text.split(",") if part.strip())
     if not topics:
-        raise ValueError("give topics: chat, locks, claims, agents, inbox:<agent>")
+        raise ValueError(f"give topics: {TOPIC_LIST}")
     for topic in topics:
-        if topic.startswith("inbox:"):
-            agent_id = topic.removeprefix("inbox:")
+        kind, _, agent_id = topic.partition(":")
+        if kind in ("inbox", "tasks") and agent_id:
             if not re.match(AGENT_ID_PATTERN, agent_id):
                 raise ValueError(f"topic {topic!r}: not an agent id")
-            caller.reads_private(agent_id)
+            if kind == "inbox":
+                caller.reads_private(agent_id)
         elif topic not in TOPICS:
-            raise ValueError(f"unknown topic {topic!r}; topics: chat, locks, claims, agents, inbox:<agent>")
+            raise ValueError(f"unknown topic {topic!r}; topics: {TOPIC_LIST}")
     return topics
 
 
@@ -86,6 +91,13 @@ def topic_of(event: RecordedEvent, topics: frozenset[str]) -> str | None:
         return "claims" if "claims" in topics else None
     if kind in MEMBER_EVENTS:
         return "agents" if "agents" in topics else None
+    if stream.startswith(("task-", "taskclaim-")):
+        agent_id = event.data.get("agent_id")
+        if kind in AGENT_TASK_EVENTS and agent_id and f"tasks:{agent_id}" in topics:
+            return f"tasks:{agent_id}"
+        return "tasks" if "tasks" in topics else None
+    if stream.startswith("budget-"):
+        return "budgets" if "budgets" in topics else None
     return None
 
 

@@ -1,4 +1,4 @@
--- Named SQL of the API's reads (loaded by `reads.py`): the coordination projections, never the log, except the
+-- Named SQL of the API's reads (loaded by `reads.py`): the projections, never the log, except the
 -- checkpoints that say how far the projections have read it. Every value is a parameter.
 
 -- caught_up --
@@ -118,3 +118,46 @@ ON CONFLICT (principal, key) DO NOTHING;
 -- forget_old_answers --
 -- Answers are kept for 24 hours.
 DELETE FROM agentlog.api_idempotency WHERE created_at < now() - interval '24 hours';
+
+-- task --
+-- $1 task id
+SELECT * FROM projections.tasks WHERE task_id = $1;
+
+-- tasks --
+-- Tasks by status, agent and type (NULL: any), in id order after a cursor.
+-- $1 status, $2 agent id, $3 task type, $4 after task id, $5 limit
+SELECT * FROM projections.tasks
+ WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR agent_id = $2)
+   AND ($3::text IS NULL OR task_type = $3) AND task_id > $4
+ ORDER BY task_id LIMIT $5;
+
+-- agent_tasks --
+-- The tasks an agent holds an attempt of (assigned or running), most urgent first.
+-- $1 agent id
+SELECT * FROM projections.tasks WHERE agent_id = $1 AND status IN ('assigned', 'running')
+ ORDER BY priority DESC, assigned_at, task_id;
+
+-- task_dependencies --
+-- What the named tasks depend on, and what those depend on, all the way down (for the cycle check of a create).
+-- $1 task ids
+WITH RECURSIVE reached (task_id, depends_on) AS (
+    SELECT task_id, depends_on FROM projections.tasks WHERE task_id = ANY ($1::text[])
+    UNION
+    SELECT t.task_id, t.depends_on FROM projections.tasks t JOIN reached r ON t.task_id = ANY (r.depends_on)
+)
+SELECT task_id, depends_on FROM reached;
+
+-- queue_depth --
+SELECT status, priority, tasks, oldest_created_at FROM reports.task_queue;
+
+-- budget --
+-- $1 budget id
+SELECT * FROM projections.budgets WHERE budget_id = $1;
+
+-- budgets --
+SELECT * FROM projections.budgets ORDER BY budget_id;
+
+-- agent_budgets --
+-- The budgets an agent's calls count against: the global one and its own, those that are set.
+-- $1 agent id
+SELECT * FROM projections.budgets WHERE budget_id IN ('global', 'agent-' || $1) ORDER BY budget_id;

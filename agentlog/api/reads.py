@@ -1,5 +1,5 @@
-"""The read side: the coordination projections, with read-your-writes per token (a read waits, briefly, until
-the projections have applied what the same token wrote last)."""
+"""The read side: the coordination and orchestration projections, with read-your-writes per token (a read waits,
+briefly, until the projections have applied what the same token wrote last)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from agentlog.eventstore import EventStore, LogPosition
 from agentlog.eventstore.postgres.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-PROJECTIONS = ["registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims"]
+PROJECTIONS = ["registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "tasks", "budgets"]
 
 
 class Reads:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from agentlog.api.errors import ApiError, not_found
 from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Svc, Who
-from agentlog.api.views import agent, agent_of_entry, chat, checkpoint, claim_row, inbox, lock_row, memory
+from agentlog.api.views import agent, agent_of_entry, chat, checkpoint, claim_row, inbox, lock_row, memory, task
 from agentlog.client import models
 from agentlog.domains.coordination.events import (
     AgentDeregistered,
@@ -279,7 +279,7 @@ async def forget(
 @router.get("/agents/{agent_id}/hot-start", response_model=models.HotStart)
 async def hot_start(agent_id: AgentPath, services: Svc, who: Reader) -> models.HotStart:
     """Everything to pick the work up: the entry, unread messages, recent chat, my locks and claims with their
-    expiries, my latest checkpoint."""
+    expiries, my latest checkpoint, my tasks assigned or running, and what my budgets have left."""
     who.reads_private(agent_id)
     entry = await services.coordinator.member(agent_id)
     if entry.state == "unknown":
@@ -293,4 +293,8 @@ async def hot_start(agent_id: AgentPath, services: Svc, who: Reader) -> models.H
         locks=[lock_row(row) for row in await pool.fetch(QUERIES["locks"], agent_id, 500)],
         claims=[claim_row(row) for row in await pool.fetch(QUERIES["claims"], agent_id, "held", 500)],
         checkpoint=None if latest is None else checkpoint(latest),
+        tasks=[task(row) for row in await pool.fetch(QUERIES["agent_tasks"], agent_id)],
+        budgets=[models.BudgetLeft(budget_id=row["budget_id"], period=row["period"], limit_tokens=row["limit_tokens"],
+                                   remaining_tokens=row["remaining_tokens"])
+                 for row in await pool.fetch(QUERIES["agent_budgets"], agent_id)],
     )

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from agentlog.api.commands import BudgetFold, TaskFold
 from agentlog.client import models
 from agentlog.domains.coordination.claims import Claim as ClaimState
 from agentlog.domains.coordination.liveness import RegistryEntry
@@ -71,3 +72,41 @@ def claim_row(row: Row) -> models.Claim:
 
 def claim_state(claim: ClaimState) -> models.Claim:
     return models.Claim(**claim.model_dump())
+
+
+def task(row: Row) -> models.Task:
+    return models.Task(**_pick(row, models.Task))
+
+
+def task_state(fold: TaskFold) -> models.TaskState:
+    task, spec = fold.task, fold.task.spec
+    return models.TaskState(
+        task_id=task.task_id, task_type="" if spec is None else spec.task_type,
+        priority=0 if spec is None else spec.priority, status=task.status, attempt=task.attempt,
+        agent_id=task.agent_id, attempts_spent=task.attempts_spent,
+        max_attempts=0 if spec is None else spec.max_attempts,
+        reason=task.reason, last_error=task.last_error, stream_version=fold.version,
+    )  # fmt: skip
+
+
+def budget(row: Row) -> models.Budget:
+    return models.Budget(**_pick(row, models.Budget))
+
+
+def budget_state(fold: BudgetFold, period: str) -> models.Budget:
+    """The budget as its stream folds, with what is left in `period` (the period now)."""
+    ledger = fold.ledger
+    current = period <= ledger.period
+    return models.Budget(
+        budget_id=ledger.budget_id, limit_tokens=ledger.limit_tokens, reset_hour=ledger.reset_hour,
+        time_zone=ledger.time_zone, period=max(period, ledger.period), settled_tokens=ledger.settled if current else 0,
+        reserved_tokens=ledger.reserved, open_reservations=len(ledger.open), remaining_tokens=ledger.remaining(period),
+        warned=sorted(ledger.warned) if current else [], unbudgeted_tokens=ledger.unbudgeted if current else 0,
+        stream_version=fold.version,
+    )  # fmt: skip
+
+
+def budget_left(fold: BudgetFold, period: str) -> models.BudgetLeft:
+    ledger = fold.ledger
+    return models.BudgetLeft(budget_id=ledger.budget_id, period=max(period, ledger.period),
+                             limit_tokens=ledger.limit_tokens, remaining_tokens=ledger.remaining(period))  # fmt: skip

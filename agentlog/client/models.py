@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from agentlog.domains.budgets.events import ReservationId, Tokens
 from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKind, MemoryKind
 from agentlog.domains.coordination.names import AGENT_ID_PATTERN
+from agentlog.domains.tasks import events as tasks
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
 Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_S, description="seconds")]
@@ -117,6 +119,99 @@ class Handoff(Request):
     note: Annotated[str, StringConstraints(max_length=20_000)] = ""
     context: Data = Field(default_factory=dict)
     ttl_s: Ttl | None = None
+
+
+class TaskCreate(Request):
+    """A task to queue; every field but `task_type` has a default. `task_id` is made when not given."""
+
+    task_id: tasks.TaskId | None = None
+    task_type: tasks.TaskType
+    payload: Data = Field(default_factory=dict)
+    payload_ref: tasks.PayloadRef | None = Field(default=None, description="where a payload too large is kept")
+    priority: tasks.Priority = Field(default=5, description="1 lowest, 10 highest")
+    capabilities: list[tasks.Capability] = Field(default_factory=list, max_length=50)
+    max_attempts: tasks.MaxAttempts = 3
+    execution_timeout_s: tasks.ExecutionTimeout = 3600.0
+    heartbeat_interval_s: tasks.HeartbeatInterval = 30.0
+    run_at: datetime | None = Field(default=None, description="not before this moment (with a time zone)")
+    depends_on: list[tasks.TaskId] = Field(default_factory=list, max_length=100)
+    dedupe_key: tasks.Key | None = None
+    concurrency_key: tasks.Key | None = None
+    concurrency_limit: tasks.ConcurrencyLimit = 1
+    backoff_base_s: tasks.BackoffBase = 10.0
+    backoff_max_s: tasks.BackoffMax = 3600.0
+
+
+class Workflow(Request):
+    """Tasks created together, all or none: `depends_on` may name each other (in any order), never in a cycle."""
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=500)
+
+
+class TaskClaim(Request):
+    agent_id: AgentId | None = Field(default=None, description="the claiming agent; an agent token's own id")
+    task_types: list[tasks.TaskType] = Field(default_factory=list, max_length=50, description="any when empty")
+    wait_s: Annotated[float, Field(ge=0, le=30)] = 5.0
+    """How long to wait for the dispatcher's answer."""
+
+
+class AttemptCommand(Request):
+    agent_id: AgentId | None = None
+    attempt: tasks.Attempt
+
+
+class TaskHeartbeat(AttemptCommand):
+    progress: Data = Field(default_factory=dict)
+
+
+class TaskCompletion(AttemptCommand):
+    result: Data = Field(default_factory=dict)
+
+
+class TaskFailure(AttemptCommand):
+    error: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    retryable: bool = True
+
+
+class TaskSnooze(AttemptCommand):
+    delay_s: tasks.SnoozeDelay
+    reason: Short = ""
+
+
+class TaskCancel(Request):
+    reason: Short = ""
+
+
+class TaskRequeue(Request):
+    reason: Short = ""
+
+
+class BudgetLimit(Request):
+    """Set or change a budget: `global`, or `agent-<agent id>`."""
+
+    limit_tokens: Tokens
+    reset_hour: Annotated[int, Field(ge=0, le=23)] = 0
+    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "UTC"
+
+
+class ReservationRequest(Request):
+    """Hold tokens for an LLM call against the global budget and the agent's own (those that are set)."""
+
+    agent_id: AgentId | None = None
+    tokens: Annotated[int, Field(ge=1, le=10**12)]
+    ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    purpose: Short = ""
+    reservation_id: ReservationId | None = None
+
+
+class SettlementRequest(Request):
+    agent_id: AgentId | None = None
+    used_tokens: Tokens
+
+
+class ReleaseRequest(Request):
+    agent_id: AgentId | None = None
+    reason: Short = ""
 
 
 # -- answers -------------------------------------------------------------------------------------------------------
@@ -261,6 +356,122 @@ class Claim(BaseModel):
     end_reason: str | None = None
 
 
+class Task(BaseModel):
+    """A task as the tasks projection shows it."""
+
+    task_id: str
+    task_type: str
+    priority: int
+    status: str
+    attempt: int
+    agent_id: str | None
+    attempts_spent: int
+    max_attempts: int
+    capabilities: list[str]
+    depends_on: list[str]
+    concurrency_key: str | None
+    dedupe_key: str | None
+    payload: dict[str, Any]
+    payload_ref: str | None
+    result: dict[str, Any] | None
+    last_error: str | None
+    reason: str | None
+    refusals: int
+    created_at: datetime | None
+    assigned_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_heartbeat_at: datetime | None
+    updated_at: datetime | None
+
+
+class TaskState(BaseModel):
+    """A task as its stream folds right after a command: exact, whatever the projections show yet."""
+
+    task_id: str
+    task_type: str
+    priority: int
+    status: str
+    attempt: int
+    agent_id: str | None
+    attempts_spent: int
+    max_attempts: int
+    reason: str
+    last_error: str
+    stream_version: int
+
+
+class Assignment(BaseModel):
+    """A task given to an agent: what to do, and the attempt every later command must name."""
+
+    task_id: str
+    attempt: int
+    agent_id: str
+    task_type: str
+    payload: dict[str, Any]
+    payload_ref: str | None
+    priority: int
+    heartbeat_interval_s: float
+    execution_timeout_s: float
+    claim_id: str | None = None
+
+
+class ClaimAnswer(BaseModel):
+    """The dispatcher's answer to a claim: an assignment, or why none (`declined`), or not yet (`pending`)."""
+
+    claim_id: str
+    assignment: Assignment | None = None
+    declined: str | None = None
+    pending: bool = False
+
+
+class QueueDepth(BaseModel):
+    status: str
+    priority: int
+    tasks: int
+    oldest_created_at: datetime | None
+
+
+class Budget(BaseModel):
+    budget_id: str
+    limit_tokens: int
+    reset_hour: int
+    time_zone: str
+    period: str
+    settled_tokens: int
+    reserved_tokens: int
+    open_reservations: int
+    remaining_tokens: int
+    warned: list[int]
+    unbudgeted_tokens: int
+    updated_at: datetime | None = None
+    stream_version: int | None = None
+
+
+class BudgetLeft(BaseModel):
+    budget_id: str
+    period: str
+    limit_tokens: int
+    remaining_tokens: int
+
+
+class Reservation(BaseModel):
+    """Tokens held for a call on every budget that applies (none set: `budgets` is empty, nothing limits it)."""
+
+    reservation_id: str
+    agent_id: str
+    tokens: int
+    budgets: list[BudgetLeft]
+
+
+class Settlement(BaseModel):
+    reservation_id: str
+    used_tokens: int
+    unbudgeted_tokens: int
+    """Used beyond what a budget had left (the most over any budget)."""
+    budgets: list[BudgetLeft]
+
+
 class HotStart(BaseModel):
     """Everything an agent needs to pick up its work, in one call."""
 
@@ -270,7 +481,8 @@ class HotStart(BaseModel):
     locks: list[Lock]
     claims: list[Claim]
     checkpoint: Checkpoint | None
-    tasks: list[dict[str, Any]] = Field(default_factory=list, description="assigned tasks, once tasks exist")
+    tasks: list[Task] = Field(default_factory=list, description="my tasks assigned or running")
+    budgets: list[BudgetLeft] = Field(default_factory=list, description="what the budgets I spend from have left")
 
 
 class Problem(BaseModel):
@@ -282,6 +494,11 @@ class Problem(BaseModel):
     current_version: int | None = None
     holder: str | None = None
     fencing_token: int | None = None
+    rule: str | None = None
+    current_attempt: int | None = None
+    task_status: str | None = None
+    budget_id: str | None = None
+    remaining_tokens: int | None = None
 
 
 Health.model_rebuild()

@@ -82,6 +82,8 @@ class BudgetLedger(BaseModel):
     open: dict[str, OpenReservation] = Field(default_factory=dict)
     warned: list[int] = Field(default_factory=list)
     """Thresholds warned of in the current period."""
+    unbudgeted: int = 0
+    """Used in the current period beyond what the budget had left (not charged)."""
 
     @property
     def reserved(self) -> int:
@@ -102,7 +104,7 @@ class BudgetLedger(BaseModel):
     def fold(self, event: Event) -> None:
         period = getattr(event, "period", None)
         if isinstance(period, str) and period > self.period:
-            self.period, self.settled, self.warned = period, 0, []  # a new period: open reservations carry over
+            self.period, self.settled, self.warned, self.unbudgeted = period, 0, [], 0  # open reservations carry over
         match event:
             case BudgetSet():
                 self.budget_id, self.defined = event.budget_id, True
@@ -116,6 +118,7 @@ class BudgetLedger(BaseModel):
             case ReservationSettled():
                 self.open.pop(event.reservation_id, None)
                 self.settled += event.charged
+                self.unbudgeted += event.unbudgeted
             case ReservationReleased() | ReservationExpired():
                 self.open.pop(event.reservation_id, None)
             case BudgetWarning():
@@ -185,11 +188,13 @@ def reserve(
 
 def reserve_all(
     ledgers: Mapping[str, BudgetLedger], reservation_id: str, tokens: int, at: datetime, *, agent_id: str = "",
-    ttl_s: float = 600.0,
+    ttl_s: float = 600.0, purpose: str = "",
 ) -> dict[str, list[Event]]:  # fmt: skip
     """One reservation against several budgets (the global one and the agent's): all fit, or none is made."""
     return {
-        budget_id: reserve(ledger, reservation_id, tokens, ledger.period_at(at), agent_id=agent_id, ttl_s=ttl_s)
+        budget_id: reserve(
+            ledger, reservation_id, tokens, ledger.period_at(at), agent_id=agent_id, ttl_s=ttl_s, purpose=purpose
+        )
         for budget_id, ledger in sorted(ledgers.items())
     }
 

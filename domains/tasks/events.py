@@ -28,6 +28,16 @@ Priority = Annotated[int, Field(ge=1, le=10)]
 """1 lowest, 10 highest."""
 Attempt = Annotated[int, Field(ge=1)]
 Data = dict[str, Any]
+TaskType = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+PayloadRef = Annotated[str, StringConstraints(max_length=2_000)]
+MaxAttempts = Annotated[int, Field(ge=1, le=100)]
+ExecutionTimeout = Annotated[TimerDelay, Field(gt=0)]
+HeartbeatInterval = Annotated[float, Field(gt=0, le=86_400)]
+ConcurrencyLimit = Annotated[int, Field(ge=1, le=10_000)]
+BackoffBase = Annotated[float, Field(gt=0, le=86_400)]
+BackoffMax = Annotated[float, Field(gt=0, le=7 * 86_400)]
+SnoozeDelay = Annotated[TimerDelay, Field(gt=0)]
+ClaimId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 FailureCause = Literal["error", "heartbeat_timeout", "execution_timeout", "agent_gone"]
 """Why an attempt failed: the agent said so (`error`), or the dispatcher found it silent, too slow or gone."""
@@ -54,16 +64,16 @@ class TaskCreated(Event):
     category: ClassVar[str] = "task"
 
     task_id: TaskId
-    task_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    task_type: TaskType
     payload: Data = Field(default_factory=dict)
-    payload_ref: Annotated[str, StringConstraints(max_length=2_000)] | None = None
+    payload_ref: PayloadRef | None = None
     """Where a payload too large for the log is kept (a URL, a path); the log keeps only the reference."""
     priority: Priority = 5
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    execution_timeout_s: Annotated[TimerDelay, Field(gt=0)] = 3600.0
+    max_attempts: MaxAttempts = 3
+    execution_timeout_s: ExecutionTimeout = 3600.0
     """An attempt running longer than this fails (`execution_timeout`), heartbeats or not."""
-    heartbeat_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    heartbeat_interval_s: HeartbeatInterval = 30.0
     """How often the agent sends heartbeats; an attempt silent for two intervals fails (`heartbeat_timeout`)."""
     run_at: datetime | None = None
     """When the creator asked it to run, for people reading the log; the dispatcher waits `run_after_s`."""
@@ -73,10 +83,10 @@ class TaskCreated(Event):
     dedupe_key: Key | None = None
     """While a task with this key is not finished, another created with it is cancelled as its duplicate."""
     concurrency_key: Key | None = None
-    concurrency_limit: Annotated[int, Field(ge=1, le=10_000)] = 1
+    concurrency_limit: ConcurrencyLimit = 1
     """At most this many tasks with `concurrency_key` assigned or running at once (this task's own limit)."""
-    backoff_base_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
-    backoff_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+    backoff_base_s: BackoffBase = 10.0
+    backoff_max_s: BackoffMax = 3600.0
     created_by: ShortText = ""
 
     @model_validator(mode="after")
@@ -98,7 +108,7 @@ class TaskAssigned(Event):
     task_id: TaskId
     attempt: Attempt
     agent_id: AgentId
-    claim_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    claim_id: ClaimId | None = None
     """The `TaskClaimRequested` this answers; None when the dispatcher pushed it."""
 
 
@@ -153,7 +163,7 @@ class TaskSnoozed(_AttemptEvent):
 
     event_type: ClassVar[str] = "TaskSnoozed"
 
-    delay_s: Annotated[TimerDelay, Field(gt=0)]
+    delay_s: SnoozeDelay
     reason: ShortText = ""
 
 
@@ -237,11 +247,9 @@ class TaskClaimRequested(Event):
     event_type: ClassVar[str] = "TaskClaimRequested"
     category: ClassVar[str] = "taskclaim"
 
-    claim_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    claim_id: ClaimId
     agent_id: AgentId
-    task_types: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=50
-    )
+    task_types: list[TaskType] = Field(default_factory=list, max_length=50)
     """Only tasks of these types (any when empty)."""
 
 
@@ -252,6 +260,6 @@ class TaskClaimDeclined(Event):
     event_type: ClassVar[str] = "TaskClaimDeclined"
     category: ClassVar[str] = "taskclaim"
 
-    claim_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    claim_id: ClaimId
     agent_id: AgentId
     reason: ShortText

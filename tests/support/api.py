@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -21,14 +21,18 @@ class RunningApi:
     url: str
     keys: Keyring
     store: EventStore
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+    """Every client `client` made, closed when the API stops (a test need not close them)."""
 
     def token(self, kind: Kind, name: str, ttl_s: float = 3600) -> str:
         return issue(self.keys, kind, name, ttl_s=ttl_s)
 
     def client(self, kind: Kind, name: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             base_url=f"{self.url}/api/v1", headers={"authorization": f"Bearer {self.token(kind, name)}"}, timeout=30
         )
+        self.clients.append(client)
+        return client
 
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM agentlog.events"))
@@ -49,4 +53,9 @@ async def api_running(store: EventStore, limits: ApiLimits | None = None) -> Asy
         ),
     ):
         app.state.base_url = f"http://127.0.0.1:{port}"
-        yield RunningApi(f"http://127.0.0.1:{port}", await signing_key(store.pool), store)
+        running = RunningApi(f"http://127.0.0.1:{port}", await signing_key(store.pool), store)
+        try:
+            yield running
+        finally:
+            for client in running.clients:
+                await client.aclose()

@@ -1,5 +1,6 @@
-"""The coordination handlers running in the test's process: the projections, the timers projection, the expiry
-decider and the timer service, and a wait for them to catch up with the log."""
+"""The handlers the API needs running in the test's process: the coordination and orchestration projections, the
+timers projection, the expiry decider, the task dispatcher, the budget keeper and the timer service, and a wait for
+them to catch up with the log."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from contextlib import asynccontextmanager
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers import HandlerRunner
+from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
+from agentlog.handlers.tasks.dispatcher import Dispatcher
 from tests.support.hosting import hosted
 
-PROJECTIONS = ("registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "timers")
+PROJECTIONS = (
+    "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "tasks", "budgets", "timers"
+)  # fmt: skip
+DECIDERS = (CoordinationExpiry.name, Dispatcher.name, BudgetKeeper.name)
 
 
 @asynccontextmanager
 async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
-    async with hosted(store, [CoordinationExpiry()], PROJECTIONS) as runner:
+    """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log."""
+    async with hosted(store, [CoordinationExpiry(), Dispatcher(), BudgetKeeper()], PROJECTIONS) as runner:
         yield runner
 
 
@@ -34,7 +41,7 @@ async def caught_up(store: EventStore, timeout: float = 20) -> None:
     row = await store.pool.fetchrow(LAST_COMMITTED)
     head = (0, 0) if row is None else (row[0], row[1])
     async with asyncio.timeout(timeout):
-        for name in (*PROJECTIONS, CoordinationExpiry.name):
+        for name in (*PROJECTIONS, *DECIDERS):
             while (await recorder.select_checkpoint(store.pool, name) or (0, 0)) < head:
                 await asyncio.sleep(0.01)
 

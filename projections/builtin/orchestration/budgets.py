@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from agentlog.domains.budgets.events import ReservationSettled
 from agentlog.domains.budgets.ledger import BudgetLedger
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
@@ -16,7 +15,8 @@ from agentlog.projections.builtin.orchestration.queries import QUERIES
 
 class Budgets:
     name: ClassVar[str] = "budgets"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    """2: the ledger folds `unbudgeted` itself (the projection kept its own count)."""
     tables: ClassVar[tuple[str, ...]] = ("budgets",)
     event_types: ClassVar[frozenset[str] | None] = frozenset(
         {"BudgetSet", "TokensReserved", "ReservationSettled", "ReservationReleased", "ReservationExpired",
@@ -27,18 +27,11 @@ class Budgets:
         budget_ids = sorted({item.event.budget_id for item in events})  # type: ignore[attr-defined]
         rows = {row["budget_id"]: dict(row) for row in await connection.fetch(QUERIES["budget_rows"], budget_ids)}
         ledgers = {budget_id: BudgetLedger.model_validate(row["ledger"]) for budget_id, row in rows.items()}
-        unbudgeted = {budget_id: (row["period"], row["unbudgeted_tokens"]) for budget_id, row in rows.items()}
         updated: dict[str, Any] = {}
         for item in events:
             budget_id: str = item.event.budget_id  # type: ignore[attr-defined]
             ledger = ledgers.setdefault(budget_id, BudgetLedger(budget_id=budget_id))
             ledger.fold(item.event)
-            period, extra = unbudgeted.get(budget_id, (ledger.period, 0))
-            if period != ledger.period:
-                extra = 0
-            if isinstance(item.event, ReservationSettled):
-                extra += item.event.unbudgeted
-            unbudgeted[budget_id] = (ledger.period, extra)
             updated[budget_id] = item.recorded_at
         out = []
         for budget_id in sorted(updated):
@@ -48,7 +41,7 @@ class Budgets:
                 "time_zone": ledger.time_zone, "period": ledger.period, "settled_tokens": ledger.settled,
                 "reserved_tokens": ledger.reserved, "open_reservations": len(ledger.open),
                 "remaining_tokens": ledger.remaining(ledger.period), "warned": sorted(ledger.warned),
-                "unbudgeted_tokens": unbudgeted[budget_id][1], "updated_at": updated[budget_id],
+                "unbudgeted_tokens": ledger.unbudgeted, "updated_at": updated[budget_id],
                 "ledger": ledger.model_dump(mode="json"),
             })  # fmt: skip
         await connection.execute(QUERIES["budget_upsert"], out)

@@ -1,0 +1,218 @@
+"""The task queue through the API over real connections (issue 13): create, pull, start, heartbeat, complete; a
+silent attempt replaced by a new one and the old attempt's late completion refused and recorded; cancel a running
+task and the agent is told; requeue from the dead letter; workflows; and bad input refused with nothing appended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from agentlog.eventstore import EventStore
+from tests.support.api import RunningApi, api_running
+from tests.support.coordination import settled
+
+
+async def pulling_agent(api: RunningApi, agent_id: str, capabilities: list[str] | None = None) -> httpx.AsyncClient:
+    """An agent that gets tasks only when it claims them (so the test says when it works)."""
+    client = api.client("agent", agent_id)
+    body = {"capabilities": capabilities or [], "metadata": {"task_mode": "pull"}}
+    assert (await client.put(f"/agents/{agent_id}", json=body)).status_code == 201
+    return client
+
+
+async def claimed(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    answer = await client.post("/task-claims", json={"wait_s": 10, **body})
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+async def events_of(store: EventStore, stream: str) -> list[str]:
+    return [event.event_type for event in await store.read_stream(stream)]
+
+
+async def test_create_claim_start_heartbeat_complete(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1", ["python"])
+        person = api.client("person", "ada")
+        created = await person.post("/tasks", json={"task_id": "build-1", "task_type": "build", "priority": 7,
+                                                   "capabilities": ["python"], "payload": {"target": "wheel"}})
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] == "queued" and created.json()["stream_version"] == 1
+
+        answer = await claimed(agent)
+        assignment = answer["assignment"]
+        assert assignment is not None, answer
+        assert (assignment["task_id"], assignment["attempt"]) == ("build-1", 1)
+        assert assignment["payload"] == {"target": "wheel"}
+        for step, body in (("start", {}), ("heartbeat", {"progress": {"done": 0.5}}),
+                           ("complete", {"result": {"wheel": "agentlog.whl"}})):
+            done = await agent.post(f"/tasks/build-1/{step}", json={"attempt": 1, **body})
+            assert done.status_code == 200, (step, done.text)
+        assert done.json()["status"] == "completed"
+
+        task = (await agent.get("/tasks/build-1")).json()  # read-your-writes: the projection shows it
+        assert (task["status"], task["agent_id"]) == ("completed", "worker-1")
+        assert task["result"] == {"wheel": "agentlog.whl"}
+
+        # Nothing else to take: the claim is declined, with the reason.
+        assert (await claimed(agent))["declined"]
+        # Done is done: another completion is refused, recorded, and changes nothing.
+        again = await agent.post("/tasks/build-1/complete", json={"attempt": 1, "result": {"wheel": "other"}})
+        assert again.status_code == 409 and again.json()["rule"] == "task-finished", again.text
+        await settled(store)
+        assert (await events_of(store, "task-build-1"))[-1] == "TaskAttemptRefused"
+        task = (await agent.get("/tasks/build-1")).json()
+        assert task["result"] == {"wheel": "agentlog.whl"} and task["refusals"] == 1
+
+
+async def test_silent_attempt_is_replaced_and_its_late_completion_refused(store: EventStore) -> None:
+    """The killed-worker case (PgQueuer #475/#430): an attempt that stops beating fails by its heartbeat timer and
+    runs again as attempt 2; attempt 1's worker coming back to complete is refused (409 stale-attempt), recorded,
+    and attempt 2's result is the one kept."""
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1")
+        person = api.client("person", "ada")
+        spec = {"task_id": "t1", "task_type": "crawl", "heartbeat_interval_s": 0.2, "backoff_base_s": 0.05,
+                "backoff_max_s": 0.1, "max_attempts": 3}  # fmt: skip
+        assert (await person.post("/tasks", json=spec)).status_code == 201
+        first = (await claimed(agent))["assignment"]
+        assert first["attempt"] == 1
+        assert (await agent.post("/tasks/t1/start", json={"attempt": 1})).status_code == 200
+        # ... and the worker goes silent: two heartbeat intervals later the attempt fails, and is retried.
+        second = None
+        async with asyncio.timeout(20):
+            while second is None:
+                await asyncio.sleep(0.2)
+                second = (await claimed(agent, wait_s=1))["assignment"]
+        assert second["attempt"] == 2
+
+        late = await agent.post("/tasks/t1/complete", json={"attempt": 1, "result": {"from": "attempt 1"}})
+        assert late.status_code == 409, late.text
+        assert (late.json()["rule"], late.json()["current_attempt"]) == ("stale-attempt", 2)
+        assert (await agent.post("/tasks/t1/start", json={"attempt": 2})).status_code == 200
+        kept = await agent.post("/tasks/t1/complete", json={"attempt": 2, "result": {"from": "attempt 2"}})
+        assert kept.status_code == 200 and kept.json()["status"] == "completed", kept.text
+
+        types = await events_of(store, "task-t1")
+        failed = [t for t in types if t == "TaskFailed"]
+        assert failed == ["TaskFailed"] and "TaskAttemptRefused" in types, types
+        refused = [e for e in await store.read_stream("task-t1") if e.event_type == "TaskAttemptRefused"]
+        assert refused[0].data["refused_type"] == "TaskCompleted" and refused[0].data["attempt"] == 1
+        task = (await agent.get("/tasks/t1")).json()
+        assert task["result"] == {"from": "attempt 2"} and task["attempt"] == 2
+
+
+async def test_cancel_a_running_task_and_its_agent_is_told(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1")
+        person = api.client("person", "ada")
+        assert (await person.post("/tasks", json={"task_id": "long", "task_type": "think"})).status_code == 201
+        assert (await claimed(agent))["assignment"]["attempt"] == 1
+        assert (await agent.post("/tasks/long/start", json={"attempt": 1})).status_code == 200
+
+        # Another agent may not cancel what it did not create; the person may.
+        other = await pulling_agent(api, "worker-2")
+        assert (await other.post("/tasks/long/cancel", json={})).status_code == 403
+        cancelled = await person.post("/tasks/long/cancel", json={"reason": "not needed"})
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+        event = (await store.read_stream("task-long"))[-1]
+        assert event.event_type == "TaskCancelled"
+        assert (event.data["agent_id"], event.data["attempt"], event.data["reason"]) == ("worker-1", 1, "not needed")
+
+        beat = await agent.post("/tasks/long/heartbeat", json={"attempt": 1})
+        assert beat.status_code == 409, beat.text
+        assert (beat.json()["rule"], beat.json()["task_status"]) == ("task-finished", "cancelled")
+        assert (await person.post("/tasks/long/cancel", json={})).status_code == 409  # finished already
+
+
+async def test_dead_letter_and_requeue_by_an_admin(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1")
+        person, admin = api.client("person", "ada"), api.client("admin", "root")
+        assert (await person.post("/tasks", json={"task_id": "bad", "task_type": "parse"})).status_code == 201
+        assert (await claimed(agent))["assignment"]["attempt"] == 1
+        failure = {"attempt": 1, "error": "malformed input", "retryable": False}
+        failed = await agent.post("/tasks/bad/fail", json=failure)
+        assert failed.status_code == 200, failed.text
+        async with asyncio.timeout(20):
+            while (await agent.get("/tasks/bad")).json()["status"] != "dead_lettered":
+                await asyncio.sleep(0.05)
+        assert "malformed input" in (await agent.get("/tasks/bad")).json()["reason"]
+
+        assert (await person.post("/tasks/bad/requeue", json={})).status_code == 403
+        requeued = await admin.post("/tasks/bad/requeue", json={"reason": "input fixed"})
+        assert requeued.status_code == 200 and requeued.json()["status"] == "queued", requeued.text
+        assert (await claimed(agent))["assignment"]["attempt"] == 2
+        assert (await admin.post("/tasks/bad/requeue", json={})).status_code == 409  # not a dead letter now
+
+
+async def test_workflow_runs_in_dependency_order(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1")
+        person = api.client("person", "ada")
+        workflow = {"tasks": [
+            {"task_id": "deploy", "task_type": "deploy", "depends_on": ["build", "test"], "priority": 10},
+            {"task_id": "test", "task_type": "test", "depends_on": ["build"], "priority": 9},
+            {"task_id": "build", "task_type": "build", "priority": 1},
+        ]}  # fmt: skip
+        created = await person.post("/workflows", json=workflow)
+        assert created.status_code == 201, created.text
+        order = []
+        for _ in range(3):
+            assignment = (await claimed(agent))["assignment"]
+            assert assignment is not None
+            order.append(assignment["task_id"])
+            done = await agent.post(f"/tasks/{assignment['task_id']}/complete", json={"attempt": assignment["attempt"]})
+            assert done.status_code == 200, done.text
+        assert order == ["build", "test", "deploy"], "a dependent ran before what it depends on"
+
+
+async def test_bad_input_is_refused_naming_the_field_and_appends_nothing(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person = api.client("person", "ada")
+        first = await person.post("/tasks", json={"task_id": "a", "task_type": "x", "depends_on": ["b"]})
+        assert first.status_code == 201
+        await settled(store)
+        before = await api.event_count()
+
+        def field_of(answer: httpx.Response) -> str:
+            assert answer.status_code == 422, answer.text
+            return str(answer.json()["detail"][0]["loc"][-1])
+
+        assert field_of(await person.post("/tasks", json={"task_type": "x", "priority": 11})) == "priority"
+        assert field_of(await person.post("/tasks", json={"task_type": "x", "priority": 0})) == "priority"
+        cycle = await person.post("/tasks", json={"task_id": "b", "task_type": "x", "depends_on": ["a"]})
+        assert field_of(cycle) == "depends_on" and cycle.json()["cycle"] == ["b", "a", "b"], cycle.text
+        itself = await person.post("/tasks", json={"task_id": "c", "task_type": "x", "depends_on": ["c"]})
+        assert field_of(itself) == "depends_on"
+        naive = await person.post("/tasks", json={"task_type": "x", "run_at": "2030-01-01T00:00:00"})
+        assert field_of(naive) == "run_at"
+        assert field_of(await person.post("/tasks", json={"task_type": "x", "max_atempts": 2})) == "max_atempts"
+        loop = {"tasks": [{"task_id": "p", "task_type": "x", "depends_on": ["q"]},
+                          {"task_id": "q", "task_type": "x", "depends_on": ["p"]}]}  # fmt: skip
+        assert field_of(await person.post("/workflows", json=loop)) == "depends_on"
+        twice = {"tasks": [{"task_id": "p", "task_type": "x"}, {"task_id": "p", "task_type": "y"}]}
+        assert field_of(await person.post("/workflows", json=twice)) == "task_id"
+        exists = await person.post("/tasks", json={"task_id": "a", "task_type": "x"})
+        assert exists.status_code == 409 and exists.json()["code"] == "exists", exists.text
+        assert (await person.post("/tasks/nope/start", json={"attempt": 1})).status_code == 403  # a person is no agent
+        agent = api.client("agent", "w")
+        assert (await agent.post("/tasks/nope/start", json={"attempt": 1})).status_code == 404
+        assert (await agent.post("/tasks/a/start", json={"attempt": 0})).status_code == 422
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
+async def test_hot_start_has_my_tasks(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1")
+        person = api.client("person", "ada")
+        assert (await person.post("/tasks", json={"task_id": "mine", "task_type": "x"})).status_code == 201
+        assert (await claimed(agent))["assignment"]["task_id"] == "mine"
+        await settled(store)
+        bundle = (await agent.get("/agents/worker-1/hot-start")).json()
+        assert [task["task_id"] for task in bundle["tasks"]] == ["mine"]
+        assert bundle["tasks"][0]["status"] == "assigned"
