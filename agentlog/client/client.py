@@ -229,6 +229,107 @@ class AgentlogClient:
         return await self._model(models.Claim, "POST", f"/claims/{claim_id}/handoff",
                                  json=payload.model_dump(exclude_none=True))  # fmt: skip
 
+    # -- tasks ---------------------------------------------------------------------------------------------
+
+    async def create_task(self, task_type: str, **fields: Any) -> models.TaskState:
+        """Queue a task (`payload`, `priority`, `capabilities`, `depends_on`, `run_at`, ... as `TaskCreate`)."""
+        body = models.TaskCreate(task_type=task_type, **fields).model_dump(mode="json", exclude_none=True)
+        return await self._model(models.TaskState, "POST", "/tasks", json=body)
+
+    async def create_workflow(self, tasks: Iterable[models.TaskCreate]) -> list[models.TaskState]:
+        body = models.Workflow(tasks=list(tasks)).model_dump(mode="json", exclude_none=True)
+        answer = await self._request("POST", "/workflows", json=body)
+        return TypeAdapter(list[models.TaskState]).validate_json(answer.content)
+
+    async def task(self, task_id: str) -> models.Task:
+        return await self._model(models.Task, "GET", f"/tasks/{task_id}")
+
+    async def tasks(self, *, status: str | None = None, agent_id: str | None = None, task_type: str | None = None,
+                    after: str = "", limit: int = 100) -> list[models.Task]:  # fmt: skip
+        params = {"status": status, "agent_id": agent_id, "task_type": task_type, "after": after, "limit": limit}
+        return await self._models(models.Task, "/tasks", params=params)
+
+    async def queue_depth(self) -> list[models.QueueDepth]:
+        return await self._models(models.QueueDepth, "/tasks/queue")
+
+    async def cancel_task(self, task_id: str, reason: str = "") -> models.TaskState:
+        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/cancel", json={"reason": reason})
+
+    async def requeue_task(self, task_id: str, reason: str = "") -> models.TaskState:
+        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/requeue", json={"reason": reason})
+
+    async def claim_task(self, *, task_types: Iterable[str] = (), wait_s: float = 5.0, agent_id: str | None = None
+                         ) -> models.ClaimAnswer:  # fmt: skip
+        """Ask for a task; the answer has the `assignment` (its `attempt` goes with every later command), or why
+        none (`declined`), or `pending` when the dispatcher did not answer within `wait_s`."""
+        body = models.TaskClaim(agent_id=agent_id, task_types=list(task_types), wait_s=wait_s)
+        return await self._model(models.ClaimAnswer, "POST", "/task-claims", json=body.model_dump(exclude_none=True))
+
+    async def assignment(self, task_id: str) -> models.Assignment:
+        return await self._model(models.Assignment, "GET", f"/tasks/{task_id}/assignment")
+
+    async def _attempt(self, task_id: str, step: str, body: models.AttemptCommand) -> models.TaskState:
+        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/{step}",
+                                 json=body.model_dump(mode="json", exclude_none=True))  # fmt: skip
+
+    async def start_task(self, task_id: str, attempt: int, *, agent_id: str | None = None) -> models.TaskState:
+        return await self._attempt(task_id, "start", models.AttemptCommand(agent_id=agent_id, attempt=attempt))
+
+    async def task_heartbeat(self, task_id: str, attempt: int, *, progress: dict[str, Any] | None = None,
+                             agent_id: str | None = None) -> models.TaskState:  # fmt: skip
+        """Still at it; a `ConflictError` with rule `task-finished` means the task was cancelled: stop."""
+        body = models.TaskHeartbeat(agent_id=agent_id, attempt=attempt, progress=progress or {})
+        return await self._attempt(task_id, "heartbeat", body)
+
+    async def complete_task(self, task_id: str, attempt: int, *, result: dict[str, Any] | None = None,
+                            agent_id: str | None = None) -> models.TaskState:  # fmt: skip
+        body = models.TaskCompletion(agent_id=agent_id, attempt=attempt, result=result or {})
+        return await self._attempt(task_id, "complete", body)
+
+    async def fail_task(self, task_id: str, attempt: int, error: str, *, retryable: bool = True,
+                        agent_id: str | None = None) -> models.TaskState:  # fmt: skip
+        body = models.TaskFailure(agent_id=agent_id, attempt=attempt, error=error, retryable=retryable)
+        return await self._attempt(task_id, "fail", body)
+
+    async def snooze_task(self, task_id: str, attempt: int, delay_s: float, *, reason: str = "",
+                          agent_id: str | None = None) -> models.TaskState:  # fmt: skip
+        body = models.TaskSnooze(agent_id=agent_id, attempt=attempt, delay_s=delay_s, reason=reason)
+        return await self._attempt(task_id, "snooze", body)
+
+    # -- budgets -------------------------------------------------------------------------------------------
+
+    async def set_budget(self, budget_id: str, limit_tokens: int, *, reset_hour: int = 0, time_zone: str = "UTC"
+                         ) -> models.Budget:  # fmt: skip
+        body = models.BudgetLimit(limit_tokens=limit_tokens, reset_hour=reset_hour, time_zone=time_zone)
+        return await self._model(models.Budget, "PUT", f"/budgets/{budget_id}", json=body.model_dump())
+
+    async def budget(self, budget_id: str) -> models.Budget:
+        return await self._model(models.Budget, "GET", f"/budgets/{budget_id}")
+
+    async def budgets(self) -> list[models.Budget]:
+        return await self._models(models.Budget, "/budgets")
+
+    async def reserve_tokens(self, tokens: int, *, ttl_s: float = 600.0, purpose: str = "",
+                             reservation_id: str | None = None, agent_id: str | None = None
+                             ) -> models.Reservation:  # fmt: skip
+        """Hold tokens before an LLM call; `ConflictError` (code `budget_exceeded`) names the budget that has too
+        little left (`body["budget_id"]`, `body["remaining_tokens"]`)."""
+        body = models.ReservationRequest(agent_id=agent_id, tokens=tokens, ttl_s=ttl_s, purpose=purpose,
+                                         reservation_id=reservation_id)  # fmt: skip
+        return await self._model(models.Reservation, "POST", "/budgets/reservations",
+                                 json=body.model_dump(exclude_none=True))  # fmt: skip
+
+    async def settle_tokens(self, reservation_id: str, used_tokens: int, *, agent_id: str | None = None
+                            ) -> models.Settlement:  # fmt: skip
+        body = models.SettlementRequest(agent_id=agent_id, used_tokens=used_tokens).model_dump(exclude_none=True)
+        return await self._model(models.Settlement, "POST", f"/budgets/reservations/{reservation_id}/settle", json=body)
+
+    async def release_tokens(self, reservation_id: str, *, reason: str = "", agent_id: str | None = None
+                             ) -> list[models.BudgetLeft]:  # fmt: skip
+        body = models.ReleaseRequest(agent_id=agent_id, reason=reason).model_dump(exclude_none=True)
+        answer = await self._request("POST", f"/budgets/reservations/{reservation_id}/release", json=body)
+        return TypeAdapter(list[models.BudgetLeft]).validate_json(answer.content)
+
     # -- the live feed ---------------------------------------------------------------------------------------
 
     async def feed(self, topics: Iterable[str], *, after: str | None = None) -> AsyncIterator[models.FeedEvent]:

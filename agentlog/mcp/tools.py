@@ -27,9 +27,12 @@ Session = Callable[[], Awaitable[tuple[AgentlogClient, str]]]
 
 INSTRUCTIONS = (
     "Coordination with the other agents on this repository. Call start_session first. Take a lock before editing "
-    "a file others may edit, and pass its fencing_token along with your writes; release it when done. Read "
-    "`attention` in every reply: unread messages and your locks or claims about to expire."
+    "a file others may edit, and pass its fencing_token along with your writes; release it when done. Take work "
+    "with claim_task, call heartbeat while on it (a refusal means stop: it was cancelled or given to another), "
+    "and finish with complete_task. Read `attention` in every reply: unread messages, tasks assigned to you, and "
+    "your locks or claims about to expire."
 )
+TASK_FIELDS = {"task_id", "task_type", "status", "attempt", "priority"}
 
 
 def agent_of(token: str) -> str:
@@ -50,6 +53,7 @@ async def attention(client: AgentlogClient, agent_id: str) -> dict[str, Any]:
         await client.heartbeat(agent_id)
         health = await client.health(agent_id)
         unread = (await client.inbox(agent_id, limit=1)).unread
+        assigned = await client.tasks(agent_id=agent_id, status="assigned", limit=20)
     except ApiError as error:
         return {"error": str(error)}
     now = datetime.now(UTC)
@@ -59,6 +63,7 @@ async def attention(client: AgentlogClient, agent_id: str) -> dict[str, Any]:
 
     return {
         "unread_messages": unread,
+        "tasks_assigned": [{"task_id": task.task_id, "attempt": task.attempt} for task in assigned],
         "locks_expiring": [{"resource": lock.resource, "fencing_token": lock.fencing_token,
                             "expires_in_s": left(lock.expires_at)} for lock in health.locks_expiring],
         "claims_expiring": [{"claim_id": c.claim_id, "pattern": c.pattern, "expires_in_s": left(c.expires_at)}
@@ -71,7 +76,9 @@ async def reply(client: AgentlogClient, agent_id: str, result: Any) -> dict[str,
 
 
 def refusal(error: ApiError) -> dict[str, Any]:
-    details = {k: v for k, v in error.body.items() if k in ("holder", "conflicts", "fencing_token")}
+    details = {k: v for k, v in error.body.items()
+               if k in ("holder", "conflicts", "fencing_token", "rule", "current_attempt", "task_status",
+                        "budget_id", "remaining_tokens")}  # fmt: skip
     return {"refused": {"status": error.status, "code": error.code, "detail": error.detail, **details}}
 
 
@@ -82,12 +89,14 @@ def build(session: Session, **settings: Any) -> FastMCP:  # noqa: PLR0915 - the 
     @server.tool(annotations=WRITES)
     async def start_session(working_on: str = "", capabilities: list[str] | None = None) -> dict[str, Any]:
         """Register (or update) me and get everything to pick up my work: unread messages, recent chat, my locks
-        and claims with expiries, my last checkpoint."""
+        and claims with expiries, my last checkpoint, my tasks and what my token budgets have left."""
         client, me = await session()
         fields: dict[str, Any] = {"working_on": working_on} | ({"capabilities": capabilities} if capabilities else {})
         await client.register(me, **fields)
         bundle = await client.hot_start(me)
-        return await reply(client, me, bundle.model_dump(mode="json", exclude={"tasks"}))
+        answer = bundle.model_dump(mode="json", exclude={"tasks"})
+        answer["tasks"] = [task.model_dump(mode="json", include=TASK_FIELDS) for task in bundle.tasks]
+        return await reply(client, me, answer)
 
     @server.tool(annotations=WRITES)
     async def send_message(to: str, body: str, thread_id: str | None = None) -> dict[str, Any]:
@@ -169,6 +178,53 @@ def build(session: Session, **settings: Any) -> FastMCP:  # noqa: PLR0915 - the 
         found = await client.recall(query, tag=tag, limit=limit)
         return await reply(client, me, [m.model_dump(mode="json", include={"agent_id", "kind", "text", "tags"})
                                         for m in found])  # fmt: skip
+
+    @server.tool(annotations=WRITES)
+    async def claim_task(task_types: list[str] | None = None, wait_s: float = 5) -> dict[str, Any]:
+        """Take the best task I can do now (of these types, any when none) and start it: one already assigned to
+        me first, else one claimed. Keep its task_id and attempt: heartbeat and complete_task name them."""
+        client, me = await session()
+        try:
+            pushed = [task for task in await client.tasks(agent_id=me, status="assigned", limit=100)
+                      if not task_types or task.task_type in task_types]  # fmt: skip
+            pushed.sort(key=lambda task: (-task.priority, task.assigned_at or task.created_at))
+            if pushed:
+                task = await client.assignment(pushed[0].task_id)
+            else:
+                answer = await client.claim_task(task_types=task_types or (), wait_s=min(max(wait_s, 0), 30))
+                if answer.assignment is None:
+                    return await reply(client, me, answer.model_dump(mode="json", include={"declined", "pending"}))
+                task = answer.assignment
+            await client.start_task(task.task_id, task.attempt)
+        except ApiError as error:
+            return await reply(client, me, refusal(error))
+        return await reply(client, me, task.model_dump(mode="json", exclude={"agent_id", "claim_id"}))
+
+    @server.tool(annotations=WRITES)
+    async def heartbeat(task_id: str, attempt: int, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Tell that I am still on the task (every heartbeat_interval_s). Refused: stop working on it — it was
+        cancelled, or the attempt was given up on and handed on (`rule` says which)."""
+        client, me = await session()
+        try:
+            state = await client.task_heartbeat(task_id, attempt, progress=progress)
+        except ApiError as error:
+            return await reply(client, me, refusal(error))
+        return await reply(client, me, state.model_dump(mode="json", include={"task_id", "status", "attempt"}))
+
+    @server.tool(annotations=WRITES)
+    async def complete_task(task_id: str, attempt: int, result: dict[str, Any] | None = None,
+                            error: str | None = None, retryable: bool = True) -> dict[str, Any]:  # fmt: skip
+        """Finish my attempt: with its result, or with `error` when it failed (retried later while `retryable`
+        and attempts are left). A stale attempt is refused: another worker has the task now."""
+        client, me = await session()
+        try:
+            if error:
+                state = await client.fail_task(task_id, attempt, error, retryable=retryable)
+            else:
+                state = await client.complete_task(task_id, attempt, result=result)
+        except ApiError as refused:
+            return await reply(client, me, refusal(refused))
+        return await reply(client, me, state.model_dump(mode="json", include={"task_id", "status", "attempt"}))
 
     return server
 

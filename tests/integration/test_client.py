@@ -9,7 +9,15 @@ import contextlib
 import httpx
 import pytest
 
-from agentlog.client import AgentlogClient, ConflictError, ForbiddenError, PreconditionFailedError
+from agentlog.client import (
+    AgentlogClient,
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+from agentlog.client.models import TaskCreate
 from agentlog.eventstore import EventStore
 from tests.support.api import api_running
 from tests.support.coordination import settled
@@ -111,3 +119,53 @@ async def _cut_feed_connections(url: str) -> None:
     for socket in sockets:
         with contextlib.suppress(RuntimeError):
             await socket.close(1012, "restarting")
+
+
+async def test_tasks_and_budgets_with_the_client(store: EventStore) -> None:
+    async with api_running(store) as api:
+        admin = AgentlogClient(api.url, api.token("admin", "root"))
+        worker = AgentlogClient(api.url, api.token("agent", "worker"))
+        async with admin, worker:
+            await worker.register("worker", capabilities=["docs"], metadata={"task_mode": "pull"})
+            created = await worker.create_workflow([
+                TaskCreate(task_id="outline", task_type="write", capabilities=["docs"]),
+                TaskCreate(task_id="draft", task_type="write", depends_on=["outline"], payload={"words": 500}),
+            ])  # fmt: skip
+            assert [state.status for state in created] == ["queued", "queued"]
+            with pytest.raises(InvalidRequestError) as cycle:
+                await worker.create_task("write", task_id="again", depends_on=["again"])
+            assert cycle.value.detail[0]["loc"] == ["body", "depends_on"]
+
+            answer = await worker.claim_task(wait_s=10)
+            assert answer.assignment is not None and answer.assignment.task_id == "outline"
+            await worker.start_task("outline", answer.assignment.attempt)
+            await worker.task_heartbeat("outline", 1, progress={"sections": 2})
+            await worker.complete_task("outline", 1, result={"sections": 4})
+            draft = await worker.claim_task(wait_s=10)
+            assert draft.assignment is not None and draft.assignment.payload == {"words": 500}
+            await worker.snooze_task("draft", draft.assignment.attempt, 60, reason="waiting for review")
+            with pytest.raises(ConflictError) as stale:
+                await worker.complete_task("draft", draft.assignment.attempt)
+            assert stale.value.body["rule"] == "attempt-ended"
+            assert (await worker.task("outline")).result == {"sections": 4}
+            assert {(d.status, d.tasks) for d in await worker.queue_depth()} == {("completed", 1), ("waiting", 1)}
+            assert (await admin.cancel_task("draft", "not needed")).status == "cancelled"
+
+            await admin.set_budget("global", 1_000)
+            await admin.set_budget("agent-worker", 300, reset_hour=6, time_zone="Europe/Paris")
+            held = await worker.reserve_tokens(250, purpose="summary")
+            assert {b.budget_id: b.remaining_tokens for b in held.budgets} == {"global": 750, "agent-worker": 50}
+            with pytest.raises(ConflictError) as exceeded:
+                await worker.reserve_tokens(100)
+            assert (exceeded.value.code, exceeded.value.body["budget_id"]) == ("budget_exceeded", "agent-worker")
+            settlement = await worker.settle_tokens(held.reservation_id, 120)
+            assert {b.budget_id: b.remaining_tokens for b in settlement.budgets} == {"global": 880, "agent-worker": 180}
+            spare = await worker.reserve_tokens(100)
+            assert [b.remaining_tokens for b in await worker.release_tokens(spare.reservation_id)] == [180, 880]
+            with pytest.raises(NotFoundError):
+                await worker.settle_tokens(spare.reservation_id, 1)
+            assert (await worker.budget("agent-worker")).time_zone == "Europe/Paris"
+            await settled(store)
+            assert [b.budget_id for b in await worker.budgets()] == ["agent-worker", "global"]
+            bundle = await worker.hot_start("worker")
+            assert {b.budget_id: b.remaining_tokens for b in bundle.budgets} == {"global": 880, "agent-worker": 180}

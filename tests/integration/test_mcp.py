@@ -19,7 +19,7 @@ from tests.support.api import api_running
 from tests.support.coordination import settled
 
 TOOLS = {"start_session", "send_message", "fetch_inbox", "acquire_lock", "release_lock", "claim",
-         "save_checkpoint", "remember", "recall"}  # fmt: skip
+         "save_checkpoint", "remember", "recall", "claim_task", "heartbeat", "complete_task"}  # fmt: skip
 
 
 async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -89,3 +89,37 @@ async def test_the_tools_over_stdio(store: EventStore) -> None:
             assert started["result"]["agent"]["agent_id"] == "codex-1" and "attention" in started
             lock = await call(session, "acquire_lock", resource="docs/index.md")
             assert lock["result"]["holder"] == "codex-1"
+
+
+async def test_the_task_tools_claim_beat_and_complete(store: EventStore) -> None:
+    async with api_running(store) as api:
+        headers = {"authorization": f"Bearer {api.token('agent', 'claude-1')}"}
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http, \
+                streamable_http_client(f"{api.url}/mcp", http_client=http) as (read, write, _), \
+                ClientSession(read, write) as session:  # fmt: skip
+            await session.initialize()
+            await call(session, "start_session", working_on="tasks", capabilities=["python"])
+            assert (await call(session, "claim_task", wait_s=2))["result"]["declined"], "nothing to take yet"
+            async with api.client("person", "ada") as ada:
+                workflow = {"tasks": [{"task_id": task_id, "task_type": "lint", "priority": priority,
+                                       "capabilities": ["python"]} for task_id, priority in (("high", 9), ("low", 2))]}
+                assert (await ada.post("/workflows", json=workflow)).status_code == 201
+            await settled(store)
+            taken = await call(session, "claim_task")
+            task = taken["result"]
+            assert (task["task_id"], task["attempt"]) == ("high", 1), taken
+            beat = await call(session, "heartbeat", task_id="high", attempt=1, progress={"files": 3})
+            assert beat["result"]["status"] == "running"
+            done = await call(session, "complete_task", task_id="high", attempt=1, result={"warnings": 0})
+            assert done["result"]["status"] == "completed"
+            await settled(store)
+            late = await call(session, "heartbeat", task_id="high", attempt=1)
+            assert late["result"]["refused"]["rule"] == "task-finished"
+            assert late["attention"]["tasks_assigned"] == [{"task_id": "low", "attempt": 1}], "news rides along"
+            assert (await call(session, "claim_task"))["result"]["task_id"] == "low"
+            failed = await call(session, "complete_task", task_id="low", attempt=1, error="linter crashed",
+                                retryable=False)  # fmt: skip
+            assert failed["result"]["status"] == "failed"
+            await settled(store)
+            resumed = await call(session, "start_session")
+            assert resumed["result"]["tasks"] == []
