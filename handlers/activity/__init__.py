@@ -1,0 +1,1 @@
+"""Deciders of the activity domain."""
