@@ -6,24 +6,27 @@
 -- The registry rows of the agents a batch touches.
 -- $1 agent ids
 SELECT agent_id, name, state, status, working_on, capabilities, metadata, heartbeat_timeout_s, reason, version,
-       registered_at, updated_at, last_seen_at, heartbeats
+       registered_at, updated_at, last_seen_at, heartbeats, activity, last_active_at
   FROM registry WHERE agent_id = ANY ($1::text[]);
 
 -- registry_upsert --
--- Write the folded registry rows.
+-- Write the folded registry rows (those a batch changed).
 -- $1 JSON array of rows
 INSERT INTO registry AS r (agent_id, name, state, status, working_on, capabilities, metadata, heartbeat_timeout_s,
-                           reason, version, registered_at, updated_at, last_seen_at, heartbeats)
+                           reason, version, registered_at, updated_at, last_seen_at, heartbeats, activity,
+                           last_active_at)
 SELECT agent_id, name, state, status, working_on, capabilities, metadata, heartbeat_timeout_s, reason, version,
-       registered_at, updated_at, last_seen_at, heartbeats
+       registered_at, updated_at, last_seen_at, heartbeats, activity, last_active_at
   FROM jsonb_to_recordset($1::jsonb) AS x (agent_id text, name text, state text, status text, working_on text,
        capabilities text[], metadata jsonb, heartbeat_timeout_s float8, reason text, version int,
-       registered_at timestamptz, updated_at timestamptz, last_seen_at timestamptz, heartbeats bigint)
+       registered_at timestamptz, updated_at timestamptz, last_seen_at timestamptz, heartbeats bigint,
+       activity text, last_active_at timestamptz)
 ON CONFLICT (agent_id) DO UPDATE
    SET name = excluded.name, state = excluded.state, status = excluded.status, working_on = excluded.working_on,
        capabilities = excluded.capabilities, metadata = excluded.metadata,
        heartbeat_timeout_s = excluded.heartbeat_timeout_s, reason = excluded.reason, version = excluded.version,
-       updated_at = excluded.updated_at, last_seen_at = excluded.last_seen_at, heartbeats = excluded.heartbeats;
+       updated_at = excluded.updated_at, last_seen_at = excluded.last_seen_at, heartbeats = excluded.heartbeats,
+       activity = excluded.activity, last_active_at = excluded.last_active_at;
 
 -- chat_insert --
 -- Chat messages in canonical order, numbered on from the last one.
