@@ -7,7 +7,16 @@ from typing import Annotated
 import structlog
 import typer
 
-from agentlog.cli import db_commands, handler_commands, log_commands, mcp_commands, read_commands, token_commands
+from agentlog.cli import (
+    budget_commands,
+    db_commands,
+    handler_commands,
+    log_commands,
+    mcp_commands,
+    read_commands,
+    task_commands,
+    token_commands,
+)
 from agentlog.cli.common import ExitCode, fail, handles_errors, load_settings, out, run_async
 from agentlog.config import COMPONENTS, parse_components
 from agentlog.database import check_log_order, migrate, open_database, prepare_schema, runs_as_superuser
@@ -29,6 +38,8 @@ app = typer.Typer(
 app.add_typer(db_commands.app, name="db")
 app.add_typer(handler_commands.app, name="handler")
 app.add_typer(token_commands.app, name="token")
+app.add_typer(task_commands.app, name="task")
+app.add_typer(budget_commands.app, name="budget")
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)

@@ -1,0 +1,58 @@
+"""`agentlog task` and `agentlog budget` as a person runs them: real processes against a real API, its rules
+holding for them (a cycle, a priority out of range, a person's token where an admin's is needed: one line on
+stderr, the exit code, nothing appended), and an API that is not there named."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+from agentlog.eventstore import EventStore
+from tests.acceptance.test_cli import AGENTLOG, ROOT, environment
+from tests.support.api import api_running
+
+
+async def agentlog(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*AGENTLOG, *arguments], env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+
+    return await asyncio.to_thread(run)  # the API answering it runs on this test's loop
+
+
+async def test_tasks_and_budgets_from_the_command_line(store: EventStore, database_url: str) -> None:
+    async with api_running(store) as api:
+        env = environment(AGENTLOG_DATABASE_URL=database_url, AGENTLOG_URL=api.url)
+        created = await agentlog("task", "create", "build", "--id", "b1", "--priority", "8", "--payload",
+                                 '{"target": "wheel"}', "--capability", "python", env=env)  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)["status"] == "queued"
+        after = await agentlog("task", "create", "test", "--id", "t1", "--depends-on", "b1", env=env)
+        assert after.returncode == 0, after.stderr
+        before = await api.event_count()
+
+        cycle = await agentlog("task", "create", "x", "--id", "b2", "--depends-on", "t1", "--depends-on", "b2", env=env)
+        assert cycle.returncode == 3 and "depends_on" in cycle.stderr, cycle.stderr
+        exists = await agentlog("task", "create", "build", "--id", "b1", env=env)
+        assert exists.returncode == 4 and "exists already" in exists.stderr, exists.stderr
+        bad = await agentlog("task", "create", "x", "--priority", "11", env=env)
+        assert bad.returncode == 3 and "priority" in bad.stderr, bad.stderr
+        person = {**env, "AGENTLOG_TOKEN": api.token("person", "ada")}
+        refused = await agentlog("budget", "set", "global", "1000", env=person)
+        assert refused.returncode == 1 and "admin" in refused.stderr, refused.stderr
+        assert await api.event_count() == before, "a refused command appended something"
+
+        listed = await agentlog("task", "list", "--status", "queued", env=env)
+        assert listed.returncode == 0 and "b1" in listed.stdout and "t1" in listed.stdout, listed.stderr
+        cancelled = await agentlog("task", "cancel", "b1", "--reason", "changed my mind", env=env)
+        assert json.loads(cancelled.stdout)["status"] == "cancelled", cancelled.stderr
+
+        set_budget = await agentlog("budget", "set", "global", "100000", "--reset-hour", "6", "--time-zone",
+                                    "Europe/Paris", env=env)  # fmt: skip
+        assert set_budget.returncode == 0 and json.loads(set_budget.stdout)["limit_tokens"] == 100_000
+        shown_budget = await agentlog("budget", "show", env=env)
+        assert shown_budget.returncode == 0 and "100,000" in shown_budget.stdout, shown_budget.stderr
+
+    gone = await agentlog("task", "list", env=env)
+    assert gone.returncode == 5 and "is `agentlog up` running" in gone.stderr, gone.stderr
