@@ -59,7 +59,9 @@ class StatusKeeper:
     state_model: ClassVar[type[StatusState]] = StatusState
     state_version: ClassVar[int] = 1
 
-    def __init__(self, idle_after_s: float = 600.0, offline_after_s: float = 3600.0, check_every_s: float = 60.0):
+    def __init__(
+        self, idle_after_s: float = 600.0, offline_after_s: float = 3600.0, check_every_s: float = 60.0
+    ) -> None:
         self.configured = StatusSettings(
             idle_after_s=idle_after_s, offline_after_s=offline_after_s, check_every_s=check_every_s
         )

@@ -62,6 +62,10 @@ async def test_a_silent_agent_goes_idle_then_offline_and_comes_back_active(store
         bob = asyncio.create_task(bob_works())
         await wait_for_activity(store, "ada", "offline")
         assert await inferred(store, "ada") == ["idle", "offline"]
+        registered, idle, offline = await store.read_stream(member_stream("ada"))
+        assert (idle.recorded_at - registered.recorded_at).total_seconds() >= FAST["idle_after_s"]  # never early
+        assert (offline.recorded_at - registered.recorded_at).total_seconds() >= FAST["offline_after_s"]
+        assert store.decode(idle).since is not None  # type: ignore[attr-defined]
         assert (await activity(store, "bob"))[0] == "active"
         assert await inferred(store, "bob") == []
         working.set()
