@@ -54,6 +54,7 @@ OPERATION_EXPIRY = "operation-expiry"
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_TTL_S = 60.0
 MAX_ACTION_CHARS = 200
+MAX_OUTCOME_CHARS = 500
 _OPERATION_ID = re.compile(OPERATION_ID_PATTERN)
 
 
@@ -227,8 +228,11 @@ def register(
 
 def finish(state: OperationsState, key: str, agent_id: str, operation_id: str, outcome: str = "") -> list[Event]:
     """The event finishing the operation; `NotFoundError` when it is not under way (finished, expired or never
-    registered), `StaleGrantError` when another agent registered it."""
+    registered), `StaleGrantError` when another agent registered it; an outcome over 500 characters is refused
+    (`InvalidOperationError` naming `outcome`)."""
     key = normalise_key(key)
+    if not isinstance(outcome, str) or len(outcome) > MAX_OUTCOME_CHARS:
+        raise InvalidOperationError("outcome", f"say how it ended in at most {MAX_OUTCOME_CHARS} characters")
     current = state.open.get(_check_operation_id(operation_id))
     if current is None:
         raise NotFoundError(
@@ -239,7 +243,7 @@ def finish(state: OperationsState, key: str, agent_id: str, operation_id: str, o
             f"operation {operation_id!r} on key {key!r} is {current.agent_id}'s, not {agent_id}'s",
             current_holder=current.agent_id,
         )
-    return [OperationFinished(key=key, operation_id=operation_id, agent_id=agent_id, outcome=outcome[:500])]
+    return [OperationFinished(key=key, operation_id=operation_id, agent_id=agent_id, outcome=outcome)]
 
 
 def expire_on_timer(state: OperationsState, fired_timer_id: str, operation_id: str) -> OperationExpired | None:

@@ -189,6 +189,9 @@ def test_finished_operations_refuse_nobody_and_only_their_agent_finishes_them() 
     assert stream.state.open == {}
     with pytest.raises(NotFoundError):
         finish(stream.state, KEY, "ada", "op-1")
+    with pytest.raises(InvalidOperationError) as refused_outcome:
+        finish(stream.state, KEY, "ada", "op-1", outcome="x" * 501)
+    assert refused_outcome.value.field == "outcome"
     stream.register("bob", "op-2")
     stream.register("bob", "op-1")  # an ended operation's id may be used again
 
