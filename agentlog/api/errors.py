@@ -14,6 +14,7 @@ from agentlog.domains.budgets.ledger import (
     BudgetError,
     BudgetExceededError,
     BudgetNotSetError,
+    ReservationNotYoursError,
     UnknownReservationError,
 )
 from agentlog.domains.coordination.errors import HeldError, NotFoundError, StaleGrantError
@@ -83,6 +84,8 @@ def install(app: FastAPI) -> None:
                                     remaining_tokens=error.remaining, period=error.period))  # fmt: skip
         if isinstance(error, BudgetBelowCommittedError):
             return problem(invalid("limit_tokens", str(error)))
+        if isinstance(error, ReservationNotYoursError):
+            return problem(forbidden(str(error)))
         if isinstance(error, BudgetNotSetError | UnknownReservationError):
             return problem(not_found(str(error)))
         return problem(ApiError(409, "budget_refused", str(error)))

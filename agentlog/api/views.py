@@ -104,9 +104,3 @@ def budget_state(fold: BudgetFold, period: str) -> models.Budget:
         warned=sorted(ledger.warned) if current else [], unbudgeted_tokens=ledger.unbudgeted if current else 0,
         stream_version=fold.version,
     )  # fmt: skip
-
-
-def budget_left(fold: BudgetFold, period: str) -> models.BudgetLeft:
-    ledger = fold.ledger
-    return models.BudgetLeft(budget_id=ledger.budget_id, period=max(period, ledger.period),
-                             limit_tokens=ledger.limit_tokens, remaining_tokens=ledger.remaining(period))  # fmt: skip

@@ -59,6 +59,10 @@ class UnknownReservationError(BudgetError):
     """No such open reservation (never made, or settled, released or expired already)."""
 
 
+class ReservationNotYoursError(BudgetError):
+    """The reservation is another agent's to settle or release."""
+
+
 class BudgetBelowCommittedError(BudgetError):
     """limit_tokens: below what the period has already settled and holds open."""
 
