@@ -202,6 +202,7 @@ class AgentSystem:
             "--metrics-interval", str(settings.metrics_s),
             "--llm-provider", settings.llm_provider,
             "--cache-dir", str(settings.home.resolve() / "cache"),
+            "--budgeted",  # every LLM call reserves tokens on the agent's budgets first (`agentlog budget`)
         ]  # fmt: skip
         if settings.llm_base_url:
             command += ["--llm-base-url", settings.llm_base_url]

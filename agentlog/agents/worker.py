@@ -9,8 +9,12 @@ and longitude. It talks to its supervisor over its standard streams, one JSON ob
          | {"op": "token", "token": "..."}  a renewed token: used for any later connection, and sent at once over
                                             the open document socket as y-websocket message 2 ("auth"):
                                             b"\\x02" + varuint(length of the UTF-8 token) + the token
+         | {"op": "reserved", "n": 3, "ok": true, "reservation_id": "..."} | {..., "ok": false, "reason": "..."}
     out: {"op": "pong", "n": 7} | {"op": "connected", "sync_ms": …} | {"op": "marked", "places": [...]}
-         | {"op": "tokens", …} | {"op": "metrics", …}
+         | {"op": "tokens", …, "reservation_id": …} | {"op": "metrics", …}
+         | {"op": "reserve", "n": 3, "tokens": 480}  with `--budgeted`: before each LLM call, tokens to hold on the
+                                            agent's budgets; the call is made only once reserved (refused: the
+                                            sentence is retried later, with back-off), and settled by its `tokens`
 
 When its standard input closes (the supervisor is gone), it leaves. Logs go to standard error.
 
@@ -56,6 +60,20 @@ from agentlog.logs import configure_logging
 log = structlog.get_logger("agentlog.worker")
 
 ORIGIN = "agentlog-agent"
+RESERVE_TIMEOUT_S = 10.0
+RESERVED_COMPLETION_TOKENS = 256
+"""Held for the answer of one call on top of its prompt (a sentence's places are a short JSON list)."""
+PROMPT_OVERHEAD_TOKENS = 200
+"""The instructions around the sentence."""
+
+
+class BudgetRefusedError(Exception):
+    """The agent's token budget did not let this call be made (now)."""
+
+
+def reservation_estimate(sentence: str) -> int:
+    """Tokens to hold for one extraction call: its prompt (about four bytes a token, rounded up) and answer."""
+    return PROMPT_OVERHEAD_TOKENS + -(-len(sentence.encode()) // 3) + RESERVED_COMPLETION_TOKENS
 EXIT_REFUSED = 3
 AUTH = 2
 """The y-websocket message type that carries a renewed token."""
@@ -118,6 +136,9 @@ class Worker:
         """Asked to stop (or its supervisor is gone) rather than cut off from its document."""
         self._process = psutil.Process()
         self._process.cpu_percent()
+        self._reservations = 0
+        self._reserving: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        """Token reservations asked of the supervisor and not answered yet, by number."""
 
     def emit(self, message: dict[str, Any]) -> None:
         sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
@@ -271,6 +292,7 @@ class Worker:
             self.changed.set()
 
     async def _extract(self, sentence: str) -> tuple[Place, ...]:
+        reservation_id = await self._reserve(sentence) if self.args.budgeted else None
         extraction = await self.extractor.extract(sentence)
         self.counters.llm_calls += 1
         self.counters.llm_ms.append(extraction.duration_ms)
@@ -283,9 +305,27 @@ class Worker:
                 "prompt_tokens": extraction.prompt_tokens,
                 "completion_tokens": extraction.completion_tokens,
                 "duration_ms": extraction.duration_ms,
+                "reservation_id": reservation_id,
             }
         )
         return extraction.places
+
+    async def _reserve(self, sentence: str) -> str:
+        """Hold tokens for one call on the agent's budgets (through the supervisor); raise when it refuses."""
+        self._reservations += 1
+        number = self._reservations
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._reserving[number] = answer
+        try:
+            self.emit({"op": "reserve", "n": number, "tokens": reservation_estimate(sentence)})
+            reply = await asyncio.wait_for(answer, RESERVE_TIMEOUT_S)
+        except TimeoutError:
+            raise BudgetRefusedError("the supervisor did not answer the token reservation in time") from None
+        finally:
+            self._reserving.pop(number, None)
+        if not reply.get("ok"):
+            raise BudgetRefusedError(str(reply.get("reason") or "the token budget refused the call"))
+        return str(reply["reservation_id"])
 
     def _mark(self, sentences: list[tuple[SentenceWork, tuple[Place, ...]]]) -> None:
         """Mark the places of these sentences where they are now, in one transaction (one update to send, one
@@ -359,6 +399,10 @@ class Worker:
                 continue
             if command.get("op") == "ping":
                 self.emit({"op": "pong", "n": command.get("n")})
+            elif command.get("op") == "reserved":
+                waiting = self._reserving.get(command.get("n"))  # type: ignore[arg-type]
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(command)
             elif command.get("op") == "token":
                 token = command.get("token")
                 if isinstance(token, str) and token:
@@ -413,6 +457,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llm-base-url")
     parser.add_argument("--llm-model")
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--budgeted", action="store_true", help="reserve tokens through the supervisor per call")
     args = parser.parse_args(argv)
     args.token = None
     if args.standby_of is None and not (args.document and args.agent and args.url):

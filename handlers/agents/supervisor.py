@@ -27,8 +27,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from agentlog.domains.agents.events import (
     agent_stream,
     manager_stream,
 )
+from agentlog.domains.budgets.ledger import BudgetError
 from agentlog.eventstore import ANY, Event, EventStore, NewEvent
 from agentlog.eventstore.errors import (
     AgentlogError,
@@ -65,15 +67,19 @@ from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.connections import Connection, connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
 from agentlog.eventstore.postgres.queries import load_queries
+from agentlog.handlers.budgets.reservations import Reservations
 from agentlog.handlers.handler import HandlerBatch
 
 log = structlog.get_logger("handlers.supervisor")
 
 SUPERVISOR_NAMESPACE = uuid.UUID("0f6f3a4e-8d0c-4b53-9c9e-2b7c1d2e5a77")
 STOP_GRACE_S = 5.0
+RESERVATION_TTL_S = 120.0
+"""A worker's call is given this long to be settled; a worker killed mid-call gives its tokens back then."""
 RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailableError, ConcurrencyRetryError, *CONNECTION_ERRORS)
 """Failures after which recording a fact is tried again; any other is a bug in the fact and is logged instead."""
 PROBE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
+SETTLE_FAILURES: tuple[type[BaseException], ...] = (BudgetError, *RETRYABLE)
 
 WorkerCommand = Callable[[AgentSpawnRequested], Sequence[str]]
 StandbyCommand = Callable[[], Sequence[str]]
@@ -109,6 +115,8 @@ class WorkerProcess:
     """Set once the batch that recorded `AgentProcessStarted` committed: its reports are recorded after that, so
     they follow it in the log, and never race the batch's older transaction for the agent's stream (which the
     order guard would refuse, failing the whole batch of spawns)."""
+    spending: set[asyncio.Task[None]] = field(default_factory=set)
+    """Token reservations and settlements of its calls under way."""
 
 
 @dataclass(slots=True)
@@ -138,6 +146,8 @@ class Supervisor:
         token_renewal_s: float | None = None,
     ) -> None:
         self.store = store
+        self.reservations = Reservations(store)
+        """Token reservations of the workers' LLM calls (`--budgeted` workers ask before each call)."""
         self.token_renewal_s = token_renewal_s
         """Workers get a fresh token this often (their tokens are short-lived; see `_renew_tokens`)."""
         self.on_new_incarnation = on_new_incarnation
@@ -400,13 +410,48 @@ class Supervisor:
             worker.last_pong = time.monotonic()  # anything it says shows it is alive
             try:
                 report = orjson.loads(line)
+                if report.get("op") == "reserve":
+                    self._spend(worker, self._reserve(worker, int(report["n"]), int(report["tokens"])))
+                    continue
                 event = self._event_of(spawn, report, worker)
-            except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as error:
+            except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
                 log.warning("agent.bad_report", agent=spawn.agent_id, error=str(error), line=line[:200])
                 continue
+            if isinstance(event, TokensSpent) and isinstance(report.get("reservation_id"), str):
+                used = event.prompt_tokens + event.completion_tokens
+                self._spend(worker, self._settle(spawn.agent_id, report["reservation_id"], used))
             if event is not None:
                 sequence += 1
                 worker.reports.put_nowait((sequence, event))
+
+    def _spend(self, worker: WorkerProcess, work: Coroutine[Any, Any, None]) -> None:
+        """Reserve or settle beside the reading (a slow append must not hold up the worker's other reports)."""
+        task = asyncio.create_task(work)
+        worker.spending.add(task)
+        task.add_done_callback(worker.spending.discard)
+
+    async def _reserve(self, worker: WorkerProcess, number: int, tokens: int) -> None:
+        agent_id = worker.spawn.agent_id
+        reservation_id = f"{agent_id}-{worker.process.pid}-{number}"[:64]
+        try:
+            await self.reservations.reserve(
+                agent_id, reservation_id, max(tokens, 1), datetime.now(UTC), ttl_s=RESERVATION_TTL_S,
+                purpose="extract-locations",
+            )  # fmt: skip
+        except BudgetError as error:
+            log.info("agent.budget_refused", agent=agent_id, tokens=tokens, reason=str(error))
+            await self._send(worker, {"op": "reserved", "n": number, "ok": False, "reason": str(error)})
+            return
+        except RETRYABLE as error:
+            await self._send(worker, {"op": "reserved", "n": number, "ok": False, "reason": f"no database: {error}"})
+            return
+        await self._send(worker, {"op": "reserved", "n": number, "ok": True, "reservation_id": reservation_id})
+
+    async def _settle(self, agent_id: str, reservation_id: str, used_tokens: int) -> None:
+        try:
+            await self.reservations.close(agent_id, reservation_id, used_tokens, datetime.now(UTC))
+        except SETTLE_FAILURES as error:  # it expires by its timer; TokensSpent still says what the call used
+            log.warning("agent.settle_failed", agent=agent_id, reservation=reservation_id, error=str(error))
 
     async def _record_reports(self, worker: WorkerProcess) -> None:
         await worker.started_recorded.wait()

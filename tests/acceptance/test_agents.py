@@ -24,6 +24,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from agentlog.domains.budgets.events import BudgetSet, budget_stream
+from agentlog.eventstore import ANY, EventStore, NewEvent
 from tests.integration.test_openai_provider import API_KEY, MODEL, PARIS, FakeLLM, _app
 from tests.support.asgi import serving
 from tests.support.node_client import node_available, run_yjs_client
@@ -516,3 +518,40 @@ async def test_a_manager_whose_id_another_process_took_over_detaches_everything_
     assert not worker_alive(agent["agent_pid"], agent["agent_id"])
     exits = await query(database_url, "SELECT data FROM agentlog.events WHERE event_type = 'AgentProcessExited'")
     assert len(exits) == 1 and '"expected": true' in exits[0]["data"]  # detached and recorded before it stopped
+
+
+async def set_global_budget(database_url: str, limit_tokens: int) -> None:
+    async with EventStore.open(database_url) as store:
+        budget = BudgetSet(budget_id="global", limit_tokens=limit_tokens, period="2026-01-01")
+        await store.append(budget_stream("global"), [NewEvent(budget)], ANY)
+
+
+async def test_an_agents_llm_calls_reserve_from_the_budget_and_wait_when_it_is_spent(
+    system: RunningSystem, database_url: str
+) -> None:
+    """Every extraction call reserves tokens on the budgets first and settles what it used (issue 13 item 4): with
+    room for one call, the first sentence is marked and the next waits, refused; room again, it is marked."""
+    await set_global_budget(database_url, 600)  # one call's reservation (~500) fits; two do not
+    token = await token_for(database_url, "ada")
+    async with open_document(system.document_url, "budgeted", token) as ada:
+        ada.type_paragraph(SENTENCE)
+        assert places(await ada.wait_for_marks(2)) == {"Paris", "Tokyo"}
+        (settled,) = await wait_until(
+            database_url, "SELECT data FROM agentlog.events WHERE event_type = 'ReservationSettled'"
+        )
+        data = json.loads(settled["data"]) if isinstance(settled["data"], str) else settled["data"]
+        (spent,) = await query(database_url, "SELECT data FROM agentlog.events WHERE event_type = 'TokensSpent'")
+        spent_data = json.loads(spent["data"]) if isinstance(spent["data"], str) else spent["data"]
+        assert data["used_tokens"] == spent_data["prompt_tokens"] + spent_data["completion_tokens"] > 0
+
+        ada.type_paragraph("Then we took the train to Berlin.")
+        await asyncio.sleep(3)
+        assert places(ada.marks()) == {"Paris", "Tokyo"}, "a call was made the budget had no room for"
+        calls = await query(database_url, "SELECT count(*) AS n FROM agentlog.events WHERE event_type = 'TokensSpent'")
+        assert calls[0]["n"] == 1
+        await set_global_budget(database_url, 100_000)
+        assert "Berlin" in places(await ada.wait_for_marks(3, timeout=60))
+    reserved = await query(
+        database_url, "SELECT count(*) AS n FROM agentlog.events WHERE event_type = 'TokensReserved'"
+    )
+    assert reserved[0]["n"] == 2
