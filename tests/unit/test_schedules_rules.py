@@ -41,8 +41,8 @@ def spec(**fields: Any) -> ScheduleSpec:
     return ScheduleSpec.model_validate({"cron": "*/5 * * * * *", "action": TASK, **fields})
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # -- cron ----------------------------------------------------------------------------------------------------------
