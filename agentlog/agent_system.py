@@ -37,10 +37,12 @@ from agentlog.domains.agents.events import AgentSpawnRequested
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres.notifications import Notifier
 from agentlog.handlers import Handler
+from agentlog.handlers.activity.status_keeper import StatusKeeper
 from agentlog.handlers.agents.manager import AgentManager
 from agentlog.handlers.agents.supervisor import Supervisor, SupervisorSettings
 from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
+from agentlog.handlers.coordination.operations import OperationExpiry
 from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
 from agentlog.handlers.documents.activity import DocumentActivity
 from agentlog.handlers.tasks.dispatcher import Dispatcher
@@ -50,12 +52,17 @@ log = structlog.get_logger("agentlog.agents")
 
 
 def log_deciders(settings: Settings) -> list[Decider[Any]]:
-    """The deciders the API needs whether or not this process runs agents: the expiry of locks, claims and
-    liveness, the task dispatcher and the budget keeper."""
+    """The deciders the API needs whether or not this process runs agents: the expiry of locks, claims, liveness
+    and operations, the task dispatcher, the budget keeper and the status keeper."""
     return [
         CoordinationExpiry(),
+        OperationExpiry(),
         Dispatcher(max_concurrent_tasks=settings.max_concurrent_tasks, per_agent_limit=settings.tasks_per_agent),
         BudgetKeeper(),
+        StatusKeeper(
+            idle_after_s=settings.status_idle_after_s, offline_after_s=settings.status_offline_after_s,
+            check_every_s=settings.status_check_every_s,
+        ),
     ]
 
 

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
         default=1, ge=1, le=10_000,
         description="task attempts one agent holds at once, unless its metadata says max_concurrent_tasks",
     )
+    status_idle_after_s: float = Field(
+        default=600.0, gt=0, le=MAX_TIMER_DELAY_S, description="a registered agent silent this long is idle"
+    )
+    status_offline_after_s: float = Field(
+        default=3600.0, gt=0, le=MAX_TIMER_DELAY_S, description="... and offline after this long"
+    )
+    status_check_every_s: float = Field(
+        default=60.0, gt=0, le=MAX_TIMER_DELAY_S, description="how often an agent heard from is checked (how late "
+        "idle and offline are inferred, at most)",
+    )  # fmt: skip
     token_ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="lifetime of `agentlog token` tokens")
     agent_token_ttl_s: float = Field(
         default=900.0, ge=60, description="lifetime of an agent's token; its supervisor renews it at a third of that"

@@ -23,6 +23,7 @@ from agentlog.domains.coordination.names import (
     lock_stream,
     member_stream,
 )
+from agentlog.domains.operations.conflicts import OperationsState
 from agentlog.domains.tasks.events import task_stream
 from agentlog.domains.tasks.lifecycle import TaskLifecycle
 from agentlog.eventstore import Event, EventStore, NewEvent, derived_event_id
@@ -72,6 +73,7 @@ class Coordinator:
         self.claims: StreamFolds[ClaimsState] = StreamFolds(store, ClaimsState)
         self.tasks: StreamFolds[TaskFold] = StreamFolds(store, TaskFold)
         self.reservations = Reservations(store)
+        self.operations: StreamFolds[OperationsState] = StreamFolds(store, OperationsState)
 
     async def decide(self, actor: Actor, plan: Callable[[], Awaitable[Sequence[Planned]]]) -> Written:
         """Run `plan` (which folds what it needs and returns [(stream, expected version, events)]) and append it;

@@ -75,7 +75,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidNameError)
     async def invalid_name(_request: Request, error: InvalidNameError) -> JSONResponse:
-        return problem(ApiError(422, "invalid_name", [{"loc": ["path"], "msg": str(error), "type": "value_error"}]))
+        field = getattr(error, "field", None)  # a domain's error naming the body's field, else a name in the path
+        loc = ["body", field] if isinstance(field, str) else ["path"]
+        return problem(ApiError(422, "invalid_name", [{"loc": loc, "msg": str(error), "type": "value_error"}]))
 
     @app.exception_handler(BudgetError)
     async def budget_refused(_request: Request, error: BudgetError) -> JSONResponse:

@@ -161,3 +161,11 @@ SELECT * FROM projections.budgets ORDER BY budget_id;
 -- The budgets an agent's calls count against: the global one and its own, those that are set.
 -- $1 agent id
 SELECT * FROM projections.budgets WHERE budget_id IN ('global', 'agent-' || $1) ORDER BY budget_id;
+
+-- operations_under_way --
+-- Operations not finished or expired, of one key and one agent (NULL: any), oldest first.
+-- $1 key, $2 agent id, $3 limit
+SELECT key, operation_id, agent_id, action, in_window, data, registered_at, window_ends_at, expires_at
+  FROM projections.operations
+ WHERE state = 'open' AND ($1::text IS NULL OR key = $1) AND ($2::text IS NULL OR agent_id = $2)
+ ORDER BY registered_at, operation_id LIMIT $3;

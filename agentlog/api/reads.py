@@ -12,7 +12,8 @@ from agentlog.eventstore import EventStore, LogPosition
 from agentlog.eventstore.postgres.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-PROJECTIONS = ["registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "tasks", "budgets"]
+PROJECTIONS = ["registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks",
+               "budgets"]  # fmt: skip
 
 
 class Reads:

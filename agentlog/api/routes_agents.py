@@ -113,7 +113,8 @@ async def agent_details(agent_id: AgentPath, services: Svc, who: Reader, respons
     stats = await services.store.pool.fetchrow(QUERIES["agent_statistics"], agent_id)
     base = agent_of_entry(entry).model_dump()
     if row is not None:
-        base.update(registered_at=row["registered_at"], last_seen_at=row["last_seen_at"])
+        base.update(registered_at=row["registered_at"], last_seen_at=row["last_seen_at"],
+                    last_active_at=row.get("last_active_at"))  # fmt: skip
     statistics = models.AgentStatistics(
         **(dict(stats) if stats else dict.fromkeys(models.AgentStatistics.model_fields, 0))
     )

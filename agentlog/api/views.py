@@ -31,7 +31,7 @@ def agent_of_entry(entry: RegistryEntry) -> models.Agent:
     return models.Agent(
         agent_id=entry.agent_id, name=entry.name, state=state, status=entry.status, working_on=entry.working_on,
         capabilities=entry.capabilities, metadata=entry.metadata, heartbeat_timeout_s=entry.heartbeat_timeout_s,
-        reason=entry.reason, stream_version=entry.version,
+        reason=entry.reason, stream_version=entry.version, activity=entry.activity,
     )  # fmt: skip
 
 

@@ -214,6 +214,26 @@ class ReleaseRequest(Request):
     reason: Short = ""
 
 
+class OperationStart(Request):
+    """An operation I start on an entity key (an email id, a customer id...), for conflict detection."""
+
+    agent_id: AgentId | None = None
+    key: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    action: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    operation_id: Id | None = None
+    window_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    """Another agent registering on the key within this is refused (409)."""
+    ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    """Unfinished, it ends by itself after this."""
+    data: Data = Field(default_factory=dict)
+
+
+class OperationFinish(Request):
+    agent_id: AgentId | None = None
+    key: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    outcome: Short = ""
+
+
 # -- answers -------------------------------------------------------------------------------------------------------
 
 
@@ -230,6 +250,9 @@ class Agent(BaseModel):
     stream_version: int
     registered_at: datetime | None = None
     last_seen_at: datetime | None = None
+    activity: Literal["active", "idle", "offline"] = "active"
+    """Inferred from what the agent does (the status keeper): idle after 10 minutes of silence, offline after 60."""
+    last_active_at: datetime | None = None
 
 
 class AgentStatistics(BaseModel):
@@ -470,6 +493,30 @@ class Settlement(BaseModel):
     unbudgeted_tokens: int
     """Used beyond what a budget had left (the most over any budget)."""
     budgets: list[BudgetLeft]
+
+
+class Operation(BaseModel):
+    key: str
+    operation_id: str
+    agent_id: str
+    action: str
+    window_s: float
+    ttl_s: float
+    in_window: bool
+    """Inside its conflict window: it refuses other agents."""
+    state: Literal["open", "finished"] = "open"
+
+
+class OperationRow(BaseModel):
+    key: str
+    operation_id: str
+    agent_id: str
+    action: str
+    in_window: bool
+    data: dict[str, Any]
+    registered_at: datetime | None
+    window_ends_at: datetime | None
+    expires_at: datetime | None
 
 
 class HotStart(BaseModel):

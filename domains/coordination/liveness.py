@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agentlog.domains.activity.events import AgentStatusInferred
 from agentlog.domains.coordination.events import (
     AgentDeregistered,
     AgentGone,
@@ -41,6 +42,8 @@ class RegistryEntry(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     heartbeat_timeout_s: float = 120.0
     reason: str = ""
+    activity: Literal["active", "idle", "offline"] = "active"
+    """As the status keeper last inferred it (`domains.activity`)."""
 
     @property
     def registered(self) -> bool:
@@ -68,6 +71,8 @@ class RegistryEntry(BaseModel):
                 self.state, self.reason = "deregistered", event.reason
             case AgentGone():
                 self.state, self.reason = "gone", event.reason
+            case AgentStatusInferred():
+                self.activity = event.status
 
 
 class Liveness(BaseModel):

@@ -11,21 +11,25 @@ from contextlib import asynccontextmanager
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers import HandlerRunner
+from agentlog.handlers.activity.status_keeper import StatusKeeper
 from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
+from agentlog.handlers.coordination.operations import OperationExpiry
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from tests.support.hosting import hosted
 
 PROJECTIONS = (
-    "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "tasks", "budgets", "timers"
+    "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks", "budgets",
+    "timers",
 )  # fmt: skip
-DECIDERS = (CoordinationExpiry.name, Dispatcher.name, BudgetKeeper.name)
+DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, BudgetKeeper.name, StatusKeeper.name)
 
 
 @asynccontextmanager
 async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
     """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log."""
-    async with hosted(store, [CoordinationExpiry(), Dispatcher(), BudgetKeeper()], PROJECTIONS) as runner:
+    deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), BudgetKeeper(), StatusKeeper()]
+    async with hosted(store, deciders, PROJECTIONS) as runner:
         yield runner
 
 
