@@ -13,9 +13,16 @@ from datetime import timedelta
 from typing import Any
 
 from agentlog.domains.schedules import cron
-from agentlog.domains.schedules.events import ScheduleFired, ScheduleSlotsMissed, schedule_stream, slot_task_id
+from agentlog.domains.schedules.events import (
+    ScheduleFired,
+    ScheduleSlotBuffered,
+    ScheduleSlotSkipped,
+    ScheduleSlotsMissed,
+    schedule_stream,
+    slot_task_id,
+)
 from agentlog.domains.schedules.schedule import Schedule, create
-from agentlog.domains.tasks.events import TaskCreated, task_stream
+from agentlog.domains.tasks.events import TaskAssigned, TaskCompleted, TaskCreated, TaskStarted, task_stream
 from agentlog.eventstore import Event, EventStore
 from agentlog.handlers.decider import verify_decider
 from agentlog.handlers.schedules.scheduler import Scheduler
@@ -106,6 +113,33 @@ async def test_a_downtime_is_caught_up_by_each_policy(store: EventStore) -> None
     assert sum(f.catch_up for f in restart["all"]) >= 3
     fired_all = sorted(f.slot for f in await firings(store, "up-all"))
     assert fired_all == cron.slots_between(EVERY_2S, "UTC", fired_all[0] - timedelta(seconds=1), fired_all[-1], 1000)
+
+
+async def test_a_running_task_is_not_overlapped_across_a_restart_and_a_buffered_slot_fires_after_it(
+    store: EventStore,
+) -> None:
+    async with hosted(store, [Scheduler()], PROJECTIONS):
+        await create_schedule(store, "skip", overlap="skip")
+        await create_schedule(store, "buffer", overlap="buffer_one")
+        skip_first, buffer_first = (await fired_when(store, "skip", 1))[0], (await fired_when(store, "buffer", 1))[0]
+        await asyncio.sleep(2.5)  # a slot passes while both tasks run (nobody takes them): skipped, buffered
+    await asyncio.sleep(2.5)  # down
+    async with hosted(store, [Scheduler()], PROJECTIONS):
+        await asyncio.sleep(2.5)  # up again, the tasks still running: nothing fires
+        assert len(await firings(store, "skip")) == 1 and len(await firings(store, "buffer")) == 1
+        for firing in (skip_first, buffer_first):
+            assert firing.task_id is not None
+            stream, by = task_stream(firing.task_id), {"agent_id": "ada", "task_id": firing.task_id, "attempt": 1}
+            await store.append(stream, [TaskAssigned(**by), TaskStarted(**by), TaskCompleted(**by)], 1)
+        buffered_fired = (await fired_when(store, "buffer", 2))[1]  # at once, not at the next slot
+        skip_next = (await fired_when(store, "skip", 2))[1]
+        position = await store.head()
+    buffer_stream = await events_of(store, schedule_stream("buffer"))
+    buffered = next(e for e in buffer_stream if isinstance(e, ScheduleSlotBuffered))  # (its own task runs on)
+    assert buffered_fired.buffered and buffered_fired.slot == buffered.slot == buffer_first.slot + timedelta(seconds=2)
+    skipped = [e.slot for e in await events_of(store, schedule_stream("skip")) if isinstance(e, ScheduleSlotSkipped)]
+    assert len(skipped) >= 2 and skip_first.slot < min(skipped) and max(skipped) < skip_next.slot
+    assert await verify_decider(store, Scheduler(), until=position) == []
 
 
 async def test_two_processes_fire_each_slot_once(store: EventStore, database_url: str) -> None:
