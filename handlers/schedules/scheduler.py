@@ -249,9 +249,9 @@ class Scheduler:
 
 
 def _timer(schedule_id: str, run: ScheduleRun, fact: Fact, purpose: str, delay_s: float) -> Decision:
-    """A timer with an id of its own: the timer service fires each id once, so ids are never reused (the causing
-    event's position and the schedule's count of timers, which survives nothing but stays unique with the
-    position when a schedule is deleted and created anew)."""
+    """A timer with an id never used before: the timer service fires each id once (`TimerFired`'s id derives from
+    it), so a reused id would never fire. The causing event's log position makes it unique even for a schedule
+    deleted and created anew (its count of timers starts again); the count tells one schedule's timers apart."""
     timer_id = f"schedule-{schedule_id}-{fact.position or 0}-{run.timers}"
     return Decision(
         schedule_stream(schedule_id),

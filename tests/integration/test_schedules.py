@@ -81,6 +81,20 @@ async def test_a_schedule_fires_each_slot_creating_its_task_and_the_projection_f
     assert (await verify(store, installed_projections().found["schedules"])).differences == []
 
 
+async def test_a_chat_schedule_posts_to_the_chat_with_the_slots_id(store: EventStore) -> None:
+    chat = {"kind": "chat", "body": "stand-up in five", "mentions": ["ada"], "data": {"room": "main"}}
+    async with hosted(store, [Scheduler()], ("schedules", "timers", "chat", "inbox")):
+        await create_schedule(store, "standup", action=chat)
+        (fired,) = await fired_when(store, "standup", 1)
+        async with asyncio.timeout(10):
+            while (row := await store.pool.fetchrow("SELECT * FROM projections.chat WHERE message_id = $1",
+                                                    fired.message_id)) is None:  # fmt: skip
+                await asyncio.sleep(0.05)
+    assert fired.message_id == slot_task_id("standup", fired.slot) and fired.task_id is None
+    assert (row["author"], row["body"], row["mentions"]) == ("schedule standup", "stand-up in five", ["ada"])
+    assert row["data"] == {"room": "main", "schedule_id": "standup", "slot": fired.slot.isoformat()}
+
+
 async def test_a_downtime_is_caught_up_by_each_policy(store: EventStore) -> None:
     policies = {"none": {}, "last": {}, "all": {"catch_up_window_s": 60}}
     async with hosted(store, [Scheduler()], PROJECTIONS):
