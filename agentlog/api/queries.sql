@@ -169,3 +169,20 @@ SELECT key, operation_id, agent_id, action, in_window, data, registered_at, wind
   FROM projections.operations
  WHERE state = 'open' AND ($1::text IS NULL OR key = $1) AND ($2::text IS NULL OR agent_id = $2)
  ORDER BY registered_at, operation_id LIMIT $3;
+
+-- task_statistics --
+-- Tasks whose last attempt the agent held (seed 003's statistics).
+-- $1 agent id
+SELECT total, completed, failed, active, average_execution_s FROM reports.task_agents WHERE agent_id = $1;
+
+-- overview --
+SELECT * FROM reports.system_overview;
+
+-- agents_by_type --
+-- Registered agents by their metadata's `type` (untyped when it has none).
+SELECT coalesce(metadata ->> 'type', 'untyped') AS type, count(*) AS agents
+  FROM projections.registry WHERE state = 'registered' GROUP BY 1 ORDER BY 1;
+
+-- unroutable_tasks --
+-- $1 limit
+SELECT task_id, task_type, priority, capabilities FROM reports.unroutable_tasks LIMIT $1;

@@ -296,6 +296,12 @@ class AgentlogClient:
         body = models.TaskSnooze(agent_id=agent_id, attempt=attempt, delay_s=delay_s, reason=reason)
         return await self._attempt(task_id, "snooze", body)
 
+    async def overview(self) -> models.Overview:
+        return await self._model(models.Overview, "GET", "/overview")
+
+    async def statistics(self, agent_id: str) -> models.TaskStatistics:
+        return await self._model(models.TaskStatistics, "GET", f"/agents/{agent_id}/statistics")
+
     # -- budgets -------------------------------------------------------------------------------------------
 
     async def set_budget(self, budget_id: str, limit_tokens: int, *, reset_hour: int = 0, time_zone: str = "UTC"

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
 
 from agentlog.domains.budgets.events import ReservationId, Tokens
 from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKind, MemoryKind
@@ -517,6 +518,46 @@ class OperationRow(BaseModel):
     registered_at: datetime | None
     window_ends_at: datetime | None
     expires_at: datetime | None
+
+
+class TaskStatistics(BaseModel):
+    """An agent's tasks (those whose last attempt it held), in seed 003's shape."""
+
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    """Dead-lettered, or failed and not retried yet."""
+    active_tasks: int
+    avg_execution_time_ms: int | None
+    """From start to completion, over its completed tasks."""
+
+
+class UnroutableTask(BaseModel):
+    task_id: str
+    task_type: str
+    priority: int
+    capabilities: list[str]
+
+
+class Overview(BaseModel):
+    """The fleet and its queue now, in seed 003's shape (camelCase): healthy agents are active, degraded idle,
+    unhealthy offline (the status keeper's inference); `unroutable` names queued tasks no agent can take."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    total_agents: int
+    running_agents: int
+    stopped_agents: int
+    healthy_agents: int
+    degraded_agents: int
+    unhealthy_agents: int
+    pending_tasks: int
+    running_tasks: int
+    completed_tasks: int
+    dead_lettered_tasks: int
+    unroutable_tasks: int
+    agents_by_type: dict[str, int]
+    unroutable: list[UnroutableTask]
 
 
 class HotStart(BaseModel):

@@ -216,3 +216,33 @@ async def test_hot_start_has_my_tasks(store: EventStore) -> None:
         bundle = (await agent.get("/agents/worker-1/hot-start")).json()
         assert [task["task_id"] for task in bundle["tasks"]] == ["mine"]
         assert bundle["tasks"][0]["status"] == "assigned"
+
+
+async def test_overview_and_statistics_in_seed_003_shapes(store: EventStore) -> None:
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "worker-1", ["python"])
+        person = api.client("person", "ada")
+        for body in ({"task_id": "done", "task_type": "x", "capabilities": ["python"]},
+                     {"task_id": "cobol", "task_type": "port", "capabilities": ["cobol"], "priority": 9}):  # fmt: skip
+            assert (await person.post("/tasks", json=body)).status_code == 201
+        assignment = (await claimed(agent))["assignment"]
+        assert assignment["task_id"] == "done"
+        assert (await agent.post("/tasks/done/start", json={"attempt": 1})).status_code == 200
+        assert (await agent.post("/tasks/done/complete", json={"attempt": 1})).status_code == 200
+        assert (await person.post("/tasks", json={"task_id": "next", "task_type": "x"})).status_code == 201
+        await settled(store)
+
+        overview = (await person.get("/overview")).json()
+        assert (overview["totalAgents"], overview["healthyAgents"], overview["stoppedAgents"]) == (1, 1, 0)
+        assert (overview["pendingTasks"], overview["completedTasks"], overview["unroutableTasks"]) == (2, 1, 1)
+        assert overview["unroutable"] == [
+            {"task_id": "cobol", "task_type": "port", "priority": 9, "capabilities": ["cobol"]}
+        ], "a task no agent can take is accepted and named"
+        assert overview["agentsByType"] == {"untyped": 1}
+        stats = (await person.get("/agents/worker-1/statistics")).json()
+        assert (stats["total_tasks"], stats["completed_tasks"], stats["failed_tasks"], stats["active_tasks"]) == (
+            1, 1, 0, 0)  # fmt: skip
+        assert isinstance(stats["avg_execution_time_ms"], int) and stats["avg_execution_time_ms"] >= 0
+        assert (await person.get("/agents/nobody/statistics")).status_code == 404
+        depth = {(row["status"], row["priority"]): row["tasks"] for row in (await person.get("/tasks/queue")).json()}
+        assert depth == {("completed", 5): 1, ("queued", 9): 1, ("queued", 5): 1}
