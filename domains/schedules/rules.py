@@ -63,13 +63,13 @@ def next_step(spec: ScheduleSpec, since: datetime, now: datetime) -> Step | None
     if first is None or first > now:
         return None
     latest = cron.latest_at_or_before(spec.cron, spec.time_zone, now)
-    assert latest is not None and latest >= first  # `first` itself is one at or before `now`
+    if latest is None or latest < first:  # cannot be (`first` is one at or before `now`); never decide less for it
+        latest = first
     on_time = now - latest <= timedelta(seconds=spec.grace_s)
     fire_from, reason = _first_firing(spec, latest, now, on_time=on_time)
     if fire_from is not None and fire_from <= first:
         return Due(first, catch_up=not (on_time and first == latest))
-    last_missed = latest if fire_from is None else _slot_before(spec, fire_from, since)
-    assert last_missed is not None and last_missed >= first
+    last_missed = latest if fire_from is None else (_slot_before(spec, fire_from, since) or first)
     count = len(cron.slots_between(spec.cron, spec.time_zone, since, last_missed, MAX_COUNTED_MISSED))
     return Missed(first, last_missed, max(count, 1), reason)
 

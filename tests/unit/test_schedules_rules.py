@@ -190,6 +190,28 @@ def test_wake_ups_decide_every_slot_exactly_once_and_each_policy_fires_what_it_p
     assert len(decided) == len(set(decided))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    expression=st.sampled_from(["30 2 * * *", "0,30 2 * * *", "*/20 * * * *", "15 1-3 * * *"]),
+    start=st.sampled_from([utc(2026, 3, 28, 22), utc(2026, 10, 24, 22)]), catch_up=policies,
+    gaps=st.lists(st.integers(60, 4 * 3600), min_size=1, max_size=10),
+)  # fmt: skip
+def test_across_daylight_saving_every_slot_is_decided_once(
+    expression: str, start: datetime, catch_up: str, gaps: list[int]
+) -> None:
+    schedule_spec = spec(cron=expression, time_zone="Europe/Paris", catch_up=catch_up, catch_up_window_s=3600)
+    since = now = start
+    decided: list[datetime] = []
+    for gap in gaps:
+        now = now + timedelta(seconds=gap)
+        due, missed = decide_all(schedule_spec, since, now)
+        slots = [step.slot for step in due] + [m.last for m in missed]
+        assert all(since < slot <= now for slot in slots)
+        decided += [step.slot for step in due]
+        since = max([since, *slots])
+    assert len(decided) == len(set(decided))
+
+
 def test_a_day_of_missed_seconds_is_one_event() -> None:
     schedule_spec = spec(cron="* * * * * *", catch_up="none", grace_s=0)
     due, missed = decide_all(schedule_spec, T0, T0 + timedelta(days=1, microseconds=500))
