@@ -7,7 +7,10 @@ when it fires, a *clock* timer with no delay follows, whose `due_at` is when it 
 clock — now, give or take the timer service's latency. With that reading the scheduler decides the due slots
 (`rules.next_step`: missed ranges, on-time and caught-up firings, each through the overlap policy) and schedules
 the slot timer of the next one. A schedule created, changed or resumed starts with a clock timer: its first slot
-is the first after that reading, so a change or a pause takes effect from the next slot on.
+is the first after that reading, so a change or a pause takes effect from the next slot on (a slot whose timer
+is in flight at the moment of a change is neither fired nor missed). A wake-up costs the timer service's latency
+twice (up to its poll interval each), so six-field schedules of a second or two are for tests: in production the
+`grace_s` of a schedule should exceed that latency, or its slots count as missed.
 
 A firing is two events, decided together: `ScheduleFired` on the schedule's stream (its fold moves the schedule
 past the slot, so a second firing of one slot changes nothing) and the action — `TaskCreated` on
