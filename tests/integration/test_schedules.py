@@ -60,7 +60,7 @@ async def create_schedule(store: EventStore, schedule_id: str, **fields: Any) ->
 
 async def test_a_schedule_fires_each_slot_creating_its_task_and_the_projection_follows(store: EventStore) -> None:
     async with hosted(store, [Scheduler()], PROJECTIONS):
-        await create_schedule(store, "tick")
+        await create_schedule(store, "tick", catch_up="all")  # a slow wake-up on a busy machine still fires
         fired = await fired_when(store, "tick", 3)
         row = await store.pool.fetchrow("SELECT * FROM projections.tasks WHERE task_id = $1", fired[0].task_id)
         assert row is not None and row["task_type"] == "tick"
@@ -69,7 +69,7 @@ async def test_a_schedule_fires_each_slot_creating_its_task_and_the_projection_f
     assert all(later - earlier == timedelta(seconds=2) for earlier, later in itertools.pairwise(slots))
     for firing in fired:
         assert firing.task_id == slot_task_id("tick", firing.slot)
-        assert firing.decided_at is not None and timedelta(0) <= firing.decided_at - firing.slot < timedelta(seconds=1)
+        assert firing.decided_at is not None and timedelta(0) <= firing.decided_at - firing.slot < timedelta(seconds=5)
         created = await events_of(store, task_stream(firing.task_id))
         assert [type(e) for e in created] == [TaskCreated]
     schedule = await store.pool.fetchrow("SELECT * FROM projections.schedules WHERE schedule_id = 'tick'")
@@ -133,8 +133,8 @@ async def test_a_running_task_is_not_overlapped_across_a_restart_and_a_buffered_
     store: EventStore,
 ) -> None:
     async with hosted(store, [Scheduler()], PROJECTIONS):
-        await create_schedule(store, "skip", overlap="skip")
-        await create_schedule(store, "buffer", overlap="buffer_one")
+        await create_schedule(store, "skip", overlap="skip", catch_up="all")  # the downtime's slots meet the overlap
+        await create_schedule(store, "buffer", overlap="buffer_one", catch_up="all")
         skip_first, buffer_first = (await fired_when(store, "skip", 1))[0], (await fired_when(store, "buffer", 1))[0]
         await asyncio.sleep(2.5)  # a slot passes while both tasks run (nobody takes them): skipped, buffered
     await asyncio.sleep(2.5)  # down
