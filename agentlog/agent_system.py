@@ -45,6 +45,7 @@ from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.coordination.operations import OperationExpiry
 from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
 from agentlog.handlers.documents.activity import DocumentActivity
+from agentlog.handlers.schedules.scheduler import Scheduler
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from agentlog.handlers.timers import TimerService
 
@@ -53,11 +54,12 @@ log = structlog.get_logger("agentlog.agents")
 
 def log_deciders(settings: Settings) -> list[Decider[Any]]:
     """The deciders the API needs whether or not this process runs agents: the expiry of locks, claims, liveness
-    and operations, the task dispatcher, the budget keeper and the status keeper."""
+    and operations, the task dispatcher, the scheduler, the budget keeper and the status keeper."""
     return [
         CoordinationExpiry(),
         OperationExpiry(),
         Dispatcher(max_concurrent_tasks=settings.max_concurrent_tasks, per_agent_limit=settings.tasks_per_agent),
+        Scheduler(),
         BudgetKeeper(),
         StatusKeeper(
             idle_after_s=settings.status_idle_after_s, offline_after_s=settings.status_offline_after_s,

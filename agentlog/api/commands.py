@@ -24,6 +24,7 @@ from agentlog.domains.coordination.names import (
     member_stream,
 )
 from agentlog.domains.operations.conflicts import OperationsState
+from agentlog.domains.schedules.schedule import Schedule
 from agentlog.domains.tasks.events import task_stream
 from agentlog.domains.tasks.lifecycle import TaskLifecycle
 from agentlog.eventstore import Event, EventStore, NewEvent, derived_event_id
@@ -74,6 +75,7 @@ class Coordinator:
         self.tasks: StreamFolds[TaskFold] = StreamFolds(store, TaskFold)
         self.reservations = Reservations(store)
         self.operations: StreamFolds[OperationsState] = StreamFolds(store, OperationsState)
+        self.schedules: StreamFolds[Schedule] = StreamFolds(store, Schedule)
 
     async def decide(self, actor: Actor, plan: Callable[[], Awaitable[Sequence[Planned]]]) -> Written:
         """Run `plan` (which folds what it needs and returns [(stream, expected version, events)]) and append it;

@@ -19,6 +19,12 @@ from agentlog.domains.budgets.ledger import (
 )
 from agentlog.domains.coordination.errors import HeldError, NotFoundError, StaleGrantError
 from agentlog.domains.coordination.names import InvalidNameError
+from agentlog.domains.schedules.schedule import (
+    InvalidScheduleError,
+    ScheduleError,
+    ScheduleExistsError,
+    UnknownScheduleError,
+)
 
 
 class ApiError(Exception):
@@ -91,6 +97,18 @@ def install(app: FastAPI) -> None:
         if isinstance(error, BudgetNotSetError | UnknownReservationError):
             return problem(not_found(str(error)))
         return problem(ApiError(409, "budget_refused", str(error)))
+
+    @app.exception_handler(ScheduleError)
+    async def schedule_refused(_request: Request, error: ScheduleError) -> JSONResponse:
+        if isinstance(error, InvalidScheduleError):  # "cron: ..." or "action.task.priority: ..." names its field
+            field = str(error).partition(":")[0]
+            named = all(part.isidentifier() or part.isdigit() for part in field.split("."))
+            return problem(invalid(field if named else "body", str(error)))
+        if isinstance(error, UnknownScheduleError):
+            return problem(not_found(str(error)))
+        if isinstance(error, ScheduleExistsError):
+            return problem(ApiError(409, "exists", str(error)))
+        return problem(ApiError(409, "schedule_refused", str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -186,3 +186,10 @@ SELECT coalesce(metadata ->> 'type', 'untyped') AS type, count(*) AS agents
 -- unroutable_tasks --
 -- $1 limit
 SELECT task_id, task_type, priority, capabilities FROM reports.unroutable_tasks LIMIT $1;
+
+-- schedules --
+SELECT * FROM projections.schedules WHERE status <> 'deleted' ORDER BY schedule_id;
+
+-- schedule --
+-- $1 schedule id
+SELECT * FROM projections.schedules WHERE schedule_id = $1;

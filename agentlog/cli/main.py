@@ -14,6 +14,7 @@ from agentlog.cli import (
     log_commands,
     mcp_commands,
     read_commands,
+    schedule_commands,
     task_commands,
     token_commands,
 )
@@ -40,6 +41,7 @@ app.add_typer(handler_commands.app, name="handler")
 app.add_typer(token_commands.app, name="token")
 app.add_typer(task_commands.app, name="task")
 app.add_typer(budget_commands.app, name="budget")
+app.add_typer(schedule_commands.app, name="schedule")
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)

@@ -302,6 +302,35 @@ class AgentlogClient:
     async def statistics(self, agent_id: str) -> models.TaskStatistics:
         return await self._model(models.TaskStatistics, "GET", f"/agents/{agent_id}/statistics")
 
+    # -- schedules -----------------------------------------------------------------------------------------
+
+    async def create_schedule(self, cron: str, action: dict[str, Any], **fields: Any) -> models.ScheduleState:
+        """A schedule (`time_zone`, `overlap`, `catch_up`, `catch_up_window_s`, `grace_s`, `schedule_id`); `action`
+        is `{"kind": "task", "task": {...}}` or `{"kind": "chat", "body": ...}`."""
+        body = models.ScheduleCreate.model_validate({"cron": cron, "action": action, **fields})
+        return await self._model(models.ScheduleState, "POST", "/schedules",
+                                 json=body.model_dump(mode="json", exclude_none=True))  # fmt: skip
+
+    async def change_schedule(self, schedule_id: str, **changes: Any) -> models.ScheduleState:
+        return await self._model(models.ScheduleState, "PATCH", f"/schedules/{schedule_id}", json=changes)
+
+    async def pause_schedule(self, schedule_id: str, reason: str = "") -> models.ScheduleState:
+        return await self._model(models.ScheduleState, "POST", f"/schedules/{schedule_id}/pause",
+                                 json={"reason": reason})  # fmt: skip
+
+    async def resume_schedule(self, schedule_id: str) -> models.ScheduleState:
+        return await self._model(models.ScheduleState, "POST", f"/schedules/{schedule_id}/resume")
+
+    async def delete_schedule(self, schedule_id: str, reason: str = "") -> models.ScheduleState:
+        return await self._model(models.ScheduleState, "DELETE", f"/schedules/{schedule_id}",
+                                 params={"reason": reason})  # fmt: skip
+
+    async def schedules(self) -> list[models.ScheduleRow]:
+        return await self._models(models.ScheduleRow, "/schedules")
+
+    async def schedule(self, schedule_id: str) -> models.ScheduleRow:
+        return await self._model(models.ScheduleRow, "GET", f"/schedules/{schedule_id}")
+
     # -- budgets -------------------------------------------------------------------------------------------
 
     async def set_budget(self, budget_id: str, limit_tokens: int, *, reset_hour: int = 0, time_zone: str = "UTC"

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from agentlog.domains.budgets.events import ReservationId, Tokens
 from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKind, MemoryKind
 from agentlog.domains.coordination.names import AGENT_ID_PATTERN
+from agentlog.domains.schedules.events import ScheduleSpec
 from agentlog.domains.tasks import events as tasks
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
@@ -233,6 +234,16 @@ class OperationFinish(Request):
     agent_id: AgentId | None = None
     key: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     outcome: Short = ""
+
+
+class ScheduleCreate(ScheduleSpec):
+    """A schedule to create: its spec, and its id (made when not given)."""
+
+    schedule_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+
+
+class ScheduleReason(Request):
+    reason: Short = ""
 
 
 # -- answers -------------------------------------------------------------------------------------------------------
@@ -558,6 +569,40 @@ class Overview(BaseModel):
     unroutable_tasks: int
     agents_by_type: dict[str, int]
     unroutable: list[UnroutableTask]
+
+
+class ScheduleState(BaseModel):
+    """A schedule as its stream folds right after a command."""
+
+    schedule_id: str
+    status: str
+    spec: ScheduleSpec | None
+    fired: int
+    skipped: int
+    missed: int
+    last_fired_slot: datetime | None
+    stream_version: int
+
+
+class ScheduleRow(BaseModel):
+    """A schedule as the schedules projection shows it."""
+
+    schedule_id: str
+    status: str
+    cron: str | None
+    time_zone: str | None
+    action_kind: str | None
+    action: dict[str, Any] | None
+    overlap: str | None
+    catch_up: str | None
+    fired: int
+    skipped: int
+    missed: int
+    last_fired_slot: datetime | None
+    buffered_slot: datetime | None
+    next_slot: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
 
 
 class HotStart(BaseModel):

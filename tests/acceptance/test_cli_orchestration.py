@@ -1,6 +1,6 @@
-"""`agentlog task` and `agentlog budget` as a person runs them: real processes against a real API, its rules
-holding for them (a cycle, a priority out of range, a person's token where an admin's is needed: one line on
-stderr, the exit code, nothing appended), and an API that is not there named."""
+"""`agentlog task`, `agentlog budget` and `agentlog schedule` as a person runs them: real processes against a
+real API, its rules holding for them (a cycle, a malformed cron, a priority out of range, a person's token where
+an admin's is needed: one line on stderr, the exit code, nothing appended), and an API that is not there named."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ async def test_tasks_and_budgets_from_the_command_line(store: EventStore, databa
         assert set_budget.returncode == 0 and json.loads(set_budget.stdout)["limit_tokens"] == 100_000
         shown_budget = await agentlog("budget", "show", env=env)
         assert shown_budget.returncode == 0 and "100,000" in shown_budget.stdout, shown_budget.stderr
+
+        schedule = await agentlog("schedule", "create", "nightly", "0 3 * * *", "--task", "backup", "--time-zone",
+                                  "Europe/Paris", "--overlap", "buffer_one", env=env)  # fmt: skip
+        assert schedule.returncode == 0 and json.loads(schedule.stdout)["status"] == "active", schedule.stderr
+        bad_cron = await agentlog("schedule", "create", "broken", "0 25 * * *", "--chat", "hello", env=env)
+        assert bad_cron.returncode == 3 and "cron" in bad_cron.stderr, bad_cron.stderr
+        paused = await agentlog("schedule", "pause", "nightly", env=env)
+        assert json.loads(paused.stdout)["status"] == "paused", paused.stderr
 
     gone = await agentlog("task", "list", env=env)
     assert gone.returncode == 5 and "is `agentlog up` running" in gone.stderr, gone.stderr

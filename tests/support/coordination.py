@@ -15,20 +15,22 @@ from agentlog.handlers.activity.status_keeper import StatusKeeper
 from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.coordination.operations import OperationExpiry
+from agentlog.handlers.schedules.scheduler import Scheduler
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from tests.support.hosting import hosted
 
 PROJECTIONS = (
     "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks", "budgets",
-    "timers",
+    "schedules", "timers",
 )  # fmt: skip
-DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, BudgetKeeper.name, StatusKeeper.name)
+DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, Scheduler.name, BudgetKeeper.name,
+            StatusKeeper.name)  # fmt: skip
 
 
 @asynccontextmanager
 async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
     """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log."""
-    deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), BudgetKeeper(), StatusKeeper()]
+    deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), Scheduler(), BudgetKeeper(), StatusKeeper()]
     async with hosted(store, deciders, PROJECTIONS) as runner:
         yield runner
 
