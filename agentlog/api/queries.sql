@@ -148,6 +148,7 @@ WITH RECURSIVE reached (task_id, depends_on) AS (
 SELECT task_id, depends_on FROM reached;
 
 -- queue_depth --
+-- The queue's depth per status and priority, with the age of its oldest task, for GET /tasks/queue.
 SELECT status, priority, tasks, oldest_created_at FROM reports.task_queue;
 
 -- budget --
