@@ -156,6 +156,7 @@ SELECT status, priority, tasks, oldest_created_at FROM reports.task_queue;
 SELECT * FROM projections.budgets WHERE budget_id = $1;
 
 -- budgets --
+-- Every budget with its spending today, for GET /budgets.
 SELECT * FROM projections.budgets ORDER BY budget_id;
 
 -- agent_budgets --
@@ -177,6 +178,7 @@ SELECT key, operation_id, agent_id, action, in_window, data, registered_at, wind
 SELECT total, completed, failed, active, average_execution_s FROM reports.task_agents WHERE agent_id = $1;
 
 -- overview --
+-- The one-row summary of agents and tasks behind GET /overview.
 SELECT * FROM reports.system_overview;
 
 -- agents_by_type --
@@ -189,6 +191,7 @@ SELECT coalesce(metadata ->> 'type', 'untyped') AS type, count(*) AS agents
 SELECT task_id, task_type, priority, capabilities FROM reports.unroutable_tasks LIMIT $1;
 
 -- schedules --
+-- Every schedule not deleted, for GET /schedules.
 SELECT * FROM projections.schedules WHERE status <> 'deleted' ORDER BY schedule_id;
 
 -- schedule --
