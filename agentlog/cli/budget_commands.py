@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from agentlog.cli.common import handles_errors, out
 from agentlog.cli.remote import print_json, through_api
-from agentlog.client import AgentlogClient
-from agentlog.client.models import Budget
+
+if TYPE_CHECKING:
+    from agentlog.client import AgentlogClient
+    from agentlog.client.models import Budget
 
 app = typer.Typer(no_args_is_help=True, help="Daily token budgets: `global` and `agent-<agent id>`.")
 

@@ -19,7 +19,6 @@ from agentlog.eventstore.postgres import recorder
 from agentlog.handlers.projection_handler import ProjectionHandler
 from agentlog.handlers.registry import installed_handlers, resolve_handler
 from agentlog.projections import installed_projections
-from agentlog.system import run_system
 
 app = typer.Typer(no_args_is_help=True, help="Handlers: reactions to the log, one active instance each.")
 
@@ -38,6 +37,8 @@ def run_command(
     ]
     log_plugin_errors([*projections.errors, *installed.errors])  # named, but not in the way of a healthy one
     settings = load_settings()
+    from agentlog.system import run_system  # imported here: only running needs the whole system
+
     run_async(run_system(settings, open_database(settings).url, handlers, []))
 
 
@@ -70,21 +71,25 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     lags, holders = run_async(lag())
     barrier = holders[0] if holders else None
     if as_json:
-        write_line(json.dumps({
-            "handlers": [
+        write_line(
+            json.dumps(
                 {
-                    "name": item.name,
-                    "global_position": item.position.global_position,
-                    "transaction_id": item.position.transaction_id,
-                    "events_behind": item.events_behind,
-                    "seconds_behind": item.seconds_behind,
-                    "events_skipped": item.events_skipped,
-                    "updated_at": item.updated_at.isoformat(),
+                    "handlers": [
+                        {
+                            "name": item.name,
+                            "global_position": item.position.global_position,
+                            "transaction_id": item.position.transaction_id,
+                            "events_behind": item.events_behind,
+                            "seconds_behind": item.seconds_behind,
+                            "events_skipped": item.events_skipped,
+                            "updated_at": item.updated_at.isoformat(),
+                        }
+                        for item in lags
+                    ],
+                    "barrier_held_by": None if barrier is None else dataclasses.asdict(barrier),
                 }
-                for item in lags
-            ],
-            "barrier_held_by": None if barrier is None else dataclasses.asdict(barrier),
-        }))
+            )
+        )
         return
     table = Table("handler", "checkpoint", "events behind", "seconds behind", "skipped", "updated")
     for item in lags:
@@ -121,19 +126,23 @@ def skipped_command(
 
     events = run_async(skipped())
     if as_json:
-        write_line(json.dumps([
-            {
-                "global_position": event.position.global_position,
-                "transaction_id": event.position.transaction_id,
-                "event_id": str(event.event_id),
-                "stream_id": event.stream_id,
-                "event_type": event.event_type,
-                "schema_version": event.schema_version,
-                "reason": event.reason,
-                "skipped_at": event.skipped_at.isoformat(),
-            }
-            for event in events
-        ]))
+        write_line(
+            json.dumps(
+                [
+                    {
+                        "global_position": event.position.global_position,
+                        "transaction_id": event.position.transaction_id,
+                        "event_id": str(event.event_id),
+                        "stream_id": event.stream_id,
+                        "event_type": event.event_type,
+                        "schema_version": event.schema_version,
+                        "reason": event.reason,
+                        "skipped_at": event.skipped_at.isoformat(),
+                    }
+                    for event in events
+                ]
+            )
+        )
         return
     if not events:
         out.print(f"{name} skipped no events", markup=False)

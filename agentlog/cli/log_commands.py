@@ -92,8 +92,10 @@ def append_command(
     except ValueError:
         fail(f"--event-id is not a UUID: {event_id!r}", ExitCode.INVALID_INPUT)
     event = catalogue.parse(event_type, payload)
-    new_event = NewEvent(event, metadata=event_metadata) if parsed_id is None else NewEvent(
-        event, event_id=parsed_id, metadata=event_metadata
+    new_event = (
+        NewEvent(event, metadata=event_metadata)
+        if parsed_id is None
+        else NewEvent(event, event_id=parsed_id, metadata=event_metadata)
     )
     settings = load_settings()
     url = open_database(settings).url

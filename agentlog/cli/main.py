@@ -26,7 +26,6 @@ from agentlog.eventstore.loading import log_plugin_errors
 from agentlog.handlers.registry import installed_handlers
 from agentlog.logs import configure_logging_from_environment
 from agentlog.projections import installed_projections
-from agentlog.system import run_system
 
 log = structlog.get_logger("agentlog.cli")
 
@@ -108,6 +107,8 @@ def up_command(
             + sum(len(plugins.errors) for plugins in (handler_plugins, projection_plugins) if plugins is not None),
             hint='psql "$(agentlog db url)" to query; Ctrl-C to stop',
         )
+        from agentlog.system import run_system  # imported here: `up` alone needs the whole system
+
         run_async(
             run_system(
                 settings,

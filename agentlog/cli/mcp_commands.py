@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from agentlog.cli.common import ExitCode, fail, handles_errors, write_line
-from agentlog.mcp.stdio import stdio_server
-from agentlog.mcp.tools import tool_list_size
 
 
 @handles_errors
@@ -21,6 +19,9 @@ def mcp_command(
     """Serve the coordination tools over stdio: the API at AGENTLOG_URL (default http://127.0.0.1:8787), as the
     agent whose token is AGENTLOG_TOKEN (`agentlog token agent ID`)."""
     try:
+        from agentlog.mcp.stdio import stdio_server  # imported here: the MCP SDK is heavy
+        from agentlog.mcp.tools import tool_list_size
+
         server = stdio_server()
     except ValueError as error:
         fail(str(error), ExitCode.USAGE)

@@ -23,7 +23,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from agentlog.agent_system import deciders
 from agentlog.cli.common import ExitCode, err, fail, handles_errors, load_settings, out, run_async, write_line
 from agentlog.database import open_database
 from agentlog.eventstore import EventStore
@@ -78,6 +77,8 @@ def replay_command(
         fail("name the projections to rebuild, or give --all", ExitCode.USAGE)
     everything = every or (check and not names)
     settings = load_settings()
+    from agentlog.agent_system import deciders  # imported here: it brings the document agents' system
+
     known_deciders = {decider.name: decider for decider in deciders(settings)}
     if not check and any(name in known_deciders for name in names or []):
         fail("deciders are verified (--verify), not rebuilt: their decisions are in the log", ExitCode.USAGE)
@@ -110,8 +111,10 @@ def replay_command(
     differences = 0
     for name, found in decider_outcomes:
         differences += len(found)
-        out.print(f"decider {name}: refolded over the log; " + ("every decision matches" if not found else
-                  f"{len(found)} decision(s) differ"))
+        out.print(
+            f"decider {name}: refolded over the log; "
+            + ("every decision matches" if not found else f"{len(found)} decision(s) differ")
+        )
         for decision in found:
             out.print(f"  {decision.describe()}", markup=False)
     for outcome in outcomes:

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
 
 from agentlog.cli.common import ExitCode, fail, load_settings, run_async, write_line
-from agentlog.client import AgentlogClient, ApiError
 from agentlog.database import open_database
 from agentlog.eventstore.postgres.connections import create_pool
 from agentlog.tokens import issue, signing_key
+
+if TYPE_CHECKING:
+    from agentlog.client import AgentlogClient
 
 T = TypeVar("T")
 CLI_TOKEN_TTL_S = 300.0
@@ -33,8 +35,10 @@ async def _admin_token(database_url: str) -> str:
 
 def through_api(action: Callable[[AgentlogClient], Awaitable[T]]) -> T:
     """Run `action` with a client of the API; a refusal or an unreachable API is one line on stderr."""
+    from agentlog.client import AgentlogClient, ApiError  # imported here: commands that need no API start faster
+
     settings = load_settings()
-    url = os.environ.get("AGENTLOG_URL") or f"http://127.0.0.1:{settings.port or 8787}"
+    url = api_url(os.environ.get("AGENTLOG_URL") or f"http://127.0.0.1:{settings.port or 8787}")
     token = os.environ.get("AGENTLOG_TOKEN") or run_async(_admin_token(open_database(settings).url))
 
     async def call() -> T:
@@ -50,6 +54,19 @@ def through_api(action: Callable[[AgentlogClient], Awaitable[T]]) -> T:
         fail(f"{detail} ({error.status} {error.code})", EXIT_FOR_STATUS.get(error.status, ExitCode.FAILED))
     except httpx.TransportError as error:
         fail(f"no agentlog API at {url} ({error}): is `agentlog up` running there?", ExitCode.DATABASE_UNAVAILABLE)
+
+
+def api_url(text: str) -> str:
+    """`text` as the API's base URL, or one line naming what is wrong with it (never a traceback)."""
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError) as error:
+        fail(f"AGENTLOG_URL {text!r} is not a URL: {error}", ExitCode.USAGE)
+    if url.scheme not in ("http", "https") or not url.host:
+        fail(f"AGENTLOG_URL {text!r} is not an http(s) URL with a host", ExitCode.USAGE)
+    if url.port is not None and not 0 < url.port < 65536:
+        fail(f"AGENTLOG_URL {text!r}: port {url.port} is not between 1 and 65535", ExitCode.USAGE)
+    return text
 
 
 def print_json(value: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -10,8 +10,10 @@ from rich.table import Table
 from agentlog.cli.common import ExitCode, fail, handles_errors, out
 from agentlog.cli.remote import print_json, through_api
 from agentlog.cli.task_commands import parse_payload
-from agentlog.client import AgentlogClient
-from agentlog.client.models import ScheduleRow
+
+if TYPE_CHECKING:
+    from agentlog.client import AgentlogClient
+    from agentlog.client.models import ScheduleRow
 
 app = typer.Typer(no_args_is_help=True, help="Cron schedules: create, list, show, change, pause, resume, delete.")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -11,7 +11,9 @@ from rich.table import Table
 
 from agentlog.cli.common import ExitCode, fail, handles_errors, out
 from agentlog.cli.remote import print_json, through_api
-from agentlog.client import AgentlogClient
+
+if TYPE_CHECKING:
+    from agentlog.client import AgentlogClient
 
 app = typer.Typer(no_args_is_help=True, help="The task queue: create, list, show, cancel, requeue; queue depth.")
 
@@ -24,7 +26,7 @@ def parse_payload(text: str | None) -> dict[str, Any]:
     except orjson.JSONDecodeError as error:
         fail(f"--payload: not JSON ({error})", ExitCode.USAGE)
     if not isinstance(payload, dict):
-        fail("--payload: give a JSON object, like '{\"path\": \"src/a.py\"}'", ExitCode.USAGE)
+        fail('--payload: give a JSON object, like \'{"path": "src/a.py"}\'', ExitCode.USAGE)
     return payload
 
 

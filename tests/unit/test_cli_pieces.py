@@ -5,8 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+import typer
+
 from agentlog.cli.common import ExitCode, exit_code_for
 from agentlog.cli.log_commands import format_event
+from agentlog.cli.remote import api_url
 from agentlog.eventstore import (
     DatabaseUnavailableError,
     EventIdConflictError,
@@ -43,3 +47,18 @@ def test_a_tail_line_has_position_stream_version_type_data_metadata() -> None:
         "42", "document-plan", "v3", "PersonLeft", '{"user_id":"ada","people_present":0}', '{"actor":"ada"}'
     ]
     assert event.as_json()["recorded_at"] == "2026-11-21T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "text", ["http://[::1", "http://127.0.0.1:99999999999999999999", "http://127.0.0.1:70000", "ftp://x", "nohost", ""]
+)
+def test_a_malformed_api_url_is_one_line_not_a_traceback(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exited:
+        api_url(text)
+    assert exited.value.exit_code == ExitCode.USAGE
+    assert "AGENTLOG_URL" in capsys.readouterr().err
+
+
+def test_a_good_api_url_is_kept() -> None:
+    assert api_url("http://127.0.0.1:8787") == "http://127.0.0.1:8787"
+    assert api_url("https://agentlog.example/base") == "https://agentlog.example/base"
