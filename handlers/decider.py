@@ -15,6 +15,15 @@ twice, and with the decider's name, the causing event's id and the index in thei
 reads its own decisions back from the log it skips them: they are already in its state. Only an event whose id is
 the one so derived counts as a decision (`handlers.decisions`): metadata is anyone's to write.
 
+A decision is folded before it is in the log, and others may write to its stream meanwhile: an API command can land
+between the event a decision was made after and the decision itself. A decider whose decisions share streams with
+such writers must end up with the state the log's order gives, not the order it decided in, or it disagrees with
+every other fold of those streams (the API's, the projections'). Such a decider has a `recorded(state, fact)`
+method: it is given each of its own decisions as the log recorded it, at its position, keeps what it folded ahead
+of the log apart until then (`handlers.tasks.dispatcher` keeps each task as the log's fold plus its decisions still
+on their way), and may decide after it like after any event (their ids derive from the recorded decision's). Every
+refold does the same, so decisions stay a function of the log.
+
 A decider that raises on an event (an odd one that still decodes, which its rules do not cover) can never decide
 it, however often the batch is retried: `DecisionHandler` raises `UndecidableEventError` for it, and the runner
 records it as skipped (`agentlog.skipped_events`), as it does an event it cannot decode, and goes on. Every refold
@@ -135,9 +144,10 @@ class Decider(Protocol[S]):
         ...
 
 
-def step(decider: Decider[S], state: S, fact: Fact) -> tuple[S, list[Decision]]:
-    """Fold one input event and every decision it leads to; return the new state and the decisions, in order."""
-    state = decider.evolve(state, fact)
+def step(decider: Decider[S], state: S, fact: Fact, *, recorded: bool = False) -> tuple[S, list[Decision]]:
+    """Fold one input event (or, `recorded`, one of the decider's own decisions as the log recorded it) and every
+    decision it leads to; return the new state and the decisions, in order."""
+    state = _recorded(decider, state, fact) if recorded else decider.evolve(state, fact)
     decisions: list[Decision] = []
     for _ in range(MAX_ROUNDS_PER_EVENT):
         round_ = decider.decide(state, fact)
@@ -180,11 +190,23 @@ def fact_of(event: TypedEvent) -> Fact:
     return Fact(event.event, event.event_id, event.stream_id, event.global_position)
 
 
-def decided_step(decider: Decider[S], state: S, event: TypedEvent) -> tuple[S, list[Decision]]:
+def reads_back(decider: Decider[Any]) -> bool:
+    """Whether the decider is given its own decisions as the log recorded them (a `recorded` method)."""
+    return callable(getattr(decider, "recorded", None))
+
+
+def _recorded(decider: Decider[S], state: S, fact: Fact) -> S:
+    folded: S = decider.recorded(state, fact)  # type: ignore[attr-defined]
+    return folded
+
+
+def decided_step(
+    decider: Decider[S], state: S, event: TypedEvent, *, recorded: bool = False
+) -> tuple[S, list[Decision]]:
     """`step`, with a failure that lies in the event (the decider raised, or decided onto an invalid stream) raised
     as `UndecidableEventError`: retrying it would fail alike forever."""
     try:
-        state, decisions = step(decider, state, fact_of(event))
+        state, decisions = step(decider, state, fact_of(event), recorded=recorded)
         for decision in decisions:
             validate_stream_id(decision.stream_id)
     except NOT_THE_EVENTS_FAULT:
@@ -231,11 +253,13 @@ class DecisionHandler(Generic[S]):
         appends: list[StreamAppend] = []
         inputs = 0
         first_deciding: TypedEvent | None = None
+        reading_back = reads_back(self.decider)
         for event in batch.events:
-            if is_own_decision(self.name, event):
+            own = is_own_decision(self.name, event)
+            if own and not reading_back:
                 continue
             inputs += 1
-            state, decisions = decided_step(self.decider, state, event)
+            state, decisions = decided_step(self.decider, state, event, recorded=own)
             if decisions and first_deciding is None:
                 first_deciding = event
             for index, decision in enumerate(decisions):
@@ -264,7 +288,7 @@ class DecisionHandler(Generic[S]):
                 assert first_deciding is not None
                 raise UndecidableEventError(self.name, first_deciding.recorded, error) from error
             batch.appended = batch.appended or not all(result.duplicate for result in results)
-        if inputs or rewrite:  # a batch of the decider's own decisions read back changed nothing to save
+        if inputs or rewrite:  # a batch of the decider's own decisions skipped (not read back) changed nothing
             decider = self.decider
             if not await save_state(
                 batch.connection, decider.name, decider.state_version, state, sequence, everything=rewrite
@@ -334,17 +358,19 @@ async def initial_state(store: EventStore, decider: Decider[S]) -> S:
 
 
 async def _read_inputs(store: EventStore, decider: Decider[Any], until: LogPosition | None) -> list[TypedEvent]:
-    """The decider's input events before `until`, decoded, without what the live handler skipped or decided."""
+    """The decider's input events before `until`, decoded, without what the live handler skipped, and without its
+    own decisions unless it reads them back."""
     inputs, _ = decode_wanted(store.catalogue, await _read_log(store, until), decider.input_types)
     skipped = await skipped_by(store, decider)
-    return [e for e in inputs if e.event_id not in skipped and not is_own_decision(decider.name, e)]
+    keep_own = reads_back(decider)
+    return [e for e in inputs if e.event_id not in skipped and (keep_own or not is_own_decision(decider.name, e))]
 
 
 async def fold_log(store: EventStore, decider: Decider[S], *, until: LogPosition | None = None) -> S:
     """The decider's state after every input event before `until` (all of them when None)."""
     state = await initial_state(store, decider)
     for event in await _read_inputs(store, decider, until):
-        state, _ = step(decider, state, fact_of(event))
+        state, _ = step(decider, state, fact_of(event), recorded=is_own_decision(decider.name, event))
     return state
 
 
@@ -397,13 +423,17 @@ async def verify_decider(store: EventStore, decider: Decider[S], *, until: LogPo
     skipped = await skipped_by(store, decider)
     folded = [event for event in events if event.position <= until]
     inputs, _ = decode_wanted(store.catalogue, folded, decider.input_types)
+    keep_own = reads_back(decider)
     for typed in inputs:
-        if typed.event_id in skipped or is_own_decision(decider.name, typed):
+        if typed.event_id in skipped:
+            continue
+        own = is_own_decision(decider.name, typed)
+        if own and not keep_own:
             continue
         expected = recorded.get(typed.event_id, [])
         error: str | None = None
         try:
-            state, decisions = decided_step(decider, state, typed)
+            state, decisions = decided_step(decider, state, typed, recorded=own)
         except UndecidableEventError as undecidable:
             decisions, error = [], undecidable.reason
         refolded = [(d.stream_id, d.event.event_type, _canonical(d.event.to_data())) for d in decisions]

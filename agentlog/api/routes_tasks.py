@@ -324,9 +324,13 @@ async def _answer(services: Services, follower: Follower, claim_id: str, wait_s:
             if event.event_type == "TaskClaimDeclined":
                 return models.ClaimAnswer(claim_id=claim_id, declined=str(event.data.get("reason", "")))
             if event.event_type == "TaskAssigned":
-                fold = await services.coordinator.task(str(event.data["task_id"]))
-                return models.ClaimAnswer(claim_id=claim_id, assignment=assignment(fold, int(event.data["attempt"]),
-                                                                                  claim_id))  # fmt: skip
+                task_id, attempt = str(event.data["task_id"]), int(event.data["attempt"])
+                fold = await services.coordinator.task(task_id)
+                if fold.task.attempt != attempt or fold.task.agent_id != event.data.get("agent_id"):
+                    # The log refused the answer (the task moved first): the lifecycle's fold is the truth.
+                    why = f"task {task_id} was {fold.task.status} before its attempt {attempt} could be assigned"
+                    return models.ClaimAnswer(claim_id=claim_id, declined=why)
+                return models.ClaimAnswer(claim_id=claim_id, assignment=assignment(fold, attempt, claim_id))
     return models.ClaimAnswer(claim_id=claim_id, pending=True)
 
 

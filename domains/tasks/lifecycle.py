@@ -5,7 +5,10 @@ naming the rule it breaks. The API asks it before appending an agent's command (
 `TaskAttemptRefused`); `TaskLifecycle.fold` asks it too and ignores what it refuses, so an event appended past
 the API cannot move a task either. The most important rule is `stale-attempt`: a start, heartbeat, completion,
 failure or snooze names its attempt, and only the current one counts — a worker the dispatcher gave up on (it was
-silent, too slow, or gone) cannot overwrite the attempt that replaced it.
+silent, too slow, or gone) cannot overwrite the attempt that replaced it. Likewise `timed-out`: once an attempt's
+execution timer fired, or a heartbeat check found it silent (`silent`), nothing its agent says counts, even before
+the dispatcher recorded the failure: the dispatcher decides that failure from the log as it was when the timer
+fired, and an agent's word landing in between must not make the log say otherwise.
 
 States: `waiting` (for `run_after_s`, a retry back-off or a snooze: a wait timer), `queued` (ready once its
 dependencies completed), `assigned`, `running` (these two hold a slot), `failed` (the dispatcher decides next:
@@ -102,6 +105,11 @@ class TaskLifecycle(BaseModel):
     @property
     def holding(self) -> bool:
         return self.status in HOLDING
+
+    @property
+    def silent(self) -> bool:
+        """Its last heartbeat check fired with nothing heard since it was scheduled: the attempt has failed."""
+        return self.holding and self.heartbeat_timer is None and not self.heard
 
     def fold(self, event: Event) -> bool:
         """Apply an event of the task's stream; False (nothing changed) when `check` refuses it."""
@@ -234,6 +242,12 @@ def _check_attempt(task: TaskLifecycle, event: AttemptCommand) -> Refusal | None
         return Refusal("attempt-ended", f"{what} has ended (the task is {task.status})", task.attempt)
     if event.agent_id != task.agent_id:
         return Refusal("other-agent", f"{what} is assigned to {task.agent_id}, not {event.agent_id}", task.attempt)
+    if isinstance(event, TaskFailed) and event.cause != "error":
+        return None  # the log's own failure of the attempt (a timeout, its agent gone)
+    if task.overdue:  # its execution timer fired: the attempt is over, only its failure is still to be recorded
+        return Refusal("timed-out", f"{what} ran past its execution timeout", task.attempt)
+    if task.silent:  # a heartbeat check found it silent: likewise
+        return Refusal("silent", f"{what} sent no start or heartbeat in time", task.attempt)
     if isinstance(event, TaskStarted) and task.status == "running":
         return Refusal("started-once", f"{what} has started already", task.attempt)
     return None
@@ -271,7 +285,7 @@ def follow_up(task: TaskLifecycle) -> Event | None:
         if task.overdue:
             why = f"ran past its execution timeout of {spec.execution_timeout_s:g} s"
             return _timed_out(task, "execution_timeout", why)
-        if task.heartbeat_timer is None and not task.heard:
+        if task.silent:
             interval = spec.heartbeat_interval_s * HEARTBEAT_CHECK_INTERVALS
             return _timed_out(task, "heartbeat_timeout", f"no start or heartbeat within {interval:g} s")
         if task.execution_timer is None:

@@ -17,12 +17,20 @@ available while registered and not `offline` or `blocked`; one whose metadata sa
 tasks only when it claims them. Timers it schedules on the task's stream: one execution timer per attempt and a
 heartbeat check every two heartbeat intervals; a timer of an attempt that ended is ignored, never cancelled (two
 fewer events per task).
+
+Its decisions share the task streams with the API: a completion can land after the execution timer fired and
+before the dispatcher's failure of that attempt, which the lifecycle then refuses. So a task is kept as every other
+fold keeps it, the log's order (`LoggedTask`), plus the decisions not yet read back from the log; when another
+event of the task arrives first, it is folded into the logged task and the pending decisions are applied again on
+top of it (`handlers.decider`, `recorded`). Folding in decision order instead made the dispatcher dead-letter the
+dependents of a task the API had completed, assign a completed task again, and hold slots nobody held.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, cast
@@ -40,6 +48,8 @@ from agentlog.domains.tasks.events import (
     TaskClaimRequested,
     TaskCreated,
     TaskDeadLettered,
+    TaskFailed,
+    TaskRetryScheduled,
     claim_stream,
     task_stream,
 )
@@ -84,9 +94,33 @@ class Indexes:
     """Tasks touched by the event being decided, to look at again (empty between events)."""
 
 
-class DispatchedTask(TaskLifecycle):
-    """A task as the dispatcher keeps it: its lifecycle (without the payload), its age, and what it was found."""
+DECIDED_TYPES: dict[str, type[Event]] = {
+    model.event_type: model
+    for model in (TaskAssigned, TaskCancelled, TaskDeadLettered, TaskFailed, TaskRetryScheduled, TimerScheduled)
+}
+"""What the dispatcher decides on a task's stream."""
+LIFECYCLE_FIELDS = tuple(TaskLifecycle.model_fields)
 
+
+class PendingDecision(BaseModel):
+    """A decision folded into a task before the log recorded it."""
+
+    event_id: uuid.UUID
+    event_type: str
+    data: dict[str, Any]
+
+    def event(self) -> Event:
+        return DECIDED_TYPES[self.event_type].model_validate(self.data)
+
+
+class DispatchedTask(TaskLifecycle):
+    """A task as the dispatcher keeps it: its lifecycle (without the payload) with the decisions still on their way
+    to the log, its age, and what it was found."""
+
+    logged: TaskLifecycle | None = None
+    """The lifecycle as the log's order folds it, while decisions are pending (else the task itself is that)."""
+    pending: list[PendingDecision] = Field(default_factory=list)
+    """Decisions folded into the task, in order, that the log has not given back yet."""
     age: int = 0
     holds_dedupe_key: bool = False
     """It is the live task its dedupe key names (others created with the key meanwhile are its duplicates)."""
@@ -149,8 +183,17 @@ class DispatcherState(KeyedState):
         return [rank[2] for rank in sorted(rank for lane in self.ix.lanes.values() for rank in lane)]
 
     def status_of(self, task_id: str) -> Status | None:
+        """The task's status as decided (the log's, then the decisions on their way)."""
         task = self.tasks.get(task_id)
         return None if task is None else task.status
+
+    def logged_status_of(self, task_id: str) -> Status | None:
+        """The task's status as the log has it: what its dependents are told (a dead letter on its way may still
+        turn out a cancel the log recorded first)."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        return task.status if task.logged is None else task.logged.status
 
 
 class Dispatcher:
@@ -161,12 +204,12 @@ class Dispatcher:
         {
             "TaskCreated", "TaskAssigned", "TaskStarted", "TaskHeartbeat", "TaskCompleted", "TaskFailed",
             "TaskSnoozed", "TaskRetryScheduled", "TaskDeadLettered", "TaskRequeued", "TaskCancelled",
-            "TaskClaimRequested", "TaskClaimDeclined", "TimerFired",
+            "TaskClaimRequested", "TaskClaimDeclined", "TimerScheduled", "TimerFired",
             "AgentRegistered", "AgentUpdated", "AgentDeregistered", "AgentGone", "DeciderConfigured",
         }
     )  # fmt: skip
     state_model: ClassVar[type[DispatcherState]] = DispatcherState
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(self, max_concurrent_tasks: int = 100, per_agent_limit: int = 1) -> None:
         self.configured = DispatcherSettings(max_concurrent_tasks=max_concurrent_tasks, per_agent_limit=per_agent_limit)
@@ -187,27 +230,65 @@ class Dispatcher:
                 self._fold_agent(state, event)
             case TimerScheduled() | TimerFired():
                 if event.purpose in TASK_TIMER_PURPOSES and fact.stream_id == task_stream(event.subject):
-                    self._fold_task(state, event.subject, event)
+                    self._fold_task(state, event.subject, fact)
             case TaskAttemptRefused():
                 pass
             case DeciderConfigured() if event.decider == self.name and fact.stream_id == decider_stream(self.name):
                 with contextlib.suppress(ValidationError):  # settings this version cannot use are not adopted
                     state.settings = DispatcherSettings.model_validate(event.settings)
             case _ if hasattr(event, "task_id") and fact.stream_id == task_stream(event.task_id):
-                self._fold_task(state, event.task_id, event)
+                self._fold_task(state, event.task_id, fact)
                 if isinstance(event, TaskAssigned) and state.claim and event.claim_id == state.claim.claim_id:
                     state.claim = None
         return state
 
-    def _fold_task(self, state: DispatcherState, task_id: str, event: Event) -> None:
+    def recorded(self, state: DispatcherState, fact: Fact) -> DispatcherState:
+        """One of the dispatcher's decisions, now in the log: the logged task catches up with it (the task as
+        decided stays what it is: the log has reached what was folded ahead of it)."""
+        event = fact.event
+        task_id = event.subject if isinstance(event, TimerScheduled) else getattr(event, "task_id", None)
+        task = state.tasks.get(task_id) if isinstance(task_id, str) else None
+        if task is None or task.logged is None or fact.stream_id != task_stream(task.task_id):
+            return state  # a claim's answer
+        for index, pending in enumerate(task.pending):
+            if pending.event_id == fact.event_id:
+                before = task.logged.status
+                del task.pending[index]
+                task.logged.fold(event)
+                if not task.pending:
+                    task.logged = None
+                state.changed("task", task.task_id)
+                if state.logged_status_of(task.task_id) != before:
+                    self._unsettle_dependents(state, task.task_id)
+                break
+        return state
+
+    def _unsettle_dependents(self, state: DispatcherState, task_id: str) -> None:
+        for dependent in state.ix.dependents.get(task_id, ()):
+            _index(state, dependent)
+            state.ix.unsettled.add(dependent)
+
+    def _fold_task(self, state: DispatcherState, task_id: str, fact: Fact) -> None:
+        event = fact.event
         task = state.tasks.get(task_id)
         created = task is None
         if task is None:
             if not isinstance(event, TaskCreated):
                 return  # an event of a task never created: the lifecycle refuses it anyway
             task = DispatchedTask()
-        before = task.status
-        if not task.fold(event):
+        before, logged_before = task.status, state.logged_status_of(task_id) if not created else None
+        if fact.position is None:  # a decision, folded ahead of the log
+            if task.logged is None:
+                task.logged = TaskLifecycle.model_construct(**{name: getattr(task, name) for name in LIFECYCLE_FIELDS})
+            decided = PendingDecision(event_id=fact.event_id, event_type=event.event_type, data=event.to_data())
+            task.pending.append(decided)
+            if not task.fold(event):
+                return
+        elif task.logged is not None:  # the log has something before decisions on their way: fold them again after
+            if not task.logged.fold(event):
+                return
+            _replay_pending(task)
+        elif not task.fold(event):
             return
         if created and isinstance(event, TaskCreated):
             assert task.spec is not None
@@ -225,10 +306,10 @@ class Dispatcher:
         state.changed("task", task_id)
         _index(state, task_id)
         state.ix.unsettled.add(task_id)
-        if task.status != before and task.status in {"completed", "dead_lettered", "cancelled", "queued"}:
-            for dependent in state.ix.dependents.get(task_id, ()):
-                _index(state, dependent)
-                state.ix.unsettled.add(dependent)
+        if (task.status != before and task.status in {"completed", "dead_lettered", "cancelled", "queued"}) or (
+            state.logged_status_of(task_id) != logged_before
+        ):
+            self._unsettle_dependents(state, task_id)
 
     def _created(self, state: DispatcherState, task_id: str, task: DispatchedTask, event: TaskCreated) -> None:
         if event.dedupe_key is not None:
@@ -328,10 +409,19 @@ class Dispatcher:
         if wanted is not None:
             return wanted
         if task.status in {"queued", "waiting"}:
-            blocked = blocked_by(task.spec.depends_on, state.status_of)
+            blocked = blocked_by(task.spec.depends_on, state.logged_status_of)
             if blocked is not None:
                 return TaskDeadLettered(task_id=task.task_id, attempt=task.attempt, reason=blocked.reason)
         return None
+
+
+def _replay_pending(task: DispatchedTask) -> None:
+    """The task as decided again: its logged lifecycle, then each pending decision (refused ones change nothing)."""
+    assert task.logged is not None
+    for name in LIFECYCLE_FIELDS:
+        setattr(task, name, getattr(task.logged, name))
+    for pending in task.pending:
+        task.fold(pending.event())
 
 
 def _index(state: DispatcherState, task_id: str) -> None:

@@ -10,6 +10,10 @@ from typing import Any
 import httpx
 
 from agentlog.eventstore import EventStore
+from agentlog.eventstore.postgres import recorder
+from agentlog.handlers.decider import verify_decider
+from agentlog.handlers.decider_state import load_state
+from agentlog.handlers.tasks.dispatcher import Dispatcher, DispatcherState
 from tests.support.api import RunningApi, api_running
 from tests.support.coordination import settled
 
@@ -246,3 +250,54 @@ async def test_overview_and_statistics_in_seed_003_shapes(store: EventStore) -> 
         assert (await person.get("/agents/nobody/statistics")).status_code == 404
         depth = {(row["status"], row["priority"]): row["tasks"] for row in (await person.get("/tasks/queue")).json()}
         assert depth == {("completed", 5): 1, ("queued", 9): 1, ("queued", 5): 1}
+
+
+async def test_a_dispatcher_behind_the_api_ends_up_where_the_log_is(store: EventStore) -> None:
+    """The dispatcher is down (as when `up` restarts) while the API goes on: an attempt's execution timer fires, a
+    person cancels the task, and the agent's completion of it past the timer is refused. The dispatcher then decides
+    the timeout from the log as it was before the cancel — a failure and a retry the lifecycle refuses, landing after
+    the cancel — and must agree with the log: the cancelled task is neither retried nor handed to a claim, its slot is
+    free, and a refold of the log decides exactly what was recorded."""
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "w")  # one attempt at a time
+        person = api.client("person", "ada")
+        spec = {"task_type": "work", "execution_timeout_s": 1, "max_attempts": 1}
+        assert (await person.post("/tasks", json={"task_id": "slow", **spec})).status_code == 201
+        assert (await person.post("/tasks", json={"task_id": "after", "task_type": "report",
+                                                  "depends_on": ["slow"]})).status_code == 201  # fmt: skip
+        assert (await claimed(agent))["assignment"]["task_id"] == "slow"
+        assert (await agent.post("/tasks/slow/start", json={"attempt": 1})).status_code == 200
+        await settled(store)
+
+    down = frozenset({"task-dispatcher"})
+    async with api_running(store, without=down) as api:
+        person, agent = api.client("person", "ada"), api.client("agent", "w")
+        async with asyncio.timeout(20):
+            while "TimerFired" not in await events_of(store, "task-slow"):
+                await asyncio.sleep(0.05)
+        late = await agent.post("/tasks/slow/complete", json={"attempt": 1, "result": {"late": True}})
+        assert late.status_code == 409 and late.json()["rule"] == "timed-out", late.text
+        assert (await person.post("/tasks/slow/cancel", json={"reason": "not needed"})).status_code == 200
+        assert (await person.post("/tasks", json={"task_id": "next", "task_type": "work"})).status_code == 201
+        await settled(store, without=down)
+
+    async with api_running(store) as api:
+        await settled(store)
+        person, agent = api.client("person", "ada"), api.client("agent", "w")
+        answer = await claimed(agent)
+        assert answer["assignment"] is not None and answer["assignment"]["task_id"] == "next", answer
+        await settled(store)
+        slow = (await person.get("/tasks/slow")).json()
+        assert (slow["status"], slow["attempt"]) == ("cancelled", 1), slow
+        streamed = await events_of(store, "task-slow")
+        assert "TaskAssigned" not in streamed[streamed.index("TaskCancelled"):], streamed
+        after = (await person.get("/tasks/after")).json()
+        assert (after["status"], after["reason"]) == ("dead_lettered", "dependency slow was cancelled"), after
+        checkpoint = await recorder.select_checkpoint(store.pool, Dispatcher.name)
+        assert checkpoint is not None
+        assert await verify_decider(store, Dispatcher(), until=checkpoint) == []
+        state, _ = await load_state(store.pool, Dispatcher.name, DispatcherState, Dispatcher.state_version)
+        assert state is not None
+        for row in await store.pool.fetch("SELECT task_id, status, attempt FROM projections.tasks"):
+            task = state.tasks[row["task_id"]]
+            assert (task.status, task.attempt) == (row["status"], row["attempt"]), row["task_id"]

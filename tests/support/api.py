@@ -39,12 +39,15 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def api_running(store: EventStore, limits: ApiLimits | None = None) -> AsyncIterator[RunningApi]:
+async def api_running(
+    store: EventStore, limits: ApiLimits | None = None, without: frozenset[str] = frozenset()
+) -> AsyncIterator[RunningApi]:
+    """The API, and what `up` hosts beside it but the deciders named in `without`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: no 40 ms stalls
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     async with (
-        coordination_running(store),
+        coordination_running(store, without),
         api_for(store, limits) as app,
         serving(
             app,

@@ -28,9 +28,13 @@ DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, Sche
 
 
 @asynccontextmanager
-async def coordination_running(store: EventStore) -> AsyncIterator[HandlerRunner]:
-    """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log."""
+async def coordination_running(
+    store: EventStore, without: frozenset[str] = frozenset()
+) -> AsyncIterator[HandlerRunner]:
+    """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log (but those
+    named in `without`: a decider that is down, or lagging behind the API)."""
     deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), Scheduler(), BudgetKeeper(), StatusKeeper()]
+    deciders = [decider for decider in deciders if decider.name not in without]
     async with hosted(store, deciders, PROJECTIONS) as runner:
         yield runner
 
@@ -41,22 +45,22 @@ SELECT transaction_id::text::bigint, global_position FROM agentlog.events
 """
 
 
-async def caught_up(store: EventStore, timeout: float = 20) -> None:
-    """Every coordination handler has applied every event committed so far (`store.head()` is only what is below
-    the visibility barrier now, which a handler's open batch may hold back)."""
+async def caught_up(store: EventStore, timeout: float = 20, without: frozenset[str] = frozenset()) -> None:
+    """Every coordination handler (but those named in `without`) has applied every event committed so far
+    (`store.head()` is only what is below the visibility barrier now, which a handler's open batch may hold back)."""
     row = await store.pool.fetchrow(LAST_COMMITTED)
     head = (0, 0) if row is None else (row[0], row[1])
     async with asyncio.timeout(timeout):
-        for name in (*PROJECTIONS, *DECIDERS):
+        for name in (*PROJECTIONS, *(name for name in DECIDERS if name not in without)):
             while (await recorder.select_checkpoint(store.pool, name) or (0, 0)) < head:
                 await asyncio.sleep(0.01)
 
 
-async def settled(store: EventStore, timeout: float = 20) -> None:
+async def settled(store: EventStore, timeout: float = 20, without: frozenset[str] = frozenset()) -> None:
     """Caught up, and nothing more appended meanwhile (the decider's decisions included)."""
     async with asyncio.timeout(timeout):
         while True:
             before = await store.pool.fetchrow(LAST_COMMITTED)
-            await caught_up(store, timeout)
+            await caught_up(store, timeout, without)
             if await store.pool.fetchrow(LAST_COMMITTED) == before:
                 return

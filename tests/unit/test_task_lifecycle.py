@@ -199,3 +199,25 @@ def test_back_off_is_a_function_of_the_log_and_within_its_bounds(task_id: str, a
     ceiling = min(600.0, 10.0 * 2 ** (spent - 1))
     assert ceiling / 2 - 0.001 <= delay <= ceiling + 0.001
     assert 0 <= jitter_fraction(task_id, attempt) < 1
+
+
+def test_once_the_execution_timer_fired_the_agent_is_refused_and_only_the_timeout_failure_lands() -> None:
+    task = running()
+    timers = []
+    while isinstance(wanted := follow_up(task), TimerScheduled):
+        timers.append(wanted)
+        task.fold(wanted)
+    execution = next(timer for timer in timers if timer.purpose == "task-execution")
+    due = datetime(2026, 1, 1, tzinfo=UTC)
+    assert task.fold(TimerFired(timer_id=execution.timer_id, purpose=execution.purpose, subject="t1", due_at=due))
+    ids = {"task_id": "t1", "attempt": 1, "agent_id": "a"}
+    for late in (
+        TaskCompleted(**ids, result={"late": True}), TaskHeartbeat(**ids), TaskSnoozed(**ids, delay_s=5),
+        TaskFailed(**ids, error="gave up"),
+    ):  # fmt: skip
+        refusal = check(task, late)
+        assert refusal is not None and refusal.rule == "timed-out", late
+        assert not task.fold(late)
+    failure = follow_up(task)
+    assert isinstance(failure, TaskFailed) and failure.cause == "execution_timeout"
+    assert task.fold(failure) and task.status == "failed"
