@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from agentlog.domains.tasks.events import claim_stream
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers.decider import verify_decider
@@ -16,6 +17,7 @@ from agentlog.handlers.decider_state import load_state
 from agentlog.handlers.tasks.dispatcher import Dispatcher, DispatcherState
 from tests.support.api import RunningApi, api_running
 from tests.support.coordination import settled
+from tests.support.hosting import hosted
 
 
 async def pulling_agent(api: RunningApi, agent_id: str, capabilities: list[str] | None = None) -> httpx.AsyncClient:
@@ -301,3 +303,25 @@ async def test_a_dispatcher_behind_the_api_ends_up_where_the_log_is(store: Event
         for row in await store.pool.fetch("SELECT task_id, status, attempt FROM projections.tasks"):
             task = state.tasks[row["task_id"]]
             assert (task.status, task.attempt) == (row["status"], row["attempt"]), row["task_id"]
+
+
+async def test_a_claim_answered_with_an_assignment_the_log_refused_is_declined(store: EventStore) -> None:
+    """The dispatcher is down while an agent's claim waits and a person cancels the only task. The dispatcher comes
+    back and decides from the log as it was at the claim — it assigns the task, after its cancel, so the lifecycle
+    refuses the assignment. The waiting claim must be told why it got nothing (it used to be a 500)."""
+    down = frozenset({"task-dispatcher"})
+    async with api_running(store, without=down) as api:
+        agent = await pulling_agent(api, "w")
+        person = api.client("person", "ada")
+        assert (await person.post("/tasks", json={"task_id": "c1", "task_type": "work"})).status_code == 201
+        claim = asyncio.create_task(agent.post("/task-claims", json={"wait_s": 25}))
+        async with asyncio.timeout(10):
+            while "TaskClaimRequested" not in await events_of(store, claim_stream("w")):
+                await asyncio.sleep(0.05)
+        assert (await person.post("/tasks/c1/cancel", json={"reason": "not needed"})).status_code == 200
+        async with hosted(store, [Dispatcher()], []):
+            answer = await claim
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["assignment"] is None and "c1" in body["declined"], body
+        assert (await person.get("/tasks/c1")).json()["status"] == "cancelled"
