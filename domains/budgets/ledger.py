@@ -70,6 +70,8 @@ class BudgetBelowCommittedError(BudgetError):
 class OpenReservation(BaseModel):
     tokens: int
     agent_id: str = ""
+    timer_id: str = ""
+    """The expiry timer scheduled with it: only that timer gives it back (a caller may reuse a closed id)."""
 
 
 class BudgetLedger(BaseModel):
@@ -88,6 +90,8 @@ class BudgetLedger(BaseModel):
     """Thresholds warned of in the current period."""
     unbudgeted: int = 0
     """Used in the current period beyond what the budget had left (not charged)."""
+    reservations_made: int = 0
+    """Reservations ever made on the budget: what makes each expiry timer's id unique in the log."""
 
     @property
     def reserved(self) -> int:
@@ -119,6 +123,11 @@ class BudgetLedger(BaseModel):
                 )
             case TokensReserved():
                 self.open[event.reservation_id] = OpenReservation(tokens=event.tokens, agent_id=event.agent_id)
+                self.reservations_made += 1
+            case TimerScheduled(purpose=purpose) if purpose == RESERVATION_EXPIRY:
+                held = self.open.get(event.subject.partition("/")[2])
+                if held is not None:
+                    held.timer_id = event.timer_id
             case ReservationSettled():
                 self.open.pop(event.reservation_id, None)
                 self.settled += event.charged
@@ -175,7 +184,8 @@ def reserve(
     ledger: BudgetLedger, reservation_id: str, tokens: int, period: str, *, agent_id: str = "", ttl_s: float = 600.0,
     purpose: str = "",
 ) -> list[Event]:  # fmt: skip
-    """Hold `tokens` for a call; refused with what is left when they do not fit."""
+    """Hold `tokens` for a call; refused with what is left when they do not fit. The events are the reservation,
+    the warnings it brings and, last, its expiry timer."""
     _defined(ledger, ledger.budget_id)
     if reservation_id in ledger.open:
         raise BudgetError(f"reservation {reservation_id} is open already on budget {ledger.budget_id}")
@@ -187,7 +197,7 @@ def reserve(
         budget_id=ledger.budget_id, reservation_id=reservation_id, period=period, tokens=tokens,
         agent_id=agent_id, ttl_s=ttl_s, purpose=purpose,
     )  # fmt: skip
-    return _with_warnings(ledger, event)
+    return [*_with_warnings(ledger, event), expiry_timer(event, ledger.reservations_made)]
 
 
 def reserve_all(
@@ -228,22 +238,23 @@ def release(ledger: BudgetLedger, reservation_id: str, period: str, reason: str 
                                 reason=reason)]  # fmt: skip
 
 
-def expiry_timer(reserved: TokensReserved) -> TimerScheduled:
-    """The timer that gives the reservation back after its TTL (appended with it)."""
+def expiry_timer(reserved: TokensReserved, sequence: int) -> TimerScheduled:
+    """The timer that gives the reservation back after its TTL (appended with it). `sequence` is how many
+    reservations the budget had made before: a reservation id names one reservation only while it is open, so
+    the timer's id (and its firing's event id) must tell apart every reservation ever made under that id."""
+    key = f"{reserved.budget_id}/{reserved.reservation_id}#{sequence}"
     return TimerScheduled(
-        timer_id=expiry_timer_id(reserved.budget_id, reserved.reservation_id), delay_s=reserved.ttl_s,
+        timer_id="reservation-" + hashlib.sha256(key.encode()).hexdigest()[:40], delay_s=reserved.ttl_s,
         purpose=RESERVATION_EXPIRY, subject=f"{reserved.budget_id}/{reserved.reservation_id}",
     )  # fmt: skip
 
 
-def expiry_timer_id(budget_id: str, reservation_id: str) -> str:
-    return "reservation-" + hashlib.sha256(f"{budget_id}/{reservation_id}".encode()).hexdigest()[:40]
-
-
 def expire(ledger: BudgetLedger, subject: str, timer_id: str) -> list[Event]:
-    """On the expiry timer: the reservation back if still open (nothing when settled or released meanwhile)."""
+    """On the expiry timer: the reservation back if still open under that timer (nothing when settled or released
+    meanwhile, or when the id was closed and reused since: the new reservation has a timer of its own)."""
     budget_id, _, reservation_id = subject.partition("/")
-    if reservation_id not in ledger.open or timer_id != expiry_timer_id(budget_id, reservation_id):
+    held = ledger.open.get(reservation_id)
+    if held is None or held.timer_id != timer_id:
         return []
     return [ReservationExpired(budget_id=budget_id, reservation_id=reservation_id, period=ledger.period,
                                timer_id=timer_id)]  # fmt: skip

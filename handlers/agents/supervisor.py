@@ -432,7 +432,7 @@ class Supervisor:
 
     async def _reserve(self, worker: WorkerProcess, number: int, tokens: int) -> None:
         agent_id = worker.spawn.agent_id
-        reservation_id = f"{agent_id}-{worker.process.pid}-{number}"[:64]
+        reservation_id = new_reservation_id(agent_id)
         try:
             await self.reservations.reserve(
                 agent_id, reservation_id, max(tokens, 1), datetime.now(UTC), ttl_s=RESERVATION_TTL_S,
@@ -780,3 +780,10 @@ def _is_our_worker(pid: int, agent_id: str, manager_id: str) -> bool:
 
 def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
+
+
+def new_reservation_id(agent_id: str) -> str:
+    """A reservation id no other call of this agent ever had: the agent's name for people reading the budget, then
+    a random part (a pid and a counter repeat across restarts, and cutting a long agent id to fit cut them off)."""
+    return f"{agent_id[:31]}-{uuid.uuid4().hex}"
+

@@ -1,7 +1,7 @@
 """The budget keeper decider: gives back reservations whose caller died (their expiry timer fired unsettled).
 
-The API appends a reservation with its expiry timer (`domains.budgets.ledger.expiry_timer`) at the budget
-stream's version it decided from; the timer service fires it on the same stream; this decider folds every budget
+The API appends a reservation with its expiry timer (`domains.budgets.ledger.reserve`) at the budget stream's
+version it decided from; the timer service fires it on the same stream; this decider folds every budget
 (`BudgetLedger`) and, when the timer fires for a reservation still open, appends `ReservationExpired`. It appends
 at any version: a settlement that lands between the timer and the expiry comes first in the log, and the fold of
 an expiry for a reservation no longer open changes nothing, so nothing is ever given back twice.
@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from agentlog.domains.budgets.events import budget_stream
 from agentlog.domains.budgets.ledger import RESERVATION_EXPIRY, BudgetLedger, expire
-from agentlog.domains.timers.events import TimerFired
+from agentlog.domains.timers.events import TimerFired, TimerScheduled
 from agentlog.handlers.decider import Decision, Fact
 from agentlog.handlers.decider_state import KeyedState
 
@@ -34,10 +34,11 @@ class BudgetKeeper:
     name: ClassVar[str] = "budget-keeper"
     input_types: ClassVar[frozenset[str]] = frozenset(
         {"BudgetSet", "TokensReserved", "ReservationSettled", "ReservationReleased", "ReservationExpired",
-         "BudgetWarning", "TimerFired"}
+         "BudgetWarning", "TimerScheduled", "TimerFired"}
     )  # fmt: skip
     state_model: ClassVar[type[KeeperState]] = KeeperState
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
+    """2: the ledger knows each open reservation's expiry timer (read from its `TimerScheduled`)."""
 
     def __init__(self) -> None:
         self.configured = KeeperSettings()
@@ -49,7 +50,8 @@ class BudgetKeeper:
         event = fact.event
         if isinstance(event, TimerFired):
             return state
-        budget_id = getattr(event, "budget_id", None)
+        budget_id = event.subject.partition("/")[0] if isinstance(event, TimerScheduled) else None
+        budget_id = getattr(event, "budget_id", budget_id)
         if isinstance(budget_id, str) and fact.stream_id == budget_stream(budget_id):
             state.ledgers.setdefault(budget_id, BudgetLedger(budget_id=budget_id)).fold(event)
             state.changed("budget", budget_id)

@@ -94,8 +94,7 @@ class Reservations:
             for budget_id, events in decided.items():
                 reserved = events[0]
                 assert isinstance(reserved, TokensReserved)
-                timer = rules.expiry_timer(reserved)
-                planned.append((budget_stream(budget_id), folds[budget_id].version, [*events, timer]))
+                planned.append((budget_stream(budget_id), folds[budget_id].version, events))
                 held.append(left_of(_after(folds[budget_id], events), reserved.period))
             return planned
 

@@ -126,6 +126,40 @@ async def test_an_expired_reservation_is_given_back(store: EventStore) -> None:
         assert (await worker.post("/budgets/reservations", json={"tokens": 900})).status_code == 201
 
 
+async def test_a_reservation_id_used_again_gets_its_own_expiry(store: EventStore) -> None:
+    """A caller may name its reservations, and may name a new one as an old one it closed. Each must be guarded by
+    its own timer: the old one's timer must not give back the new reservation early (it did: both timers had one
+    id), and the new one's must fire at all (it did not: its firing had the old firing's event id)."""
+    async with api_running(store) as api:
+        admin = api.client("admin", "root")
+        assert (await admin.put("/budgets/global", json={"limit_tokens": 1_000})).status_code == 200
+        worker = await agent(api, "worker")
+
+        async def reserved_tokens() -> int:
+            found: int = (await admin.get("/budgets/global")).json()["reserved_tokens"]
+            return found
+
+        short = {"reservation_id": "r1", "tokens": 100, "ttl_s": 0.5}
+        assert (await worker.post("/budgets/reservations", json=short)).status_code == 201
+        assert (await worker.post("/budgets/reservations/r1/settle", json={"used_tokens": 10})).status_code == 200
+        long = {"reservation_id": "r1", "tokens": 200, "ttl_s": 600}
+        assert (await worker.post("/budgets/reservations", json=long)).status_code == 201
+        await asyncio.sleep(2)  # the first r1's timer fires
+        await settled(store)
+        assert await reserved_tokens() == 200, "the first r1's timer gave back the second r1"
+        assert (await worker.post("/budgets/reservations/r1/release", json={})).status_code == 200
+
+        assert (await worker.post("/budgets/reservations", json=short)).status_code == 201
+        async with asyncio.timeout(20):
+            while await reserved_tokens() != 0:  # r1 again, with a short TTL once more: it expires
+                await asyncio.sleep(0.05)
+        again = {"reservation_id": "r1", "tokens": 300, "ttl_s": 0.5}
+        assert (await worker.post("/budgets/reservations", json=again)).status_code == 201
+        async with asyncio.timeout(20):
+            while await reserved_tokens() != 0:
+                await asyncio.sleep(0.05)
+
+
 async def test_bad_budget_input_is_refused_and_appends_nothing(store: EventStore) -> None:
     async with api_running(store) as api:
         admin, person = api.client("admin", "root"), api.client("person", "ada")

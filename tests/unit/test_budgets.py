@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agentlog.domains.budgets.events import BudgetSet, BudgetWarning, ReservationSettled, TokensReserved
+from agentlog.domains.budgets.events import BudgetSet, BudgetWarning, ReservationSettled
 from agentlog.domains.budgets.ledger import (
     BudgetBelowCommittedError,
     BudgetError,
@@ -18,7 +18,6 @@ from agentlog.domains.budgets.ledger import (
     BudgetLedger,
     UnknownReservationError,
     expire,
-    expiry_timer,
     fold_all,
     release,
     reserve,
@@ -27,6 +26,7 @@ from agentlog.domains.budgets.ledger import (
     settle,
 )
 from agentlog.domains.budgets.periods import period_of
+from agentlog.domains.timers.events import TimerScheduled
 from agentlog.eventstore import Event
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
@@ -84,7 +84,7 @@ def test_one_warning_per_threshold_even_when_one_call_crosses_them_all() -> None
     assert [e.threshold for e in events if isinstance(e, BudgetWarning)] == [50, 75, 90]
     ledger = fold_all(events, ledger)
     ledger = fold_all(release(ledger, "r1", "2026-03-01"), ledger)
-    assert [e.event_type for e in reserve(ledger, "r2", 950, "2026-03-01")] == ["TokensReserved"]
+    assert [e.event_type for e in reserve(ledger, "r2", 950, "2026-03-01")] == ["TokensReserved", "TimerScheduled"]
     assert len([e for e in reserve(ledger, "r2", 950, "2026-03-02") if isinstance(e, BudgetWarning)]) == 3
 
 
@@ -97,16 +97,26 @@ def test_usage_past_the_reservation_is_charged_only_as_far_as_there_is_room() ->
 
 def test_an_expiry_timer_gives_back_only_what_is_still_open() -> None:
     ledger = budget(1_000)
-    (reserved, *_) = reserve(ledger, "r1", 10, "2026-03-01", ttl_s=30)
-    assert isinstance(reserved, TokensReserved)
-    timer = expiry_timer(reserved)
-    ledger = fold_all([reserved], ledger)
-    assert timer.delay_s == 30 and [e.event_type for e in expire(ledger, timer.subject, timer.timer_id)] == [
-        "ReservationExpired"
-    ]
+    events = reserve(ledger, "r1", 10, "2026-03-01", ttl_s=30)
+    timer = events[-1]
+    assert isinstance(timer, TimerScheduled) and timer.delay_s == 30
+    ledger = fold_all(events, ledger)
+    assert [e.event_type for e in expire(ledger, timer.subject, timer.timer_id)] == ["ReservationExpired"]
     assert expire(ledger, timer.subject, "another-timer") == []
     ledger = fold_all(release(ledger, "r1", "2026-03-01"), ledger)
     assert expire(ledger, timer.subject, timer.timer_id) == []
+
+
+def test_a_reservation_id_closed_and_used_again_is_guarded_by_its_own_timer_only() -> None:
+    ledger = budget(1_000)
+    first = reserve(ledger, "r1", 10, "2026-03-01", ttl_s=30)
+    ledger = fold_all([*first, *release(fold_all(first, ledger), "r1", "2026-03-01")], ledger)
+    second = reserve(ledger, "r1", 20, "2026-03-01", ttl_s=600)
+    ledger = fold_all(second, ledger)
+    old, new = first[-1], second[-1]
+    assert isinstance(old, TimerScheduled) and isinstance(new, TimerScheduled) and old.timer_id != new.timer_id
+    assert expire(ledger, old.subject, old.timer_id) == [], "the first r1's timer gave back the second r1"
+    assert [e.event_type for e in expire(ledger, new.subject, new.timer_id)] == ["ReservationExpired"]
 
 
 def test_a_reservation_against_the_global_and_the_agents_budget_is_all_or_nothing() -> None:
@@ -123,6 +133,7 @@ commands = st.one_of(
     st.tuples(st.just("settle"), st.integers(0, 20), st.integers(0, 500)),
     st.tuples(st.just("release"), st.integers(0, 20)),
     st.tuples(st.just("expire"), st.integers(0, 20)),
+    st.tuples(st.just("fire"), st.integers(0, 60)),
     st.tuples(st.just("limit"), st.integers(0, 1_500)),
     st.tuples(st.just("day")),
 )
@@ -161,9 +172,14 @@ def test_settled_and_open_never_exceed_the_budget_and_every_threshold_warns_once
             match command:
                 case ("reserve", tokens):
                     made += 1
+                    reservation_id = f"r{made % 4}"  # ids closed are used again
                     fits = tokens <= ledger.remaining(period)  # type: ignore[operator]
+                    if reservation_id in ledger.open:
+                        with pytest.raises(BudgetError, match="open already"):
+                            reserve(ledger, reservation_id, tokens, period)  # type: ignore[arg-type]
+                        continue
                     try:
-                        log += reserve(ledger, f"r{made}", tokens, period)  # type: ignore[arg-type]
+                        log += reserve(ledger, reservation_id, tokens, period)  # type: ignore[arg-type]
                         assert fits
                     except BudgetExceededError:
                         assert not fits
@@ -172,9 +188,19 @@ def test_settled_and_open_never_exceed_the_budget_and_every_threshold_warns_once
                 case ("release", _) if pick:
                     log += release(ledger, pick, period)
                 case ("expire", _) if pick:
-                    (reserved,) = [e for e in log if isinstance(e, TokensReserved) and e.reservation_id == pick]
-                    timer = expiry_timer(reserved)
-                    log += expire(ledger, timer.subject, timer.timer_id)
+                    timer = [e for e in log if isinstance(e, TimerScheduled) and e.subject == f"global/{pick}"][-1]
+                    expired = expire(ledger, timer.subject, timer.timer_id)
+                    assert [e.event_type for e in expired] == ["ReservationExpired"]
+                    log += expired
+                case ("fire", n):  # any timer ever scheduled fires (again): only an open reservation's own counts
+                    timers = [e for e in log if isinstance(e, TimerScheduled)]
+                    if timers:
+                        timer = timers[n % len(timers)]  # type: ignore[operator]
+                        reservation_id = timer.subject.partition("/")[2]
+                        guarding = [e for e in timers if e.subject == timer.subject][-1] is timer
+                        expired = expire(ledger, timer.subject, timer.timer_id)
+                        assert bool(expired) == (guarding and reservation_id in ledger.open), timer
+                        log += expired
                 case ("limit", limit):
                     log += set_limit(ledger, "global", limit, period)  # type: ignore[arg-type]
                 case ("day",):
