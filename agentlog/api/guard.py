@@ -1,9 +1,13 @@
 """What every request to /api/v1 passes before a route sees it: a body size limit (413), a rate limit per token
 (429 with Retry-After), and `Idempotency-Key` on POST (the same key answers what it answered first; the same key
-with another body is 422). A pure ASGI middleware: the body is read once, bounded, and handed on."""
+with another body is 422; the same key while its first request still runs is 409 with Retry-After: it used to run
+twice and the second append its first's event ids). A pure ASGI middleware: the body is read once, bounded, and
+handed on."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import time
@@ -20,6 +24,9 @@ from agentlog.tokens import Identity, TokenError, verify
 
 API_PREFIX = "/api/v1"
 MAX_KEY_CHARS = 200
+KEY_LEASE_S = 120.0
+"""How long a request under way holds its Idempotency-Key against retries: past it, its process is taken for dead
+(the longest request, a task claim, waits 30 s)."""
 
 
 class RateLimiter:
@@ -123,14 +130,8 @@ class Guard:
             return
         query = scope.get("query_string", b"").decode()
         digest = hashlib.sha256(f"{scope['method']} {scope['path']}?{query}\n".encode() + body).hexdigest()
-        first = await self.store.pool.fetchrow(QUERIES["idempotent_answer"], principal, key)
-        if first is not None:
-            if first["request_hash"] != digest:
-                reused = {"loc": ["header", "Idempotency-Key"], "msg": "this key was used with another request",
-                          "type": "value_error"}  # fmt: skip
-                await _answer(send, 422, {"detail": [reused], "code": "idempotency_key_reused"})
-                return
-            await _answer(send, first["status_code"], first["body"], [(b"idempotent-replayed", b"true")])
+        if await self.store.pool.fetchval(QUERIES["take_key"], principal, key, digest, KEY_LEASE_S) is None:
+            await self._answer_taken(send, principal, key, digest)
             return
         captured: dict[str, Any] = {"status": 500, "body": b""}
 
@@ -141,17 +142,38 @@ class Guard:
                 captured["body"] += message.get("body", b"")
             await send(message)
 
-        await self.app(scope, receive, capture)
-        if captured["status"] >= 500 or captured["status"] == 429:
-            return  # not an answer worth keeping: a retry should be tried again
+        answer: Any = None
         try:
-            answer = orjson.loads(captured["body"]) if captured["body"] else {}
-        except orjson.JSONDecodeError:
+            await self.app(scope, receive, capture)
+            if captured["status"] < 500 and captured["status"] != 429:  # else not worth keeping: a retry runs again
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    answer = orjson.loads(captured["body"]) if captured["body"] else {}
+        finally:
+            # Shielded: a client that leaves cancels the request, and its key must not stay taken for the lease.
+            await asyncio.shield(self._settle_key(principal, key, digest, captured["status"], answer))
+
+    async def _settle_key(self, principal: str, key: str, digest: str, status: int, answer: Any) -> None:
+        if answer is None:
+            await self.store.pool.execute(QUERIES["give_key_back"], principal, key, digest)
             return
-        await self.store.pool.execute(QUERIES["keep_answer"], principal, key, digest, captured["status"], answer)
+        await self.store.pool.execute(QUERIES["keep_answer"], principal, key, digest, status, answer)
         self._requests += 1
         if self._requests % 1000 == 0:
             await self.store.pool.execute(QUERIES["forget_old_answers"])
+
+    async def _answer_taken(self, send: Send, principal: str, key: str, digest: str) -> None:
+        """The key is another request's: its answer, or 409 while it runs, or 422 when it was another request."""
+        first = await self.store.pool.fetchrow(QUERIES["idempotent_answer"], principal, key)
+        if first is not None and first["request_hash"] != digest:
+            reused = {"loc": ["header", "Idempotency-Key"], "msg": "this key was used with another request",
+                      "type": "value_error"}  # fmt: skip
+            await _answer(send, 422, {"detail": [reused], "code": "idempotency_key_reused"})
+        elif first is None or first["status_code"] is None:  # under way (or given back this instant): retry
+            busy = {"detail": "a request with this Idempotency-Key is under way: retry it shortly",
+                    "code": "idempotency_key_in_progress"}  # fmt: skip
+            await _answer(send, 409, busy, [(b"retry-after", b"1")])
+        else:
+            await _answer(send, first["status_code"], first["body"], [(b"idempotent-replayed", b"true")])
 
     def _too_large(self) -> dict[str, Any]:
         return {"detail": f"the body is over {self.max_body_bytes} bytes", "code": "too_large"}

@@ -105,15 +105,31 @@ SELECT resource, holder, fencing_token FROM projections.locks WHERE holder IS NO
 -- $1 resource
 SELECT expires_at FROM projections.locks WHERE resource = $1;
 
+-- take_key --
+-- Record a request with this Idempotency-Key as under way, unless one is (within its lease) or was answered: a row
+-- back means this request runs. A request under way past its lease (its process died) is taken over.
+-- $1 principal, $2 key, $3 request hash, $4 lease in seconds
+INSERT INTO agentlog.api_idempotency AS kept (principal, key, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT (principal, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
+    WHERE kept.status_code IS NULL AND kept.created_at < now() - make_interval(secs => $4)
+RETURNING principal;
+
 -- idempotent_answer --
--- The first answer to a request with this Idempotency-Key.
+-- What the first request with this Idempotency-Key answered, or NULLs while it is under way.
 -- $1 principal, $2 key
 SELECT request_hash, status_code, body FROM agentlog.api_idempotency WHERE principal = $1 AND key = $2;
 
 -- keep_answer --
+-- The answer of the request that held the key, for its retries.
 -- $1 principal, $2 key, $3 request hash, $4 status code, $5 body
-INSERT INTO agentlog.api_idempotency (principal, key, request_hash, status_code, body) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (principal, key) DO NOTHING;
+UPDATE agentlog.api_idempotency SET status_code = $4, body = $5
+WHERE principal = $1 AND key = $2 AND request_hash = $3 AND status_code IS NULL;
+
+-- give_key_back --
+-- The request that held the key gave no answer worth keeping (5xx, 429, gone): a retry runs it again.
+-- $1 principal, $2 key, $3 request hash
+DELETE FROM agentlog.api_idempotency
+WHERE principal = $1 AND key = $2 AND request_hash = $3 AND status_code IS NULL;
 
 -- forget_old_answers --
 -- Answers are kept for 24 hours.

@@ -7,8 +7,9 @@ that reconnects and resumes from the last position it yielded by itself.
         ...
         await client.release("src/parser.py", lock.fencing_token)
 
-POSTs carry an `Idempotency-Key` (made per call) and are retried with it after a lost connection, a 5xx or a 429,
-so a retry never appends twice. Other requests are retried when they are safe to repeat (reads).
+POSTs carry an `Idempotency-Key` (made per call) and are retried with it after a lost connection, a 5xx, a 429, or
+a 409 saying the key's first try is still under way, so a retry never appends twice. Other requests are retried
+when they are safe to repeat (reads).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class AgentlogClient:
                     raise
                 await asyncio.sleep(_backoff(attempt))
                 continue
-            if answer.status_code == 429 and attempt < self.retries:
+            if _come_back_later(answer) and attempt < self.retries:
                 await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
                 continue
             if answer.status_code >= 500 and retry and attempt < self.retries:
@@ -393,6 +394,15 @@ class AgentlogClient:
                 return
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
+
+
+def _come_back_later(answer: httpx.Response) -> bool:
+    """Rate limited, or the same request (its Idempotency-Key) still under way from an earlier try."""
+    if answer.status_code == 429:
+        return True
+    return answer.status_code == 409 and answer.headers.get("content-type", "").startswith("application/json") and (
+        answer.json().get("code") == "idempotency_key_in_progress"
+    )
 
 
 def _backoff(attempt: int) -> float:

@@ -5,6 +5,8 @@ nothing appended for any of them; Idempotency-Key, the rate limit and the body s
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from agentlog.api.app import ApiLimits
@@ -137,3 +139,25 @@ async def test_idempotency_rate_limit_body_limit_and_openapi(store: EventStore) 
             schema = (await plain.get("/openapi.json")).json()
             assert schema["openapi"].startswith("3.1") and "/api/v1/locks/{resource}" in schema["paths"]
             assert (await plain.get("/docs")).status_code == 200
+
+
+async def test_requests_racing_with_one_idempotency_key_append_once_and_none_fails(store: EventStore) -> None:
+    """A client retrying while its first try still runs (a lost connection, a timeout) sends the same key twice at
+    once. The second used to append the first's event ids again and answer 500. Now one runs; the others are told
+    it is under way (409, retry after a second) and a retry gets the first's answer."""
+    async with api_running(store) as api, api.client("agent", "ada") as ada:
+        assert (await ada.put("/agents/ada", json={})).status_code == 201
+        for path, body in (("/chat", {"body": "once"}), ("/tasks", {"task_id": "t1", "task_type": "work"})):
+            key = {"idempotency-key": f"race-{path}"}
+            answers = await asyncio.gather(*(ada.post(path, json=body, headers=key) for _ in range(12)))
+            failed = [answer.text for answer in answers if answer.status_code not in (201, 409)]
+            assert failed == []
+            busy = [answer for answer in answers if answer.status_code == 409]
+            assert all(a.json()["code"] == "idempotency_key_in_progress" and a.headers["retry-after"] for a in busy)
+            done = [answer.json() for answer in answers if answer.status_code == 201]
+            assert done and all(answer == done[0] for answer in done)
+            retried = await ada.post(path, json=body, headers=key)
+            assert retried.status_code == 201 and retried.json() == done[0]
+        await settled(store)
+        assert [m["body"] for m in (await ada.get("/chat")).json()["messages"]] == ["once"]
+        assert (await ada.get("/tasks/t1")).status_code == 200

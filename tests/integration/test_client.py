@@ -87,6 +87,29 @@ async def test_posts_are_retried_with_their_idempotency_key(store: EventStore) -
         await real.aclose()
 
 
+async def test_a_post_told_its_first_try_is_under_way_is_tried_again(store: EventStore) -> None:
+    async with api_running(store) as api:
+        real = httpx.AsyncHTTPTransport()
+        seen: list[str] = []
+
+        class FirstTryStillRuns(httpx.AsyncBaseTransport):
+            """Answers the first POST as the server does while the key's first request still runs."""
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                if request.method == "POST":
+                    seen.append(request.headers["idempotency-key"])
+                    if len(seen) == 1:
+                        busy = {"detail": "under way", "code": "idempotency_key_in_progress"}
+                        return httpx.Response(409, json=busy, headers={"retry-after": "0"})
+                return await real.handle_async_request(request)
+
+        async with AgentlogClient(api.url, api.token("agent", "ada"), transport=FirstTryStillRuns()) as ada:
+            await ada.register("ada")
+            await ada.post_chat("after the wait")
+            assert len(seen) == 2 and seen[0] == seen[1], "the retry must carry the same key"
+        await real.aclose()
+
+
 async def test_the_feed_iterator_reconnects_and_resumes(store: EventStore) -> None:
     async with api_running(store) as api, AgentlogClient(api.url, api.token("person", "ada")) as ada:
         for n in range(3):
