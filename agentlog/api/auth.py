@@ -47,9 +47,14 @@ class Caller:
         raise forbidden("a person's token cannot act as an agent; use an agent's token (`agentlog token agent ID`)")
 
     def reads_private(self, agent_id: str) -> None:
-        """An agent's inbox, checkpoints and hot-start bundle: the agent itself, a person or an admin."""
+        """An agent's inbox, tasks feed, checkpoints and hot-start bundle: the agent itself, a person or an admin."""
         if self.kind == "agent" and agent_id != self.name:
             raise forbidden(f"this token is agent {self.name}'s: it cannot read agent {agent_id}'s")
+
+    def reads_every_task(self) -> None:
+        """Every task's payload and result: people and admins. An agent reads the tasks it created or was given."""
+        if self.kind == "agent":
+            raise forbidden(f"this token is agent {self.name}'s: it reads its own tasks, not every task")
 
     def author(self) -> tuple[str, str]:
         """Who a chat post or direct message is from: (name, kind)."""

@@ -2,8 +2,9 @@
 repeats nothing.
 
 Topics: `chat`, `inbox:<agent>` (its direct messages, read receipts and the chat posts mentioning it), `locks`,
-`claims`, `agents` (registry changes; heartbeats are not sent), `tasks` (every task event), `tasks:<agent>` (what
-an agent must act on: its assignments, cancellations of its attempts, refusals of its commands, declined claims),
+`claims`, `agents` (registry changes; heartbeats are not sent), `tasks` (every task event: people and admins
+only, as payloads and results are), `tasks:<agent>` (what an agent must act on: its assignments, cancellations of
+its attempts, refusals of its commands, declined claims; that agent, people and admins),
 `budgets` (limits, reservations, warnings). Positions are the log's canonical order
 (`transaction_id/global_position`, as `LogPosition` prints it); each event sent carries its own, and a quiet feed
 sends `{"type": "position"}` now and then, so a client resuming from the last position it saw skips nothing and
@@ -64,10 +65,11 @@ def parse_topics(text: str, caller: Caller) -> frozenset[str]:
         if kind in ("inbox", "tasks") and agent_id:
             if not re.match(AGENT_ID_PATTERN, agent_id):
                 raise ValueError(f"topic {topic!r}: not an agent id")
-            if kind == "inbox":
-                caller.reads_private(agent_id)
+            caller.reads_private(agent_id)
         elif topic not in TOPICS:
             raise ValueError(f"unknown topic {topic!r}; topics: {TOPIC_LIST}")
+        elif topic == "tasks":
+            caller.reads_every_task()
     return topics
 
 

@@ -57,9 +57,10 @@ async def test_topics_and_scopes(store: EventStore) -> None:
                 await events(socket, 3, got)
         kinds = [(item["topic"], item["event_type"]) for item in got if item["type"] == "event"]
         assert kinds == [("inbox:ada", "DirectMessageSent"), ("inbox:ada", "ChatPosted"), ("locks", "LockAcquired")]
-        async with connect(feed_url(api, api.token("agent", "ada"), "inbox:bob")) as socket:
-            await socket.wait_closed()
-        assert socket.close_code == 4403
+        for private in ("inbox:bob", "tasks:bob", "tasks"):  # bob's tasks, or everyone's payloads and results
+            async with connect(feed_url(api, api.token("agent", "ada"), private)) as socket, asyncio.timeout(10):
+                await socket.wait_closed()
+            assert socket.close_code == 4403, private
         async with connect(feed_url(api, "forged", "chat")) as socket:
             await socket.wait_closed()
         assert socket.close_code == 4401
