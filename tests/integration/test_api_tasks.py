@@ -236,10 +236,15 @@ async def test_overview_and_statistics_in_seed_003_shapes(store: EventStore) -> 
         assert (await agent.post("/tasks/done/start", json={"attempt": 1})).status_code == 200
         assert (await agent.post("/tasks/done/complete", json={"attempt": 1})).status_code == 200
         assert (await person.post("/tasks", json={"task_id": "next", "task_type": "x"})).status_code == 201
+        gone = await pulling_agent(api, "worker-2")
+        assert (await gone.delete("/agents/worker-2", params={"reason": "done"})).status_code == 200
         await settled(store)
 
         overview = (await person.get("/overview")).json()
-        assert (overview["totalAgents"], overview["healthyAgents"], overview["stoppedAgents"]) == (1, 1, 0)
+        assert (overview["totalAgents"], overview["healthyAgents"], overview["stoppedAgents"]) == (2, 1, 1)
+        assert overview["totalAgents"] == overview["runningAgents"] + overview["stoppedAgents"], overview
+        health = overview["healthyAgents"] + overview["degradedAgents"] + overview["unhealthyAgents"]
+        assert overview["runningAgents"] == health, overview
         assert (overview["pendingTasks"], overview["completedTasks"], overview["unroutableTasks"]) == (2, 1, 1)
         assert overview["unroutable"] == [
             {"task_id": "cobol", "task_type": "port", "priority": 9, "capabilities": ["cobol"]}
