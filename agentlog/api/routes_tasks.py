@@ -26,7 +26,7 @@ from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Services, Svc, Who
 from agentlog.api.views import task, task_state
 from agentlog.client import models
-from agentlog.domains.tasks.dependencies import DependencyCycleError, check_workflow
+from agentlog.domains.tasks.dependencies import DependencyCycleError, blocked_by, check_workflow, find_cycle
 from agentlog.domains.tasks.events import (
     TASK_ID_PATTERN,
     TaskCancelled,
@@ -226,8 +226,31 @@ async def requeue(task_id: TaskPath, body: models.TaskRequeue, services: Svc, wh
     """Queue a dead-lettered task again, with all its attempts to spend anew (admins only)."""
     if who.kind != "admin":
         raise forbidden("only an admin token requeues a dead letter")
+    fold = await services.coordinator.task(task_id)
+    blocker = await _why_it_cannot_run(services, fold.task) if fold.task.status == "dead_lettered" else None
+    if blocker is not None:
+        raise ApiError(409, "refused", blocker, rule="still-blocked", task_status=fold.task.status, task_id=task_id)
     requeued = TaskRequeued(task_id=task_id, requeued_by=who.name, reason=body.reason)
     return await command(services, who, actor, task_id, lambda _task: requeued)
+
+
+async def _why_it_cannot_run(services: Services, task: TaskLifecycle) -> str | None:
+    """Why a dead letter requeued would only be dead-lettered again (the dispatcher's rules, asked of the log now):
+    it is in a cycle of dependencies, or a dependency was cancelled or is a dead letter itself."""
+    depends_on = [] if task.spec is None else task.spec.depends_on
+    if not depends_on:
+        return None
+    rows = await services.store.pool.fetch(QUERIES["task_dependencies"], depends_on)
+    known = {row["task_id"]: list(row["depends_on"]) for row in rows}
+    cycle = find_cycle(lambda other: known.get(other, ()), task.task_id, depends_on)
+    if cycle is not None:
+        return f"task {task.task_id} is in a cycle of dependencies {' -> '.join(cycle)}: it can never run"
+    statuses = {dependency: (await services.coordinator.task(dependency)).task.status for dependency in depends_on}
+    blocked = blocked_by(depends_on, statuses.get)
+    if blocked is None:
+        return None
+    then = "requeue it first" if statuses[blocked.dependency] == "dead_lettered" else "this task can never run"
+    return f"{blocked.reason}: {then}"
 
 
 # -- an agent's side of an attempt ----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from agentlog.domains.tasks.events import claim_stream
-from agentlog.eventstore import EventStore
+from agentlog.domains.tasks.events import TaskCreated, claim_stream
+from agentlog.eventstore import NO_STREAM, EventStore, NewEvent
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers.decider import verify_decider
 from agentlog.handlers.decider_state import load_state
@@ -153,6 +153,32 @@ async def test_dead_letter_and_requeue_by_an_admin(store: EventStore) -> None:
         assert requeued.status_code == 200 and requeued.json()["status"] == "queued", requeued.text
         assert (await claimed(agent))["assignment"]["attempt"] == 2
         assert (await admin.post("/tasks/bad/requeue", json={})).status_code == 409  # not a dead letter now
+
+
+async def test_a_dead_letter_that_cannot_run_is_not_requeued(store: EventStore) -> None:
+    """A task dead-lettered for a cycle of dependencies, or for a dependency that was cancelled, would only be
+    dead-lettered again: requeueing it is refused with why (it used to answer 200 and dead-letter it again)."""
+    async with api_running(store) as api:
+        person, admin = api.client("person", "ada"), api.client("admin", "root")
+        for body in ({"task_id": "a", "task_type": "x"}, {"task_id": "b", "task_type": "x", "depends_on": ["a"]}):
+            assert (await person.post("/tasks", json=body)).status_code == 201  # no agent: a waits
+        assert (await person.post("/tasks/a/cancel", json={"reason": "not needed"})).status_code == 200
+        for looped in ("x", "y"):  # past the API, as two creates racing would: the dispatcher dead-letters them
+            other = "y" if looped == "x" else "x"
+            spec = TaskCreated(task_id=looped, task_type="x", depends_on=[other])
+            await store.append(f"task-{looped}", [NewEvent(spec)], NO_STREAM)
+        async with asyncio.timeout(20):
+            while {(await person.get(f"/tasks/{t}")).json().get("status") for t in "bxy"} != {"dead_lettered"}:
+                await asyncio.sleep(0.05)
+        await settled(store)
+        before = await api.event_count()
+        blocked = await admin.post("/tasks/b/requeue", json={})
+        assert blocked.status_code == 409 and blocked.json()["rule"] == "still-blocked", blocked.text
+        assert "dependency a was cancelled" in blocked.json()["detail"]
+        for looped in ("x", "y"):
+            cycle = await admin.post(f"/tasks/{looped}/requeue", json={})
+            assert cycle.status_code == 409 and "cycle of dependencies" in cycle.json()["detail"], cycle.text
+        assert await api.event_count() == before
 
 
 async def test_workflow_runs_in_dependency_order(store: EventStore) -> None:
