@@ -14,6 +14,7 @@ from typing import Any, Literal
 import jwt
 from mcp.server.fastmcp import FastMCP
 from mcp.types import ToolAnnotations
+from pydantic import ValidationError
 
 from agentlog.client import AgentlogClient, ApiError
 
@@ -218,12 +219,15 @@ def build(session: Session, **settings: Any) -> FastMCP:  # noqa: PLR0915 - the 
         and attempts are left). A stale attempt is refused: another worker has the task now."""
         client, me = await session()
         try:
-            if error:
+            if error is not None:  # an empty one is refused (422), never taken for success
                 state = await client.fail_task(task_id, attempt, error, retryable=retryable)
             else:
                 state = await client.complete_task(task_id, attempt, result=result)
         except ApiError as refused:
             return await reply(client, me, refusal(refused))
+        except ValidationError as wrong:  # checked by the client before sending: the same answer as the API's
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in wrong.errors())
+            return await reply(client, me, {"refused": {"status": 422, "code": "invalid", "detail": fields}})
         return await reply(client, me, state.model_dump(mode="json", include={"task_id", "status", "attempt"}))
 
     return server

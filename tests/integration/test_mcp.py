@@ -117,6 +117,8 @@ async def test_the_task_tools_claim_beat_and_complete(store: EventStore) -> None
             assert late["result"]["refused"]["rule"] == "task-finished"
             assert late["attention"]["tasks_assigned"] == [{"task_id": "low", "attempt": 1}], "news rides along"
             assert (await call(session, "claim_task"))["result"]["task_id"] == "low"
+            empty = await call(session, "complete_task", task_id="low", attempt=1, error="")
+            assert empty["result"]["refused"]["status"] == 422, "an empty error is no success (it completed the task)"
             failed = await call(session, "complete_task", task_id="low", attempt=1, error="linter crashed",
                                 retryable=False)  # fmt: skip
             assert failed["result"]["status"] == "failed"
