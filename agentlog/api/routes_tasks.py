@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import ValidationError
 
+from agentlog.api.auth import Caller
 from agentlog.api.commands import TaskFold, Written
 from agentlog.api.errors import ApiError, forbidden, invalid, not_found
 from agentlog.api.feed import Follower, Hub
@@ -26,6 +27,7 @@ from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Services, Svc, Who
 from agentlog.api.views import task, task_state
 from agentlog.client import models
+from agentlog.domains.tasks.access import created_by_agent
 from agentlog.domains.tasks.dependencies import DependencyCycleError, blocked_by, check_workflow, find_cycle
 from agentlog.domains.tasks.events import (
     TASK_ID_PATTERN,
@@ -55,7 +57,7 @@ def new_task_id() -> str:
     return "t-" + secrets.token_hex(8)
 
 
-def spec_of(body: models.TaskCreate, created_by: str, now: datetime, field: str = "") -> TaskCreated:
+def spec_of(body: models.TaskCreate, creator: Caller, now: datetime, field: str = "") -> TaskCreated:
     """The event a create asks for; `run_at` becomes the delay the dispatcher waits (the log keeps no clock)."""
     run_after_s = 0.0
     if body.run_at is not None:
@@ -66,8 +68,8 @@ def spec_of(body: models.TaskCreate, created_by: str, now: datetime, field: str 
             raise invalid(f"{field}run_at", "run_at is more than a year away")
     try:
         return TaskCreated(
-            task_id=body.task_id or new_task_id(), run_after_s=run_after_s, created_by=created_by,
-            **body.model_dump(exclude={"task_id"}),
+            task_id=body.task_id or new_task_id(), run_after_s=run_after_s, created_by=creator.name,
+            created_by_kind=creator.kind, **body.model_dump(exclude={"task_id"}),
         )  # fmt: skip
     except ValidationError as error:  # the event's own rules (a task naming itself, or one twice, in depends_on)
         raise invalid(f"{field}depends_on", error.errors()[0]["msg"].removeprefix("Value error, ")) from error
@@ -112,7 +114,7 @@ async def create_task(body: models.TaskCreate, services: Svc, who: Who, actor: A
     """Queue a task. It waits for `run_at` and for every task in `depends_on` to complete (a dependency
     dead-lettered or cancelled fails it); a `depends_on` closing a cycle is refused (422 naming it)."""
     await services.reads.caught_up(who.key)  # the caller's own tasks, just created, are in the cycle check
-    spec = spec_of(body, who.name, datetime.now(UTC))
+    spec = spec_of(body, who, datetime.now(UTC))
     await check_dependencies(services, [spec])
     return (await create(services, who, actor, [spec]))[0]
 
@@ -122,7 +124,7 @@ async def create_workflow(body: models.Workflow, services: Svc, who: Who, actor:
     """Queue several tasks in one append, all or none; their `depends_on` may name each other in any order."""
     await services.reads.caught_up(who.key)
     now = datetime.now(UTC)
-    specs = [spec_of(item, who.name, now, f"tasks.{index}.") for index, item in enumerate(body.tasks)]
+    specs = [spec_of(item, who, now, f"tasks.{index}.") for index, item in enumerate(body.tasks)]
     seen: set[str] = set()
     for index, spec in enumerate(specs):
         if spec.task_id in seen:
@@ -142,7 +144,7 @@ async def list_tasks(
     limit: Limit = 100,
 ) -> list[models.Task]:  # fmt: skip
     rows = await services.store.pool.fetch(QUERIES["tasks"], status, agent_id, task_type, after, limit)
-    return [task(row) for row in rows]
+    return [task(row, who) for row in rows]
 
 
 @router.get("/tasks/queue", response_model=list[models.QueueDepth])
@@ -156,7 +158,7 @@ async def get_task(task_id: TaskPath, services: Svc, who: Reader) -> models.Task
     row = await services.store.pool.fetchrow(QUERIES["task"], task_id)
     if row is None:
         raise not_found(f"no task {task_id}")
-    return task(row)
+    return task(row, who)
 
 
 # -- what people do to tasks ------------------------------------------------------------------------------------
@@ -211,7 +213,8 @@ async def cancel(task_id: TaskPath, body: models.TaskCancel, services: Svc, who:
     only those it created."""
 
     def cancelled(task: TaskLifecycle) -> Event:
-        if who.kind == "agent" and (task.spec is None or task.spec.created_by != who.name):
+        creator = ("", "") if task.spec is None else (task.spec.created_by, task.spec.created_by_kind)
+        if who.kind == "agent" and not created_by_agent(who.name, *creator):
             raise forbidden(f"agent {who.name} may cancel only the tasks it created")
         return TaskCancelled(
             task_id=task_id, reason=body.reason, cancelled_by=who.name,

@@ -8,11 +8,13 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from agentlog.api.auth import Caller
 from agentlog.api.commands import BudgetFold, TaskFold
 from agentlog.client import models
 from agentlog.domains.coordination.claims import Claim as ClaimState
 from agentlog.domains.coordination.liveness import RegistryEntry
 from agentlog.domains.coordination.locks import LockState
+from agentlog.domains.tasks.access import WITHHELD, agent_reads_all_of
 
 Row = Mapping[str, Any] | asyncpg.Record
 
@@ -74,8 +76,18 @@ def claim_state(claim: ClaimState) -> models.Claim:
     return models.Claim(**claim.model_dump())
 
 
-def task(row: Row) -> models.Task:
-    return models.Task(**_pick(row, models.Task))
+def task(row: Row, reader: Caller | None = None) -> models.Task:
+    """The task as `reader` may see it: an agent reading a task neither created by it nor given to it gets it
+    without its payload and result (`domains.tasks.access`)."""
+    fields = _pick(row, models.Task)
+    if reader is None or reader.kind != "agent":
+        return models.Task(**fields)
+    spec = (row["lifecycle"] or {}).get("spec") or {}
+    creator = (str(spec.get("created_by", "")), str(spec.get("created_by_kind", "")))
+    if agent_reads_all_of(reader.name, *creator, assigned_to=row["agent_id"]):
+        return models.Task(**fields)
+    hidden: dict[str, Any] = {"payload": {}, "payload_ref": None, "result": None, "last_error": None}
+    return models.Task(**{**fields, **hidden, "withheld": list(WITHHELD)})
 
 
 def task_state(fold: TaskFold) -> models.TaskState:

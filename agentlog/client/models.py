@@ -418,6 +418,11 @@ class Task(BaseModel):
     finished_at: datetime | None
     last_heartbeat_at: datetime | None
     updated_at: datetime | None
+    withheld: list[str] = Field(
+        default_factory=list,
+        description="fields left out: an agent reading a task it neither created nor was given sees no payload, "
+        "payload reference, result or error",
+    )
 
 
 class TaskState(BaseModel):

@@ -39,6 +39,9 @@ BackoffMax = Annotated[float, Field(gt=0, le=7 * 86_400)]
 SnoozeDelay = Annotated[TimerDelay, Field(gt=0)]
 ClaimId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
+CreatorKind = Literal["agent", "person", "admin", "schedule", ""]
+"""Who created a task: a token's kind, or a schedule; empty for tasks created before the kind was recorded."""
+
 FailureCause = Literal["error", "heartbeat_timeout", "execution_timeout", "agent_gone"]
 """Why an attempt failed: the agent said so (`error`), or the dispatcher found it silent, too slow or gone."""
 
@@ -58,9 +61,13 @@ def task_of(stream_id: str) -> str:
 @catalogue.register
 class TaskCreated(Event):
     """A task was queued. It is ready once everything in `depends_on` completed and `run_after_s` passed; the
-    dispatcher then assigns it to an available agent having every capability in `capabilities`."""
+    dispatcher then assigns it to an available agent having every capability in `capabilities`.
+
+    Version 2 records what kind of caller `created_by` names (an agent and a person may share a name, and only
+    the agent may then cancel it as its own)."""
 
     event_type: ClassVar[str] = "TaskCreated"
+    schema_version: ClassVar[int] = 2
     category: ClassVar[str] = "task"
 
     task_id: TaskId
@@ -88,6 +95,7 @@ class TaskCreated(Event):
     backoff_base_s: BackoffBase = 10.0
     backoff_max_s: BackoffMax = 3600.0
     created_by: ShortText = ""
+    created_by_kind: CreatorKind = ""
 
     @model_validator(mode="after")
     def _sane(self) -> TaskCreated:
@@ -96,6 +104,14 @@ class TaskCreated(Event):
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError("depends_on: a task is named twice")
         return self
+
+
+@catalogue.upcaster("TaskCreated", 1)
+def _creator_kind_unknown(payload: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 named the creator only. The scheduler's name says what it is (so a replay of the scheduler agrees
+    # with what it recorded); any other kind is not known, so no agent may take the task for its own.
+    created_by = str(payload.get("created_by", ""))
+    return {**payload, "created_by_kind": "schedule" if created_by.startswith("schedule ") else ""}
 
 
 @catalogue.register

@@ -285,7 +285,7 @@ def _firing(
             capabilities=template.capabilities, max_attempts=template.max_attempts,
             execution_timeout_s=template.execution_timeout_s, heartbeat_interval_s=template.heartbeat_interval_s,
             concurrency_key=template.concurrency_key, concurrency_limit=template.concurrency_limit, run_at=slot,
-            created_by=f"schedule {schedule_id}",
+            created_by=f"schedule {schedule_id}", created_by_kind="schedule",
         )  # fmt: skip
         effect = Decision(task_stream_of(derived), created)
     fired = ScheduleFired(

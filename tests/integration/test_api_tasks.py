@@ -119,9 +119,11 @@ async def test_cancel_a_running_task_and_its_agent_is_told(store: EventStore) ->
         assert (await claimed(agent))["assignment"]["attempt"] == 1
         assert (await agent.post("/tasks/long/start", json={"attempt": 1})).status_code == 200
 
-        # Another agent may not cancel what it did not create; the person may.
-        other = await pulling_agent(api, "worker-2")
-        assert (await other.post("/tasks/long/cancel", json={})).status_code == 403
+        # Another agent may not cancel what it did not create, nor may an agent named as the person who did; the
+        # person may.
+        for name in ("worker-2", "ada"):
+            other = await pulling_agent(api, name)
+            assert (await other.post("/tasks/long/cancel", json={})).status_code == 403, name
         cancelled = await person.post("/tasks/long/cancel", json={"reason": "not needed"})
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
         event = (await store.read_stream("task-long"))[-1]
@@ -132,6 +134,34 @@ async def test_cancel_a_running_task_and_its_agent_is_told(store: EventStore) ->
         assert beat.status_code == 409, beat.text
         assert (beat.json()["rule"], beat.json()["task_status"]) == ("task-finished", "cancelled")
         assert (await person.post("/tasks/long/cancel", json={})).status_code == 409  # finished already
+
+
+async def test_an_agent_reads_the_payload_and_result_only_of_its_own_tasks(store: EventStore) -> None:
+    """A task's payload and result may hold what only its creator and its agent should see: other agents get the
+    task without them (`withheld` names what was left out), in the list and alone; people and admins see all."""
+    async with api_running(store) as api:
+        worker, nosy = await pulling_agent(api, "worker-1"), await pulling_agent(api, "nosy")
+        person = api.client("person", "ada")
+        secret = {"task_id": "s1", "task_type": "mail", "payload": {"customer": "c-42", "token": "hunter2"}}
+        assert (await person.post("/tasks", json=secret)).status_code == 201
+        own = {"task_id": "n1", "task_type": "note", "payload": {"mine": True}}
+        assert (await nosy.post("/tasks", json=own)).status_code == 201
+        assert (await claimed(worker, task_types=["mail"]))["assignment"]["task_id"] == "s1"
+        done = await worker.post("/tasks/s1/complete", json={"attempt": 1, "result": {"sent": "c-42"}})
+        assert done.status_code == 200, done.text
+        await settled(store)
+        hidden = ["payload", "payload_ref", "result", "last_error"]
+        for reader, sees in ((person, True), (worker, True), (nosy, False)):
+            alone = (await reader.get("/tasks/s1")).json()
+            listed = {task["task_id"]: task for task in (await reader.get("/tasks")).json()}
+            for task in (alone, listed["s1"]):
+                if sees:
+                    assert (task["payload"]["token"], task["result"], task["withheld"]) == (
+                        "hunter2", {"sent": "c-42"}, [])  # fmt: skip
+                else:
+                    assert "hunter2" not in str(task) and task["result"] is None and task["withheld"] == hidden, task
+                assert task["status"] == "completed"
+        assert (await nosy.get("/tasks/n1")).json()["payload"] == {"mine": True}, "its own task, created by it"
 
 
 async def test_dead_letter_and_requeue_by_an_admin(store: EventStore) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from agentlog.domains.tasks.access import created_by_agent
 from agentlog.domains.tasks.backoff import jitter_fraction, retry_delay
 from agentlog.domains.tasks.dependencies import (
     DependencyCycleError,
@@ -38,6 +39,7 @@ from agentlog.domains.tasks.lifecycle import (
     refusal_event,
 )
 from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.eventstore.events import catalogue
 
 
 def running(attempt: int = 1) -> TaskLifecycle:
@@ -221,3 +223,11 @@ def test_once_the_execution_timer_fired_the_agent_is_refused_and_only_the_timeou
     failure = follow_up(task)
     assert isinstance(failure, TaskFailed) and failure.cause == "execution_timeout"
     assert task.fold(failure) and task.status == "failed"
+
+
+def test_a_version_1_creation_is_upcast_with_its_creators_kind_unknown_but_a_schedules() -> None:
+    by_person = catalogue.decode("TaskCreated", 1, {"task_id": "t", "task_type": "x", "created_by": "ada"})
+    by_schedule = catalogue.decode("TaskCreated", 1, {"task_id": "t", "task_type": "x", "created_by": "schedule s1"})
+    assert isinstance(by_person, TaskCreated) and isinstance(by_schedule, TaskCreated)
+    assert (by_person.created_by_kind, by_schedule.created_by_kind) == ("", "schedule")
+    assert not created_by_agent("ada", by_person.created_by, by_person.created_by_kind)
