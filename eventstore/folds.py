@@ -7,14 +7,23 @@ again and decides anew. Nothing is appended for a refused command (the plan rais
 
 Folds are cached per stream (LRU) and caught up by reading only what was appended since (`read_stream` from the
 next version), so a command costs one read of the new events and one append, whatever the stream's length.
+
+Many commands on one stream at once (sixteen agents reserving against one budget, everyone posting to the chat)
+would mostly lose: each loser folds and tries again, and a busy stream's writers spin until some give up. So the
+commands of one process take turns on a stream once it is contended (`_Turns`): a command that lost once, or that
+finds others waiting, waits for its turn, and decides then from the fold as it is. The version check stays what
+makes it correct — across processes, and if a turn is ever skipped — the turns only stop the waste.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from agentlog.eventstore.errors import WrongExpectedVersionError
@@ -91,21 +100,78 @@ async def append_decided(
 
     `new_event` gives each event its id and metadata; `again` is called before every try (ids derived from a
     request's idempotency key start over)."""
-    for attempt in range(ATTEMPTS):
-        again()
-        appends = await plan()
-        batch = [
-            StreamAppend(stream, tuple(new_event(event) for event in events),
-                         ExpectedVersion.ANY if expected is None else expected)
-            for stream, expected, events in appends
-        ]
-        try:
-            results = await store.append_batch(batch)
-        except WrongExpectedVersionError:
-            if attempt == ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0)
-            continue
-        last = max((event for result in results for event in result.events), key=lambda e: e.position)
-        return Written(last.position, results[0].stream_version, [e for _, _, es in appends for e in es])
+    turns = _turns_of(store)
+    async with contextlib.AsyncExitStack() as in_turn:
+        waiting = False
+        for attempt in range(ATTEMPTS):
+            again()
+            appends = await plan()
+            streams = sorted({stream for stream, expected, _ in appends if expected is not None})
+            if not waiting and (attempt > 0 or turns.contended(streams)):
+                waiting = True
+                await in_turn.enter_async_context(turns.turn(streams))
+                again()
+                appends = await plan()  # decided again: what the turns before this one appended is in the fold
+            batch = [
+                StreamAppend(stream, tuple(new_event(event) for event in events),
+                             ExpectedVersion.ANY if expected is None else expected)
+                for stream, expected, events in appends
+            ]  # fmt: skip
+            try:
+                results = await store.append_batch(batch)
+            except WrongExpectedVersionError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                # In its turn, only another process can have come first: let it finish before folding again.
+                await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)) if waiting else 0)
+                continue
+            last = max((event for result in results for event in result.events), key=lambda e: e.position)
+            return Written(last.position, results[0].stream_version, [e for _, _, es in appends for e in es])
     raise AssertionError("unreachable")
+
+
+@dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    """Commands holding or waiting for the turn: the entry goes when none is left."""
+
+
+class _Turns:
+    """The turns of one store's commands on the streams they write (one process, one event loop)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _Turn] = {}
+
+    def contended(self, streams: Sequence[str]) -> bool:
+        return any(stream in self._streams for stream in streams)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, streams: Sequence[str]) -> AsyncIterator[None]:
+        """Hold every stream's turn, taken in sorted order (two commands on the same streams never deadlock)."""
+        entries = [self._streams.setdefault(stream, _Turn()) for stream in streams]
+        taken: list[_Turn] = []
+        for entry in entries:
+            entry.users += 1
+        try:
+            for entry in entries:
+                await entry.lock.acquire()
+                taken.append(entry)
+            yield
+        finally:
+            for entry in reversed(taken):
+                entry.lock.release()
+            for stream, entry in zip(streams, entries, strict=True):
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._streams[stream]
+
+
+_TURNS: weakref.WeakKeyDictionary[EventStore, _Turns] = weakref.WeakKeyDictionary()
+
+
+def _turns_of(store: EventStore) -> _Turns:
+    turns = _TURNS.get(store)
+    if turns is None:
+        turns = _TURNS[store] = _Turns()
+    return turns
