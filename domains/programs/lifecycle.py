@@ -1,0 +1,165 @@
+"""What happens to an agent program next: one pure rule for the keeper that decides it and for everything that
+folds a program's stream (the API, the projection).
+
+    stopped ──start──▶ starting ──(runner: running)──▶ running ──stop──▶ stopping ──(runner: exited)──▶ stopped
+                          ▲                               │ (runner: exited, nobody asked)
+                          └──(restart timer)── error ◀────┘ ── max restarts reached ──▶ stopped
+
+`ProgramLifecycle.fold` takes every event of the stream; `decide` answers an event with what the keeper appends
+(at most a transition and its timer). Only the events of the current run move it: a late report from an earlier
+run's process changes nothing. The seed's healthy / degraded / unhealthy are not states here: a running program's
+agent registers like any other, and its health is the registry's inferred activity (active / idle / offline).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from agentlog.domains.programs.events import (
+    PROGRAM_RESTART,
+    ProgramDefined,
+    ProgramErrored,
+    ProgramExited,
+    ProgramRestartRequested,
+    ProgramRunning,
+    ProgramStarting,
+    ProgramStartRequested,
+    ProgramStopped,
+    ProgramStopping,
+    ProgramStopRequested,
+)
+from agentlog.domains.timers.events import MAX_TIMER_DELAY_S, TimerFired, TimerScheduled
+from agentlog.eventstore.events import Event
+
+ProgramStatus = Literal["undefined", "stopped", "starting", "running", "stopping", "error"]
+HOLDING: frozenset[ProgramStatus] = frozenset({"starting", "running", "stopping"})
+"""A process of the current run may be alive: the runner holds it."""
+
+
+class ProgramLifecycle(BaseModel):
+    """One program as the fold of its stream."""
+
+    agent_id: str = ""
+    spec: ProgramDefined | None = None
+    status: ProgramStatus = "undefined"
+    run: int = 0
+    restart: int = 0
+    """Automatic restarts in a row behind the current run."""
+    then_start: bool = False
+    pid: int | None = None
+    host: str = ""
+    last_exit_code: int | None = None
+    reason: str = ""
+    """Why it last stopped or errored."""
+    restart_timer: str | None = None
+    """The timer that starts it again, while it is in error."""
+
+    def fold(self, event: Event) -> None:
+        match event:
+            case ProgramDefined():
+                self.agent_id, self.spec = event.agent_id, event
+                if self.status == "undefined":
+                    self.status = "stopped"
+            case ProgramStarting():
+                self.status, self.run, self.restart = "starting", event.run, event.restart
+                self.then_start, self.pid, self.host, self.restart_timer = False, None, "", None
+            case ProgramRunning() if event.run == self.run and self.status == "starting":
+                self.status, self.pid, self.host = "running", event.pid, event.host
+            case ProgramStopping() if event.run == self.run and self.status in {"starting", "running"}:
+                self.status, self.then_start = "stopping", event.then_start
+            case ProgramExited() if event.run == self.run:
+                self.pid, self.last_exit_code = None, event.exit_code
+            case ProgramErrored() if event.run == self.run:
+                self.status, self.reason = "error", _exit_reason(event.exit_code)
+                self.restart_timer = restart_timer_id(self.agent_id, self.run)
+            case ProgramStopped():
+                self.status, self.reason, self.restart_timer, self.pid = "stopped", event.reason, None, None
+
+    @property
+    def holding(self) -> bool:
+        return self.status in HOLDING
+
+
+def restart_timer_id(agent_id: str, run: int) -> str:
+    """The restart timer after run `run` crashed: one per run, the same on every replay."""
+    return f"program{run}-{agent_id}"[:100]
+
+
+def restart_delay(spec: ProgramDefined, restart: int) -> float:
+    """Before the `restart`-th restart in a row (0 for the first): the delay doubling from `restart_delay_s`."""
+    return float(min(spec.restart_delay_s * 2 ** min(restart, 30), 3_600, MAX_TIMER_DELAY_S))
+
+
+def _exit_reason(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "its process was lost"
+    return f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with status {exit_code}"
+
+
+def _start(program: ProgramLifecycle, restart: int = 0) -> ProgramStarting:
+    return ProgramStarting(agent_id=program.agent_id, run=program.run + 1, restart=restart)
+
+
+def decide(program: ProgramLifecycle, event: Event) -> list[Event]:
+    """What the keeper appends after `event` (folded into `program` already): the next transition, if any."""
+    if program.spec is None:
+        return []
+    match event:
+        case ProgramStartRequested() if program.status in {"stopped", "error"}:
+            return [_start(program)]
+        case ProgramRestartRequested() if program.status in {"stopped", "error"}:
+            return [_start(program)]
+        case ProgramRestartRequested() | ProgramStopRequested() if program.status in {"starting", "running"}:
+            then_start = isinstance(event, ProgramRestartRequested)
+            return [ProgramStopping(agent_id=program.agent_id, run=program.run, then_start=then_start)]
+        case ProgramStopRequested() if program.status == "error":
+            return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason="stopped while in error")]
+        case ProgramExited() if event.run == program.run and program.status == "stopping":
+            if program.then_start:
+                return [_start(program)]
+            return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason="stopped as asked")]
+        case ProgramExited() if event.run == program.run and program.status in {"starting", "running"}:
+            return _crashed(program, event)
+        case TimerFired() if program.status == "error" and event.timer_id == program.restart_timer:
+            return [_start(program, restart=program.restart + 1)]
+    return []
+
+
+def _crashed(program: ProgramLifecycle, exited: ProgramExited) -> list[Event]:
+    spec = program.spec
+    assert spec is not None
+    why = _exit_reason(exited.exit_code) + (f" ({exited.reason})" if exited.reason else "")
+    if program.restart >= spec.max_restarts:
+        reason = f"crashed {program.restart + 1} times in a row, the last {why}: max_restarts {spec.max_restarts}"
+        return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason=reason[:500])]
+    delay = restart_delay(spec, program.restart)
+    errored = ProgramErrored(
+        agent_id=program.agent_id, run=program.run, exit_code=exited.exit_code,
+        restarts_left=spec.max_restarts - program.restart - 1, restart_in_s=delay,
+    )  # fmt: skip
+    timer = TimerScheduled(
+        timer_id=restart_timer_id(program.agent_id, program.run), delay_s=delay, purpose=PROGRAM_RESTART,
+        subject=program.agent_id,
+    )  # fmt: skip
+    return [errored, timer]
+
+
+class Refusal(BaseModel):
+    rule: str
+    message: str
+
+
+def check_request(program: ProgramLifecycle, request: Event) -> Refusal | None:
+    """Whether a person's request makes sense now (the API answers 409 with the refusal, appending nothing)."""
+    if program.spec is None:
+        return Refusal(rule="program-unknown", message=f"agent {program.agent_id} has no program: define it first")
+    match request:
+        case ProgramStartRequested() if program.status in {"starting", "running"}:
+            return Refusal(rule="running", message=f"program {program.agent_id} is {program.status} already")
+        case ProgramStartRequested() | ProgramRestartRequested() if program.status == "stopping":
+            return Refusal(rule="stopping", message=f"program {program.agent_id} is stopping: start it once stopped")
+        case ProgramStopRequested() if program.status in {"stopped", "stopping"}:
+            return Refusal(rule="not-running", message=f"program {program.agent_id} is {program.status} already")
+    return None
