@@ -67,34 +67,30 @@ class ProgramDefined(_ProgramEvent):
         return env
 
 
+class _ProgramRequest(_ProgramEvent):
+    requested_by: ShortText = ""
+    reason: ShortText = ""
+
+
 @catalogue.register
-class ProgramStartRequested(_ProgramEvent):
+class ProgramStartRequested(_ProgramRequest):
     """Someone asked for the program to run (it starts unless it runs already)."""
 
     event_type: ClassVar[str] = "ProgramStartRequested"
 
-    requested_by: ShortText = ""
-    reason: ShortText = ""
-
 
 @catalogue.register
-class ProgramStopRequested(_ProgramEvent):
+class ProgramStopRequested(_ProgramRequest):
     """Someone asked for the program to stop (a crashed one waiting for its restart stops at once)."""
 
     event_type: ClassVar[str] = "ProgramStopRequested"
 
-    requested_by: ShortText = ""
-    reason: ShortText = ""
-
 
 @catalogue.register
-class ProgramRestartRequested(_ProgramEvent):
+class ProgramRestartRequested(_ProgramRequest):
     """Someone asked for the program to stop and start again (or just start, when it is not running)."""
 
     event_type: ClassVar[str] = "ProgramRestartRequested"
-
-    requested_by: ShortText = ""
-    reason: ShortText = ""
 
 
 @catalogue.register
