@@ -28,6 +28,7 @@ from agentlog.domains.budgets.events import (
     ReservationReleased,
     ReservationSettled,
     TokensReserved,
+    budget_stream,
 )
 from agentlog.domains.budgets.periods import period_of
 from agentlog.domains.timers.events import TimerScheduled
@@ -132,8 +133,14 @@ class BudgetLedger(BaseModel):
                 self.open.pop(event.reservation_id, None)
                 self.settled += event.charged
                 self.unbudgeted += event.unbudgeted
-            case ReservationReleased() | ReservationExpired():
+            case ReservationReleased():
                 self.open.pop(event.reservation_id, None)
+            case ReservationExpired():
+                held = self.open.get(event.reservation_id)
+                if held is not None and held.timer_id in {event.timer_id, ""}:
+                    # Only its own timer's expiry ends it: one decided from an older reservation under the same id
+                    # may land after this one was made (the keeper was behind), and must change nothing.
+                    del self.open[event.reservation_id]
             case BudgetWarning():
                 if event.threshold not in self.warned:
                     self.warned.append(event.threshold)
@@ -258,6 +265,17 @@ def expire(ledger: BudgetLedger, subject: str, timer_id: str) -> list[Event]:
         return []
     return [ReservationExpired(budget_id=budget_id, reservation_id=reservation_id, period=ledger.period,
                                timer_id=timer_id)]  # fmt: skip
+
+
+def budget_of(stream_id: str, event: Event) -> str | None:
+    """The budget an event of the log counts in: a budget's own event, or a reservation's expiry timer on its
+    stream (the ledger needs it, to know which timer guards each open reservation). None for any other event."""
+    budget_id = getattr(event, "budget_id", None)
+    if budget_id is None and isinstance(event, TimerScheduled) and event.purpose == RESERVATION_EXPIRY:
+        budget_id = event.subject.partition("/")[0]
+    if not isinstance(budget_id, str) or stream_id != budget_stream(budget_id):
+        return None
+    return budget_id
 
 
 def fold_all(events: Sequence[Event], ledger: BudgetLedger | None = None) -> BudgetLedger:

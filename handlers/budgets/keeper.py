@@ -14,8 +14,8 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from agentlog.domains.budgets.events import budget_stream
-from agentlog.domains.budgets.ledger import RESERVATION_EXPIRY, BudgetLedger, expire
-from agentlog.domains.timers.events import TimerFired, TimerScheduled
+from agentlog.domains.budgets.ledger import RESERVATION_EXPIRY, BudgetLedger, budget_of, expire
+from agentlog.domains.timers.events import TimerFired
 from agentlog.handlers.decider import Decision, Fact
 from agentlog.handlers.decider_state import KeyedState
 
@@ -37,8 +37,9 @@ class BudgetKeeper:
          "BudgetWarning", "TimerScheduled", "TimerFired"}
     )  # fmt: skip
     state_model: ClassVar[type[KeeperState]] = KeeperState
-    state_version: ClassVar[int] = 2
-    """2: the ledger knows each open reservation's expiry timer (read from its `TimerScheduled`)."""
+    state_version: ClassVar[int] = 3
+    """2: the ledger knows each open reservation's expiry timer (read from its `TimerScheduled`). 3: and an expiry
+    by another timer than that changes nothing."""
 
     def __init__(self) -> None:
         self.configured = KeeperSettings()
@@ -50,9 +51,8 @@ class BudgetKeeper:
         event = fact.event
         if isinstance(event, TimerFired):
             return state
-        budget_id = event.subject.partition("/")[0] if isinstance(event, TimerScheduled) else None
-        budget_id = getattr(event, "budget_id", budget_id)
-        if isinstance(budget_id, str) and fact.stream_id == budget_stream(budget_id):
+        budget_id = budget_of(fact.stream_id, event)
+        if budget_id is not None:
             state.ledgers.setdefault(budget_id, BudgetLedger(budget_id=budget_id)).fold(event)
             state.changed("budget", budget_id)
         return state

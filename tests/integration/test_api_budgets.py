@@ -13,8 +13,10 @@ import httpx
 from agentlog.domains.budgets.events import BudgetWarning
 from agentlog.domains.budgets.ledger import BudgetLedger
 from agentlog.eventstore import EventStore
+from agentlog.handlers.budgets.keeper import BudgetKeeper
 from tests.support.api import RunningApi, api_running
 from tests.support.coordination import settled
+from tests.support.hosting import hosted
 
 AGENTS = 16
 LIMIT = 20_000
@@ -158,6 +160,32 @@ async def test_a_reservation_id_used_again_gets_its_own_expiry(store: EventStore
         async with asyncio.timeout(20):
             while await reserved_tokens() != 0:
                 await asyncio.sleep(0.05)
+
+
+async def test_an_expiry_decided_late_for_an_old_reservation_leaves_a_new_one_alone(store: EventStore) -> None:
+    """The keeper is behind: r1's timer fires, its caller settles it after all and makes a new r1. The keeper then
+    decides the expiry of the old r1, which lands after the new one: it must not give the new one back."""
+    async with api_running(store, without=frozenset({BudgetKeeper.name})) as api:
+        admin = api.client("admin", "root")
+        assert (await admin.put("/budgets/global", json={"limit_tokens": 1_000})).status_code == 200
+        worker = await agent(api, "worker")
+        first = {"reservation_id": "r1", "tokens": 100, "ttl_s": 0.2}
+        assert (await worker.post("/budgets/reservations", json=first)).status_code == 201
+        async with asyncio.timeout(20):
+            while "TimerFired" not in [event.event_type for event in await store.read_stream("budget-global")]:
+                await asyncio.sleep(0.05)
+        assert (await worker.post("/budgets/reservations/r1/settle", json={"used_tokens": 10})).status_code == 200
+        second = {"reservation_id": "r1", "tokens": 500, "ttl_s": 600}
+        assert (await worker.post("/budgets/reservations", json=second)).status_code == 201
+        async with hosted(store, [BudgetKeeper()], []):
+            await settled(store, without=frozenset({BudgetKeeper.name}))
+            async with asyncio.timeout(20):
+                while "ReservationExpired" not in [e.event_type for e in await store.read_stream("budget-global")]:
+                    await asyncio.sleep(0.05)
+        await settled(store, without=frozenset({BudgetKeeper.name}))
+        shown = (await admin.get("/budgets/global")).json()
+        assert (shown["reserved_tokens"], shown["settled_tokens"]) == (500, 10), shown
+        assert (await worker.post("/budgets/reservations/r1/settle", json={"used_tokens": 400})).status_code == 200
 
 
 async def test_bad_budget_input_is_refused_and_appends_nothing(store: EventStore) -> None:

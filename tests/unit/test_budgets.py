@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agentlog.domains.budgets.events import BudgetSet, BudgetWarning, ReservationSettled
+from agentlog.domains.budgets.events import BudgetSet, BudgetWarning, ReservationExpired, ReservationSettled
 from agentlog.domains.budgets.ledger import (
     BudgetBelowCommittedError,
     BudgetError,
@@ -117,6 +117,9 @@ def test_a_reservation_id_closed_and_used_again_is_guarded_by_its_own_timer_only
     assert isinstance(old, TimerScheduled) and isinstance(new, TimerScheduled) and old.timer_id != new.timer_id
     assert expire(ledger, old.subject, old.timer_id) == [], "the first r1's timer gave back the second r1"
     assert [e.event_type for e in expire(ledger, new.subject, new.timer_id)] == ["ReservationExpired"]
+    # An expiry decided from the first r1 (its keeper was behind) lands after the second was made: it ends nothing.
+    late = ReservationExpired(budget_id="global", reservation_id="r1", period="2026-03-01", timer_id=old.timer_id)
+    assert "r1" in fold_all([late], ledger).open
 
 
 def test_a_reservation_against_the_global_and_the_agents_budget_is_all_or_nothing() -> None:

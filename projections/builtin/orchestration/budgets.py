@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from agentlog.domains.budgets.ledger import BudgetLedger
+from agentlog.domains.budgets.ledger import BudgetLedger, budget_of
 from agentlog.eventstore import TypedEvent
 from agentlog.eventstore.postgres.connections import Connection
 from agentlog.projections.builtin.orchestration.queries import QUERIES
@@ -15,21 +15,24 @@ from agentlog.projections.builtin.orchestration.queries import QUERIES
 
 class Budgets:
     name: ClassVar[str] = "budgets"
-    version: ClassVar[int] = 2
-    """2: the ledger folds `unbudgeted` itself (the projection kept its own count)."""
+    version: ClassVar[int] = 3
+    """2: the ledger folds `unbudgeted` itself (the projection kept its own count). 3: and each open reservation's
+    expiry timer, so an expiry decided from an older reservation under the same id changes nothing."""
     tables: ClassVar[tuple[str, ...]] = ("budgets",)
     event_types: ClassVar[frozenset[str] | None] = frozenset(
         {"BudgetSet", "TokensReserved", "ReservationSettled", "ReservationReleased", "ReservationExpired",
-         "BudgetWarning"}
+         "BudgetWarning", "TimerScheduled"}
     )  # fmt: skip
 
     async def apply(self, connection: Connection, events: Sequence[TypedEvent]) -> None:
-        budget_ids = sorted({item.event.budget_id for item in events})  # type: ignore[attr-defined]
+        mine = [(budget_id, item) for item in events if (budget_id := budget_of(item.stream_id, item.event))]
+        if not mine:
+            return
+        budget_ids = sorted({budget_id for budget_id, _ in mine})
         rows = {row["budget_id"]: dict(row) for row in await connection.fetch(QUERIES["budget_rows"], budget_ids)}
         ledgers = {budget_id: BudgetLedger.model_validate(row["ledger"]) for budget_id, row in rows.items()}
         updated: dict[str, Any] = {}
-        for item in events:
-            budget_id: str = item.event.budget_id  # type: ignore[attr-defined]
+        for budget_id, item in mine:
             ledger = ledgers.setdefault(budget_id, BudgetLedger(budget_id=budget_id))
             ledger.fold(item.event)
             updated[budget_id] = item.recorded_at
