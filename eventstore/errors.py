@@ -5,6 +5,8 @@ Each exception's docstring is its default message; messages say what was wrong a
 
 from __future__ import annotations
 
+from agentlog.eventstore.storable import Unstorable
+
 
 class AgentlogError(Exception):
     """agentlog failed."""
@@ -15,6 +17,14 @@ class AgentlogError(Exception):
 
 class InvalidEventError(AgentlogError):
     """The event is not valid; nothing was appended."""
+
+
+class UnstorableValueError(InvalidEventError):
+    """The event holds a value the log cannot keep as given (`storable`); nothing was appended."""
+
+    def __init__(self, event_type: str, where: str, unstorable: Unstorable) -> None:
+        self.event_type, self.where, self.unstorable = event_type, where, unstorable
+        super().__init__(f"{where} of {event_type}: {unstorable}; nothing was appended")
 
 
 class UnknownEventTypeError(InvalidEventError):

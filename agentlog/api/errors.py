@@ -25,6 +25,7 @@ from agentlog.domains.schedules.schedule import (
     ScheduleExistsError,
     UnknownScheduleError,
 )
+from agentlog.eventstore import InvalidEventError
 
 
 class ApiError(Exception):
@@ -109,6 +110,12 @@ def install(app: FastAPI) -> None:
         if isinstance(error, ScheduleExistsError):
             return problem(ApiError(409, "exists", str(error)))
         return problem(ApiError(409, "schedule_refused", str(error)))
+
+    @app.exception_handler(InvalidEventError)
+    async def event_refused(_request: Request, error: InvalidEventError) -> JSONResponse:
+        """The log's own refusal of what a request would append (the guard refuses a body holding a NUL first,
+        naming its field; this is what is left, such as an event a route derived from the body): never a 500."""
+        return problem(ApiError(422, "invalid", [{"loc": ["body"], "msg": str(error), "type": "value_error"}]))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

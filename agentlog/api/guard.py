@@ -1,10 +1,13 @@
 """What every request to /api/v1 passes before a route sees it: a body size limit (413), a rate limit per token
-(429 with Retry-After), and `Idempotency-Key` on POST (the same key answers what it answered first; the same key
-with another body is 422). A pure ASGI middleware: the body is read once, bounded, and handed on."""
+(429 with Retry-After), a JSON body only of what the log can keep (`eventstore.storable`: a NUL or a lone
+surrogate anywhere is a 422 naming where), and `Idempotency-Key` on POST (the same key answers what it answered
+first; the same key with another body is 422). A pure ASGI middleware: the body is read once, bounded, and handed
+on."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import OrderedDict
@@ -16,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentlog.api.auth import Authenticator
 from agentlog.api.reads import QUERIES
 from agentlog.eventstore import EventStore
+from agentlog.eventstore.storable import find_unstorable
 from agentlog.tokens import Identity, TokenError, verify
 
 API_PREFIX = "/api/v1"
@@ -53,6 +57,41 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
+def parsed_as_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body with this content type as JSON (none given, `application/json`, `.../x+json`)."""
+    if not content_type:
+        return True
+    kind, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | None:
+    """The 422 answer for a JSON body holding a value the log cannot keep, naming where; None for any other body.
+
+    One rule for every route, whatever its model: a free JSON field (`payload`, `data`, `metadata`) is checked as
+    much as a typed one. Most bodies cost one strict parse: orjson refuses lone surrogates itself, so only a body
+    it refuses or one with an escaped NUL is parsed again as FastAPI parses it (`json.loads`) and walked. A body
+    that is not JSON at all is left to FastAPI's own answer."""
+    if not body or not parsed_as_json(content_type):
+        return None
+    if b"\\u0000" not in body:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    found = find_unstorable(parsed)
+    if found is None:
+        return None
+    wrong = {"loc": ["body", *found.path], "msg": found.problem, "type": "value_error"}
+    return {"detail": [wrong], "code": "invalid"}
+
+
 class Guard:
     def __init__(
         self, app: ASGIApp, *, store: EventStore, auth: Authenticator, limiter: RateLimiter, max_body_bytes: int
@@ -76,6 +115,10 @@ class Guard:
                 limited = {"detail": f"rate limit: retry in {seconds} s", "code": "rate_limited"}
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
+        refused = unstorable_body(headers.get("content-type"), body)
+        if refused is not None:
+            await _answer(send, 422, refused)
+            return
         sent = False
 
         async def replay() -> Message:
