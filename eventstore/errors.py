@@ -27,6 +27,19 @@ class UnstorableValueError(InvalidEventError):
         super().__init__(f"{where} of {event_type}: {unstorable}; nothing was appended")
 
 
+class EventTooLargeError(InvalidEventError):
+    """The event is over the log's size limit; nothing was appended. Keep large content elsewhere (a file, an object
+    store) and put its reference in the event."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        self.event_type, self.size, self.limit = event_type, size, limit
+        """`event_type` is empty when the database refused it in a batch without saying which type."""
+        super().__init__(
+            f"{event_type or 'an event'} would be {size:,} bytes of JSON; the log keeps events of up to {limit:,} "
+            "bytes: keep large content elsewhere and reference it from the event; nothing was appended"
+        )
+
+
 class UnknownEventTypeError(InvalidEventError):
     """No event type of that name is in the catalogue; run `agentlog types` to list them."""
 

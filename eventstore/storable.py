@@ -8,7 +8,8 @@ Events are stored as PostgreSQL `jsonb`, which cannot hold every value a JSON pa
   there is no UTF-8 for it and the event cannot even be encoded.
 
 Either would be a driver error deep in an append (a 500 for the API, a traceback for the CLI); refused here, the
-caller is told which field to fix, and nothing is appended.
+caller is told which field to fix, and nothing is appended. The store also refuses an event over
+`MAX_EVENT_DATA_BYTES` (`EventTooLargeError`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+MAX_EVENT_DATA_BYTES = 1 << 20
+"""Event bodies stay small: large LLM prompts and responses belong in content-addressed storage."""
+
 Path = tuple[str | int, ...]
+
+
+def stored_size(data: bytes) -> int:
+    """About what PostgreSQL counts against `MAX_EVENT_DATA_BYTES` for compact JSON `data`, from above.
+
+    The database measures an event as `jsonb::text`, which writes a space after every `:` and `,`: counting them
+    all (those inside strings too) errs on the large side, so what fits by this measure fits there (numbers with
+    an exponent, written out in full by PostgreSQL, excepted). For a rule that must be sure now that an event it
+    will only make later fits (a schedule's firings)."""
+    return len(data) + data.count(b":") + data.count(b",")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from agentlog.eventstore.errors import (
     ConcurrencyRetryError,
     EventIdConflictError,
     EventSchemaError,
+    EventTooLargeError,
     InvalidEventError,
     SchemaNotReadyError,
     UnknownEventTypeError,
@@ -44,14 +45,12 @@ from agentlog.eventstore.records import (
     StreamVersionExpectation,
     expected_version_argument,
 )
-from agentlog.eventstore.storable import find_unstorable
+from agentlog.eventstore.storable import MAX_EVENT_DATA_BYTES, find_unstorable
 from agentlog.eventstore.stream_heads import StreamHeads
 from agentlog.eventstore.subscription import Subscription
 
 log = structlog.get_logger("eventstore.store")
 
-MAX_EVENT_DATA_BYTES = 1 << 20
-"""Event bodies stay small: large LLM prompts and responses belong in content-addressed storage."""
 APPEND_ATTEMPTS = 10
 
 
@@ -237,10 +236,7 @@ class EventStore:
                     self._registered_classes.add(event_class)
                 data = _event_data(event)
                 if len(data) > MAX_EVENT_DATA_BYTES:
-                    raise InvalidEventError(
-                        f"{event.event_type} payload is {len(data)} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
-                        "Store large content elsewhere and reference it from the event."
-                    )
+                    raise EventTooLargeError(event.event_type, len(data), MAX_EVENT_DATA_BYTES)
                 if event_id in seen_ids:
                     raise EventIdConflictError(
                         f"event id {event_id} appears more than once in one append; each event needs its own id; "

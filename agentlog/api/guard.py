@@ -17,6 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlog.api.auth import Authenticator
+from agentlog.api.errors import KEEP_IT_ELSEWHERE
 from agentlog.api.reads import QUERIES
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.storable import find_unstorable
@@ -197,7 +198,8 @@ class Guard:
             await self.store.pool.execute(QUERIES["forget_old_answers"])
 
     def _too_large(self) -> dict[str, Any]:
-        return {"detail": f"the body is over {self.max_body_bytes} bytes", "code": "too_large"}
+        return {"detail": f"the body is over {self.max_body_bytes:,} bytes; {KEEP_IT_ELSEWHERE}", "code": "too_large",
+                "limit_bytes": self.max_body_bytes}  # fmt: skip
 
     def _identity(self, headers: dict[str, str]) -> Identity | None:
         """The token's holder (rate limits count per token, idempotency keys per holder), when it verifies at all."""

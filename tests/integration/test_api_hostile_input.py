@@ -6,15 +6,24 @@ and never silently changed data, and nothing is appended for any of them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from agentlog.api.app import ApiLimits
 from agentlog.domains.coordination.events import ChatPosted
 from agentlog.domains.documents.events import PersonJoined
-from agentlog.eventstore import ANY, EventStore, NewEvent
-from agentlog.eventstore.errors import UnstorableValueError
+from agentlog.domains.schedules.events import ScheduleCreated, ScheduleSpec
+from agentlog.domains.schedules.rules import firing_effect
+from agentlog.eventstore import ANY, Event, EventStore, NewEvent
+from agentlog.eventstore.errors import EventTooLargeError, UnstorableValueError
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.storable import MAX_EVENT_DATA_BYTES
+from agentlog.handlers.schedules.scheduler import Scheduler
 from tests.support.api import RunningApi, api_running
 from tests.support.coordination import settled
 
@@ -37,6 +46,12 @@ async def send(client: httpx.AsyncClient, method: str, path: str, body: str) -> 
     return await client.request(method, path, content=body.encode(), headers={"content-type": "application/json"})
 
 
+async def stored_size(store: EventStore, event: Event) -> int:
+    """The event's size as the database measures it against the limit (`jsonb::text`, roomier than compact JSON)."""
+    text = event.to_json().decode()
+    return int(await store.pool.fetchval("SELECT octet_length($1::text::jsonb::text)", text))
+
+
 async def ready(api: RunningApi) -> tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]:
     """A person, an admin and a registered agent `w1`, with a schedule `weekly` and a global budget to change."""
     person, admin, worker = api.client("person", "ada"), api.client("admin", "root"), api.client("agent", "w1")
@@ -44,6 +59,9 @@ async def ready(api: RunningApi) -> tuple[httpx.AsyncClient, httpx.AsyncClient, 
     created = await person.post("/schedules", json={"schedule_id": "weekly", "cron": "0 9 * * 1", "action": TASK})
     assert created.status_code == 201, created.text
     assert (await admin.put("/budgets/global", json={"limit_tokens": 1_000})).status_code == 200
+    async with asyncio.timeout(20):  # the scheduler reads the clock (a timer, fired) and waits for the first slot
+        while await api.store.stream_version("schedule-weekly") < 4:
+            await asyncio.sleep(0.02)
     await settled(api.store)
     return person, admin, worker
 
@@ -84,6 +102,67 @@ async def test_nul_and_lone_surrogates_anywhere_are_422_naming_the_field(store: 
         assert await api.event_count() == before, "a refused request appended something"
 
 
+async def test_an_event_over_the_size_limit_is_413_naming_the_limit_and_payload_ref(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person = api.client("person", "ada")
+        await settled(store)
+        before = await api.event_count()
+        # Under the body limit (1 MiB), over the event's once the task's other fields are added.
+        body = json.dumps({"task_type": "x", "payload": {"a": "x" * (MAX_EVENT_DATA_BYTES - 100)}})
+        assert len(body) < ApiLimits().max_body_bytes
+        answer = await send(person, "POST", "/tasks", body)
+        assert answer.status_code == 413, answer.text[:300]
+        assert answer.json()["limit_bytes"] == MAX_EVENT_DATA_BYTES
+        assert f"{MAX_EVENT_DATA_BYTES:,}" in answer.json()["detail"] and "payload_ref" in answer.json()["detail"]
+        whole = await send(person, "POST", "/tasks", json.dumps({"task_type": "x", "payload": {"a": "x" * 2_000_000}}))
+        assert whole.status_code == 413 and "payload_ref" in whole.json()["detail"], whole.text
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
+async def test_every_route_carrying_big_json_answers_413(store: EventStore) -> None:
+    async with api_running(store, ApiLimits(max_body_bytes=4 << 20)) as api:  # bodies the log cannot take in
+        person, _, worker = await ready(api)
+        before = await api.event_count()
+        big = {"a": "x" * (2 << 20)}
+        for client, method, path, body in (
+            (person, "POST", "/tasks", {"task_type": "x", "payload": big}),
+            (person, "POST", "/workflows", {"tasks": [{"task_type": "x", "payload": big}]}),
+            (person, "POST", "/chat", {"body": "hi", "data": big}),
+            (person, "POST", "/messages", {"to": "w1", "body": "hi", "data": big}),
+            (person, "POST", "/agents/w1/inbox", {"body": "hi", "data": big}),
+            (worker, "POST", "/agents/w1/checkpoint", {"summary": "s", "state": big}),
+            (worker, "PUT", "/agents/w1", {"metadata": big}),
+            (worker, "POST", "/operations", {"key": "k", "action": "a", "data": big}),
+            (person, "POST", "/schedules", {"cron": "* * * * *", "action": {"kind": "task", "task": {
+                "task_type": "x", "payload": big}}}),
+            (person, "PATCH", "/schedules/weekly", {"action": {"kind": "chat", "body": "hi", "data": big}}),
+        ):  # fmt: skip
+            answer = await send(client, method, path, json.dumps(body))
+            assert answer.status_code == 413, (path, answer.text[:300])
+            assert answer.json()["limit_bytes"] == MAX_EVENT_DATA_BYTES, answer.text[:300]
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
+async def test_a_schedule_whose_firings_would_not_fit_in_the_log_is_refused(store: EventStore) -> None:
+    """A template that fits in `ScheduleCreated` but not in the `TaskCreated` each firing makes (its id, its
+    defaults) would stop the scheduler at the first slot: refused when the schedule is made."""
+    async with api_running(store) as api:
+        person = api.client("person", "ada")
+        await settled(store)
+        before = await api.event_count()
+        action: dict[str, Any] = {"kind": "task", "task": {"task_type": "x", "payload": {"a": ""}}}
+        spec = {"cron": "* * * * * *", "action": action}
+        empty = ScheduleCreated(schedule_id="big", spec=ScheduleSpec.model_validate(spec), created_by="ada")
+        action["task"]["payload"]["a"] = "x" * (MAX_EVENT_DATA_BYTES - await stored_size(store, empty))
+        answer = await send(person, "POST", "/schedules", json.dumps({"schedule_id": "big", **spec}))
+        assert answer.status_code == 413 and answer.json()["limit_bytes"] == MAX_EVENT_DATA_BYTES, answer.text[:300]
+        assert answer.json()["detail"].startswith("action.task.payload: each firing's TaskCreated"), answer.text
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
 async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: EventStore) -> None:
     """The same rule for every writer, not only the API: the CLI's `append`, handlers, plugins."""
     joined = {"people_present": 1, "connection_id": "c", "server_id": "s"}
@@ -97,4 +176,34 @@ async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: Eve
         with pytest.raises(UnstorableValueError) as refused:
             await store.append("document-x", [NewEvent(event, metadata=metadata)], ANY)
         assert named in str(refused.value), str(refused.value)
+    big = ChatPosted(message_id="m", author="a", author_kind="agent", body="hi", data={"a": "x" * MAX_EVENT_DATA_BYTES})
+    with pytest.raises(EventTooLargeError, match=f"up to {MAX_EVENT_DATA_BYTES:,} bytes") as too_large:
+        await store.append("chat", [big], ANY)
+    assert too_large.value.limit == MAX_EVENT_DATA_BYTES and too_large.value.size > MAX_EVENT_DATA_BYTES
     assert await store.read_all() == []
+
+
+async def test_a_firing_over_the_size_limit_is_skipped_and_the_scheduler_goes_on(store: EventStore) -> None:
+    """A schedule recorded before its firings were checked (or appended around the API) whose firing the log
+    refuses: that slot's decision is skipped with the reason, and every other schedule keeps firing."""
+    async with api_running(store) as api:
+
+        def legacy(size: int) -> ScheduleCreated:
+            action = {"kind": "task", "task": {"task_type": "big", "payload": {"a": "x" * size}}}
+            spec = ScheduleSpec.model_validate({"cron": "* * * * * *", "action": action})
+            return ScheduleCreated(schedule_id="legacy", spec=spec)
+
+        empty = await stored_size(store, legacy(0))
+        fired = firing_effect("legacy", legacy(0).spec, datetime(2026, 1, 1, tzinfo=UTC))
+        assert await stored_size(store, fired) > empty, "a firing's task is no bigger than its schedule's event"
+        await store.append("schedule-legacy", [legacy(MAX_EVENT_DATA_BYTES - empty)], ANY)  # it just fits
+        person = api.client("person", "ada")
+        fine = {"schedule_id": "fine", "cron": "* * * * * *", "action": {"kind": "chat", "body": "tick"}}
+        assert (await person.post("/schedules", json=fine)).status_code == 201
+        async with asyncio.timeout(30):
+            while not await recorder.select_skipped(store.pool, Scheduler.name):
+                await asyncio.sleep(0.1)
+            while await store.pool.fetchval("SELECT count(*) FROM projections.chat WHERE body = 'tick'") < 3:
+                await asyncio.sleep(0.1)
+        skipped = await recorder.select_skipped(store.pool, Scheduler.name)
+        assert "EventTooLargeError" in skipped[0].reason, skipped[0].reason
