@@ -6,14 +6,17 @@ Events are stored as PostgreSQL `jsonb`, which cannot hold every value a JSON pa
 - U+0000 (NUL) in a string or a key: neither `text` nor `jsonb` can hold it; PostgreSQL refuses the whole append.
 - A lone surrogate (U+D800 to U+DFFF on its own, which `json.loads` makes of `"\\ud800"`): not a character, so
   there is no UTF-8 for it and the event cannot even be encoded.
+- NaN, Infinity and -Infinity (which `json.loads` takes, and makes of `1e999` too): JSON has no such numbers, and
+  the encoder would silently write `null` instead, changing the data.
 
-Either would be a driver error deep in an append (a 500 for the API, a traceback for the CLI); refused here, the
-caller is told which field to fix, and nothing is appended. The store also refuses an event over
-`MAX_EVENT_DATA_BYTES` (`EventTooLargeError`).
+The first two would be a driver error deep in an append (a 500 for the API, a traceback for the CLI), the third
+data silently changed; refused here, the caller is told which field to fix, and nothing is appended. The store
+also refuses an event over `MAX_EVENT_DATA_BYTES` (`EventTooLargeError`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -75,6 +78,8 @@ def find_unstorable(value: object) -> Unstorable | None:
             problem = string_problem(item)
             if problem is not None:
                 return Unstorable(path, problem)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return Unstorable(path, f"{item} is not a finite number: JSON has no NaN or Infinity (give a number)")
         elif isinstance(item, Mapping):
             stack.extend(((*path, key), child, True) for key, child in reversed(list(item.items())))
         elif isinstance(item, list | tuple):

@@ -340,9 +340,9 @@ EMPTY_OBJECT = b"{}"
 def _event_data(event: Event) -> bytes:
     """The event's payload as JSON bytes, or `UnstorableValueError` naming the value the log cannot keep.
 
-    Checked on the bytes, so the common event costs one substring search, not a walk: pydantic writes NUL as
-    `\\u0000` (a string holding a backslash and `u0000` matches too; the walk then finds nothing) and refuses to
-    encode a lone surrogate."""
+    Checked on the bytes, so the common event costs a few substring searches, not a walk: pydantic writes NUL as
+    `\\u0000` and NaN and Infinity as such (`Event`'s config), and refuses to encode a lone surrogate. A string
+    that merely spells one of them (`"NaN"`, a backslash and `u0000`) matches too; the walk then finds nothing."""
     try:
         data = event.to_json()
     except PydanticSerializationError as error:
@@ -350,7 +350,7 @@ def _event_data(event: Event) -> bytes:
         if found is not None:
             raise UnstorableValueError(event.event_type, "the payload", found) from error
         raise InvalidEventError(f"{event.event_type} cannot be written as JSON: {error}") from error
-    if b"\\u0000" in data:
+    if b"\\u0000" in data or b"NaN" in data or b"Infinity" in data:
         found = find_unstorable(event.model_dump())
         if found is not None:
             raise UnstorableValueError(event.event_type, "the payload", found)

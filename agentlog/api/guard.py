@@ -1,8 +1,8 @@
 """What every request to /api/v1 passes before a route sees it: a body size limit (413), a rate limit per token
-(429 with Retry-After), a JSON body only of what the log can keep (`eventstore.storable`: a NUL or a lone
-surrogate anywhere is a 422 naming where), and `Idempotency-Key` on POST (the same key answers what it answered
-first; the same key with another body is 422). A pure ASGI middleware: the body is read once, bounded, and handed
-on."""
+(429 with Retry-After), a JSON body only of what the log can keep (`eventstore.storable`: a NUL, a lone
+surrogate, NaN or Infinity anywhere is a 422 naming where), and `Idempotency-Key` on POST (the same key answers
+what it answered first; the same key with another body is 422). A pure ASGI middleware: the body is read once,
+bounded, and handed on."""
 
 from __future__ import annotations
 
@@ -70,9 +70,11 @@ def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | N
     """The 422 answer for a JSON body holding a value the log cannot keep, naming where; None for any other body.
 
     One rule for every route, whatever its model: a free JSON field (`payload`, `data`, `metadata`) is checked as
-    much as a typed one. Most bodies cost one strict parse: orjson refuses lone surrogates itself, so only a body
-    it refuses or one with an escaped NUL is parsed again as FastAPI parses it (`json.loads`) and walked. A body
-    that is not JSON at all is left to FastAPI's own answer."""
+    much as a typed one (`json.loads`, which FastAPI uses, takes `NaN` and makes `inf` of `1e999`; a typed float
+    field would refuse them only if it had bounds, and then as "less than or equal"). Most bodies cost one strict
+    parse: orjson refuses lone surrogates, NaN and numbers beyond a double itself, so only a body it refuses or one
+    with an escaped NUL is parsed again as FastAPI parses it and walked. A body that is not JSON at all is left to
+    FastAPI's own answer."""
     if not body or not parsed_as_json(content_type):
         return None
     if b"\\u0000" not in body:

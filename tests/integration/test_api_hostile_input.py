@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,6 +164,31 @@ async def test_a_schedule_whose_firings_would_not_fit_in_the_log_is_refused(stor
         assert await api.event_count() == before, "a refused request appended something"
 
 
+async def test_nan_and_infinity_are_422_naming_the_field(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person, admin, worker = await ready(api)
+        before = await api.event_count()
+        for client, method, path, body, field in (
+            (person, "POST", "/tasks", '{"task_type": "x", "payload": {"a": NaN}}', ["payload", "a"]),
+            (person, "POST", "/tasks", '{"task_type": "x", "payload": {"a": [1, -Infinity]}}', ["payload", "a", 1]),
+            (person, "POST", "/tasks", '{"task_type": "x", "payload": {"a": 1e999}}', ["payload", "a"]),
+            (person, "POST", "/tasks", '{"task_type": "x", "execution_timeout_s": Infinity}', ["execution_timeout_s"]),
+            (person, "POST", "/tasks", '{"task_type": "x", "heartbeat_interval_s": NaN}', ["heartbeat_interval_s"]),
+            (person, "POST", "/chat", '{"body": "hi", "data": {"n": NaN}}', ["data", "n"]),
+            (worker, "PUT", "/agents/w1", '{"metadata": {"load": Infinity}}', ["metadata", "load"]),
+            (worker, "PUT", "/agents/w1", '{"heartbeat_timeout_s": NaN}', ["heartbeat_timeout_s"]),
+            (worker, "POST", "/locks/src/b.py", '{"ttl_s": NaN}', ["ttl_s"]),
+            (worker, "POST", "/agents/w1/checkpoint", '{"state": {"x": -Infinity}}', ["state", "x"]),
+            (worker, "POST", "/operations", '{"key": "k", "action": "a", "window_s": NaN}', ["window_s"]),
+            (admin, "PUT", "/budgets/global", '{"limit_tokens": NaN}', ["limit_tokens"]),
+        ):  # fmt: skip
+            answer = await send(client, method, path, body)
+            assert loc_of(answer) == ["body", *field], (path, body, answer.text)
+            assert "finite" in message_of(answer), answer.text
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
 async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: EventStore) -> None:
     """The same rule for every writer, not only the API: the CLI's `append`, handlers, plugins."""
     joined = {"people_present": 1, "connection_id": "c", "server_id": "s"}
@@ -172,6 +198,9 @@ async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: Eve
          "data.x.0: holds a lone"),
         (PersonJoined(user_id="ada", **joined), {"note": "\x00"}, "the metadata of PersonJoined: note: holds a NUL"),
         (PersonJoined(user_id="ada", **joined), {"\ud800": 1}, "the key '\\ud800' holds a lone surrogate"),
+        (ChatPosted(message_id="m", author="a", author_kind="agent", body="hi", data={"x": {"y": math.nan}}), {},
+         "data.x.y: nan is not a finite number"),
+        (PersonJoined(user_id="ada", **joined), {"load": -math.inf}, "load: -inf is not a finite number"),
     ):  # fmt: skip
         with pytest.raises(UnstorableValueError) as refused:
             await store.append("document-x", [NewEvent(event, metadata=metadata)], ANY)

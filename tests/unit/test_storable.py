@@ -1,8 +1,9 @@
-"""What the log keeps exactly as given (`eventstore.storable`): strings without NUL or lone surrogates; anything
-else is named by its path, so the API and the store can say which field to fix."""
+"""What the log keeps exactly as given (`eventstore.storable`): strings without NUL or lone surrogates, finite
+numbers; anything else is named by its path, so the API and the store can say which field to fix."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -25,6 +26,9 @@ def test_json_the_log_can_keep_passes(value: Any) -> None:
         ({"a": ["ok", "\ud800"]}, ("a", 1), "surrogate"),
         ({"a": {"b": "\udfff"}}, ("a", "b"), "surrogate"),
         ("\x00", (), "NUL"),
+        ({"a": math.nan}, ("a",), "finite"),
+        ({"a": [1, math.inf]}, ("a", 1), "finite"),
+        ({"a": {"b": -math.inf}}, ("a", "b"), "finite"),
         ({"k\x00": 1}, (), "key"),
         ({"ok": {"\ud800": 1}}, ("ok",), "key"),
     ],
@@ -44,7 +48,7 @@ def test_a_key_is_shown_escaped_never_as_the_bad_character() -> None:
 
 
 def test_the_first_problem_in_document_order_is_named() -> None:
-    found = find_unstorable({"a": "fine", "b": ["\x00", "\ud800"], "c": "\x00"})
+    found = find_unstorable({"a": "fine", "b": ["\x00", math.nan], "c": "\x00"})
     assert found is not None and found.path == ("b", 0)
 
 
