@@ -14,6 +14,7 @@ from agentlog.domains.budgets.ledger import (
     BudgetError,
     BudgetExceededError,
     BudgetNotSetError,
+    InvalidBudgetError,
     ReservationNotYoursError,
     UnknownReservationError,
 )
@@ -98,6 +99,8 @@ def install(app: FastAPI) -> None:
                                     remaining_tokens=error.remaining, period=error.period))  # fmt: skip
         if isinstance(error, BudgetBelowCommittedError):
             return problem(invalid("limit_tokens", str(error)))
+        if isinstance(error, InvalidBudgetError):  # "time_zone: ..." names its field
+            return problem(invalid(str(error).partition(":")[0], str(error)))
         if isinstance(error, ReservationNotYoursError):
             return problem(forbidden(str(error)))
         if isinstance(error, BudgetNotSetError | UnknownReservationError):

@@ -17,6 +17,7 @@ from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKi
 from agentlog.domains.coordination.names import AGENT_ID_PATTERN
 from agentlog.domains.schedules.events import ScheduleSpec
 from agentlog.domains.tasks import events as tasks
+from agentlog.domains.timers.zones import TimeZone
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
 Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_S, description="seconds")]
@@ -193,7 +194,7 @@ class BudgetLimit(Request):
 
     limit_tokens: Tokens
     reset_hour: Annotated[int, Field(ge=0, le=23)] = 0
-    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "UTC"
+    time_zone: TimeZone = "UTC"
 
 
 class ReservationRequest(Request):
@@ -240,6 +241,8 @@ class ScheduleCreate(ScheduleSpec):
     """A schedule to create: its spec, and its id (made when not given)."""
 
     schedule_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    time_zone: TimeZone = "UTC"
+    """An IANA name: refused naming the field before the spec's own checks (which name no field) run."""
 
 
 class ScheduleReason(Request):

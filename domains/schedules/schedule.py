@@ -33,6 +33,7 @@ from agentlog.domains.schedules.events import (
     ScheduleSpec,
 )
 from agentlog.domains.schedules.rules import firing_effect
+from agentlog.domains.timers.zones import check_time_zone
 from agentlog.eventstore.events import Event
 from agentlog.eventstore.storable import MAX_EVENT_DATA_BYTES, stored_size
 
@@ -163,6 +164,14 @@ def _known(schedule: Schedule, schedule_id: str) -> ScheduleSpec:
     return schedule.spec
 
 
+def _iana_zone(spec: ScheduleSpec) -> None:
+    """A new spec's zone is an IANA one (`zones`); `ScheduleSpec` itself still reads what older releases took."""
+    try:
+        check_time_zone(spec.time_zone)
+    except ValueError as error:
+        raise InvalidScheduleError(f"time_zone: {error}") from error
+
+
 def fits_the_log(schedule_id: str, spec: ScheduleSpec) -> None:
     """`ScheduleTooLargeError` naming the field when a firing's event would be over the log's size limit.
 
@@ -190,6 +199,7 @@ def create(
     if schedule.live:
         raise ScheduleExistsError(f"schedule {schedule_id} exists already: change it, or delete it first")
     parsed = spec if isinstance(spec, ScheduleSpec) else parse_spec(spec)
+    _iana_zone(parsed)
     fits_the_log(schedule_id, parsed)
     return [ScheduleCreated(schedule_id=schedule_id, spec=parsed, created_by=created_by)]
 
@@ -203,6 +213,8 @@ def change(schedule: Schedule, schedule_id: str, changes: Mapping[str, Any], *, 
     merged = parse_spec({**current.model_dump(mode="json"), **changes})
     if merged == current:
         return []
+    if "time_zone" in changes:  # one recorded in a zone older releases took may still change its other fields
+        _iana_zone(merged)
     fits_the_log(schedule_id, merged)
     return [ScheduleChanged(schedule_id=schedule_id, spec=merged, changed_by=changed_by)]
 

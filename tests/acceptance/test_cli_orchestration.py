@@ -1,7 +1,7 @@
 """`agentlog task`, `agentlog budget` and `agentlog schedule` as a person runs them: real processes against a
 real API, its rules holding for them (a cycle, a malformed cron, a priority out of range, a person's token where
-an admin's is needed, a NUL in a payload: one line on stderr, the exit code, nothing appended), and an API that is
-not there named."""
+an admin's is needed, a NUL in a payload, a time zone that is no IANA zone: one line on stderr, the exit code,
+nothing appended), and an API that is not there named."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ async def test_tasks_and_budgets_from_the_command_line(store: EventStore, databa
     assert gone.returncode == 5 and "is `agentlog up` running" in gone.stderr, gone.stderr
 
 
-async def test_what_the_log_cannot_keep_is_one_line_from_the_command_line(store: EventStore, database_url: str) -> None:
+async def test_hostile_input_is_one_line_from_the_command_line(store: EventStore, database_url: str) -> None:
     async with api_running(store) as api:
         env = environment(AGENTLOG_DATABASE_URL=database_url, AGENTLOG_URL=api.url)
         before = await api.event_count()
@@ -76,6 +76,8 @@ async def test_what_the_log_cannot_keep_is_one_line_from_the_command_line(store:
             (["task", "create", "build", "--payload", '{"a": {"\\u0000": 1}}'], "payload.a: the key"),
             (["schedule", "create", "nightly", "0 3 * * *", "--task", "backup", "--payload", '{"b": "x\\u0000"}'],
              "action.task.payload.b: holds a NUL"),
+            (["budget", "set", "global", "1000", "--time-zone", "localtime"], "time_zone: 'localtime' is not an IANA"),
+            (["schedule", "create", "n", "0 3 * * *", "--task", "b", "--time-zone", "posixrules"], "time_zone: "),
         ):  # fmt: skip
             refused = await agentlog(*arguments, env=env)
             lines = refused.stderr.strip().splitlines()

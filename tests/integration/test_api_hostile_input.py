@@ -189,6 +189,29 @@ async def test_nan_and_infinity_are_422_naming_the_field(store: EventStore) -> N
         assert await api.event_count() == before, "a refused request appended something"
 
 
+NOT_ZONES = ("localtime", "posixrules", "Factory", "right/UTC", "posix/Europe/Paris", "Europe/../UTC")
+
+
+async def test_only_iana_time_zones_are_taken_by_budgets_and_schedules(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person, admin, _ = await ready(api)
+        before = await api.event_count()
+        for zone in NOT_ZONES:
+            budget = await admin.put("/budgets/global", json={"limit_tokens": 5_000, "time_zone": zone})
+            assert loc_of(budget) == ["body", "time_zone"], (zone, budget.text)
+            made = await person.post("/schedules", json={"cron": "0 9 * * *", "time_zone": zone, "action": TASK})
+            assert loc_of(made) == ["body", "time_zone"], (zone, made.text)
+            changed = await person.patch("/schedules/weekly", json={"time_zone": zone})
+            assert loc_of(changed) == ["body", "time_zone"], (zone, changed.text)
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+        for zone in ("UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5"):
+            budget = await admin.put("/budgets/global", json={"limit_tokens": 5_000, "time_zone": zone})
+            assert budget.status_code == 200 and budget.json()["time_zone"] == zone, budget.text
+            changed = await person.patch("/schedules/weekly", json={"time_zone": zone})
+            assert changed.status_code == 200 and changed.json()["spec"]["time_zone"] == zone, changed.text
+
+
 async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: EventStore) -> None:
     """The same rule for every writer, not only the API: the CLI's `append`, handlers, plugins."""
     joined = {"people_present": 1, "connection_id": "c", "server_id": "s"}
