@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -210,6 +210,51 @@ async def test_only_iana_time_zones_are_taken_by_budgets_and_schedules(store: Ev
             assert budget.status_code == 200 and budget.json()["time_zone"] == zone, budget.text
             changed = await person.patch("/schedules/weekly", json={"time_zone": zone})
             assert changed.status_code == 200 and changed.json()["spec"]["time_zone"] == zone, changed.text
+
+
+async def test_lax_task_input_is_refused_naming_the_field(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person, _, _ = await ready(api)
+        before = await api.event_count()
+        for body, field in (
+            ({"priority": True}, ["priority"]),
+            ({"priority": "5"}, ["priority"]),
+            ({"priority": 5.0}, ["priority"]),
+            ({"max_attempts": "3"}, ["max_attempts"]),
+            ({"concurrency_limit": False}, ["concurrency_limit"]),
+            ({"execution_timeout_s": 1e-300}, ["execution_timeout_s"]),
+            ({"heartbeat_interval_s": 1e-300}, ["heartbeat_interval_s"]),
+            ({"backoff_base_s": 1e-300}, ["backoff_base_s"]),
+            ({"backoff_max_s": 0.001}, ["backoff_max_s"]),
+            ({"backoff_base_s": 100, "backoff_max_s": 10}, ["backoff_base_s"]),
+            ({"run_at": 1_700_000_000}, ["run_at"]),
+            ({"run_at": 1.7e9}, ["run_at"]),
+            ({"run_at": True}, ["run_at"]),
+            ({"run_at": "2030-01-01"}, ["run_at"]),
+            ({"run_at": "2030-01-01T09:00:00"}, ["run_at"]),
+        ):
+            answer = await person.post("/tasks", json={"task_type": "x", **body})
+            assert loc_of(answer) == ["body", *field], (body, answer.text)
+        both = await person.post("/tasks", json={"task_type": "x", "backoff_base_s": 100, "backoff_max_s": 10})
+        assert "backoff_base_s" in message_of(both) and "backoff_max_s" in message_of(both), both.text
+        flow = await person.post(
+            "/workflows", json={"tasks": [{"task_type": "x"}, {"task_type": "y", "priority": "5"}]}
+        )
+        assert loc_of(flow) == ["body", "tasks", 1, "priority"], flow.text
+        for task, field in (
+            ({"priority": True}, "priority"),
+            ({"heartbeat_interval_s": 1e-300}, "heartbeat_interval_s"),
+            ({"execution_timeout_s": 1e-300}, "execution_timeout_s"),
+        ):
+            action = {"kind": "task", "task": {"task_type": "x", **task}}
+            made = await person.post("/schedules", json={"cron": "0 9 * * *", "action": action})
+            assert made.status_code == 422 and field in made.text, (task, made.text)
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+        fine = {"priority": 10, "execution_timeout_s": 0.5, "heartbeat_interval_s": 0.2, "backoff_base_s": 5,
+                "backoff_max_s": 5, "run_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}  # fmt: skip
+        answer = await person.post("/tasks", json={"task_type": "x", **fine})
+        assert answer.status_code == 201 and answer.json()["priority"] == 10, answer.text
 
 
 async def test_the_store_refuses_what_it_cannot_keep_naming_the_field(store: EventStore) -> None:
