@@ -1,8 +1,8 @@
 """What every request to /api/v1 passes before a route sees it: a body size limit (413), a rate limit per token
 (429 with Retry-After), a JSON body only of what the log can keep (`eventstore.storable`: a NUL, a lone
-surrogate, NaN or Infinity anywhere is a 422 naming where), and `Idempotency-Key` on POST (the same key answers
-what it answered first; the same key with another body is 422). A pure ASGI middleware: the body is read once,
-bounded, and handed on."""
+surrogate, NaN or Infinity anywhere is a 422 naming where; so is a NUL in the path or the query), and
+`Idempotency-Key` on POST (the same key answers what it answered first; the same key with another body is 422).
+A pure ASGI middleware: the body is read once, bounded, and handed on."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import math
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +21,7 @@ from agentlog.api.auth import Authenticator
 from agentlog.api.errors import KEEP_IT_ELSEWHERE
 from agentlog.api.reads import QUERIES
 from agentlog.eventstore import EventStore
-from agentlog.eventstore.storable import find_unstorable
+from agentlog.eventstore.storable import find_unstorable, string_problem
 from agentlog.tokens import Identity, TokenError, verify
 
 API_PREFIX = "/api/v1"
@@ -64,6 +65,24 @@ def parsed_as_json(content_type: str | None) -> bool:
         return True
     kind, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def unstorable_address(scope: Scope) -> dict[str, Any] | None:
+    """The 422 answer for a NUL in the path or the query (`%00`), which would reach PostgreSQL as a parameter and
+    fail there; None otherwise. Only NUL: the server decodes a percent-encoded lone surrogate as U+FFFD already."""
+    nul = "\x00"
+    where: list[str] | None = None
+    if nul in str(scope["path"]):
+        where = ["path"]
+    elif b"%00" in scope.get("query_string", b""):
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)  # as starlette reads it
+        where = next((["query", name] for name, value in pairs if nul in name or nul in value), None)
+        if where is not None and nul in where[1]:
+            where = ["query"]
+    if where is None:
+        return None
+    wrong = {"loc": where, "msg": string_problem(nul), "type": "value_error"}
+    return {"detail": [wrong], "code": "invalid"}
 
 
 def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | None:
@@ -118,7 +137,7 @@ class Guard:
                 limited = {"detail": f"rate limit: retry in {seconds} s", "code": "rate_limited"}
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
-        refused = unstorable_body(headers.get("content-type"), body)
+        refused = unstorable_address(scope) or unstorable_body(headers.get("content-type"), body)
         if refused is not None:
             await _answer(send, 422, refused)
             return

@@ -103,6 +103,26 @@ async def test_nul_and_lone_surrogates_anywhere_are_422_naming_the_field(store: 
         assert await api.event_count() == before, "a refused request appended something"
 
 
+async def test_a_nul_in_a_query_or_a_path_is_422_not_500(store: EventStore) -> None:
+    async with api_running(store) as api:
+        person, _, worker = await ready(api)
+        before = await api.event_count()
+        for client, method, path, loc in (
+            (person, "GET", "/memories?q=%00", ["query", "q"]),
+            (person, "GET", "/memories?tag=a%00", ["query", "tag"]),
+            (person, "GET", "/tasks?task_type=%00&status=queued", ["query", "task_type"]),
+            (person, "GET", "/agents?capability=x&after=%00", ["query", "after"]),
+            (person, "GET", "/tasks?%00=1", ["query"]),
+            (worker, "DELETE", "/agents/w1?reason=%00", ["query", "reason"]),
+            (person, "GET", "/claims/%00", ["path"]),
+        ):
+            answer = await client.request(method, path)
+            assert loc_of(answer) == loc and "NUL" in message_of(answer), (path, answer.text)
+        assert (await person.get("/memories?q=%ED%A0%80")).status_code == 200  # decoded as U+FFFD: harmless
+        await settled(store)
+        assert await api.event_count() == before, "a refused request appended something"
+
+
 async def test_an_event_over_the_size_limit_is_413_naming_the_limit_and_payload_ref(store: EventStore) -> None:
     async with api_running(store) as api:
         person = api.client("person", "ada")
