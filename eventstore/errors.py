@@ -5,6 +5,8 @@ Each exception's docstring is its default message; messages say what was wrong a
 
 from __future__ import annotations
 
+from agentlog.eventstore.storable import Unstorable
+
 
 class AgentlogError(Exception):
     """agentlog failed."""
@@ -15,6 +17,27 @@ class AgentlogError(Exception):
 
 class InvalidEventError(AgentlogError):
     """The event is not valid; nothing was appended."""
+
+
+class UnstorableValueError(InvalidEventError):
+    """The event holds a value the log cannot keep as given (`storable`); nothing was appended."""
+
+    def __init__(self, event_type: str, where: str, unstorable: Unstorable) -> None:
+        self.event_type, self.where, self.unstorable = event_type, where, unstorable
+        super().__init__(f"{where} of {event_type}: {unstorable}; nothing was appended")
+
+
+class EventTooLargeError(InvalidEventError):
+    """The event is over the log's size limit; nothing was appended. Keep large content elsewhere (a file, an object
+    store) and put its reference in the event."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        self.event_type, self.size, self.limit = event_type, size, limit
+        """`event_type` is empty when the database refused it in a batch without saying which type."""
+        super().__init__(
+            f"{event_type or 'an event'} would be {size:,} bytes of JSON; the log keeps events of up to {limit:,} "
+            "bytes: keep large content elsewhere and reference it from the event; nothing was appended"
+        )
 
 
 class UnknownEventTypeError(InvalidEventError):

@@ -32,9 +32,12 @@ Upcaster = Callable[[Payload], Payload]
 
 
 class Event(BaseModel):
-    """Base of every event type. Subclasses set `event_type`, `schema_version` and `category`."""
+    """Base of every event type. Subclasses set `event_type`, `schema_version` and `category`.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    NaN and Infinity are written as such (`ser_json_inf_nan`), not as `null`: the store then finds them in the
+    bytes and refuses the event (`storable`), where `null` would have changed the data without a word."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1

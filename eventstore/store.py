@@ -12,6 +12,7 @@ from uuid import UUID
 
 import orjson
 import structlog
+from pydantic_core import PydanticSerializationError
 
 from agentlog.eventstore.errors import (
     AgentlogError,
@@ -19,9 +20,11 @@ from agentlog.eventstore.errors import (
     ConcurrencyRetryError,
     EventIdConflictError,
     EventSchemaError,
+    EventTooLargeError,
     InvalidEventError,
     SchemaNotReadyError,
     UnknownEventTypeError,
+    UnstorableValueError,
 )
 from agentlog.eventstore.events import Event, EventCatalogue, catalogue
 from agentlog.eventstore.identifiers import new_event_id, validate_stream_id
@@ -42,13 +45,12 @@ from agentlog.eventstore.records import (
     StreamVersionExpectation,
     expected_version_argument,
 )
+from agentlog.eventstore.storable import MAX_EVENT_DATA_BYTES, find_unstorable
 from agentlog.eventstore.stream_heads import StreamHeads
 from agentlog.eventstore.subscription import Subscription
 
 log = structlog.get_logger("eventstore.store")
 
-MAX_EVENT_DATA_BYTES = 1 << 20
-"""Event bodies stay small: large LLM prompts and responses belong in content-addressed storage."""
 APPEND_ATTEMPTS = 10
 
 
@@ -224,19 +226,17 @@ class EventStore:
             expected: int | None = expected_version_argument(append.expected_version)
             for item in append.events:
                 if isinstance(item, NewEvent):
-                    event, event_id, metadata = item.event, item.event_id, _plain_metadata(item.metadata)
+                    event, event_id = item.event, item.event_id
+                    metadata = _plain_metadata(getattr(event, "event_type", type(event).__name__), item.metadata)
                 else:
                     event, event_id, metadata = item, new_event_id(), EMPTY_OBJECT
                 event_class = type(event)
                 if event_class not in self._registered_classes:
                     self._check_registered(event)
                     self._registered_classes.add(event_class)
-                data = event.to_json()
+                data = _event_data(event)
                 if len(data) > MAX_EVENT_DATA_BYTES:
-                    raise InvalidEventError(
-                        f"{event.event_type} payload is {len(data)} bytes; the limit is {MAX_EVENT_DATA_BYTES}. "
-                        "Store large content elsewhere and reference it from the event."
-                    )
+                    raise EventTooLargeError(event.event_type, len(data), MAX_EVENT_DATA_BYTES)
                 if event_id in seen_ids:
                     raise EventIdConflictError(
                         f"event id {event_id} appears more than once in one append; each event needs its own id; "
@@ -337,12 +337,39 @@ class EventStore:
 EMPTY_OBJECT = b"{}"
 
 
-def _plain_metadata(metadata: Any) -> bytes:
-    """Metadata as JSON bytes; a mapping of JSON values or an error naming what is wrong."""
+def _event_data(event: Event) -> bytes:
+    """The event's payload as JSON bytes, or `UnstorableValueError` naming the value the log cannot keep.
+
+    Checked on the bytes, so the common event costs a few substring searches, not a walk: pydantic writes NUL as
+    `\\u0000` and NaN and Infinity as such (`Event`'s config), and refuses to encode a lone surrogate. A string
+    that merely spells one of them (`"NaN"`, a backslash and `u0000`) matches too; the walk then finds nothing."""
+    try:
+        data = event.to_json()
+    except PydanticSerializationError as error:
+        found = find_unstorable(event.model_dump())
+        if found is not None:
+            raise UnstorableValueError(event.event_type, "the payload", found) from error
+        raise InvalidEventError(f"{event.event_type} cannot be written as JSON: {error}") from error
+    if b"\\u0000" in data or b"NaN" in data or b"Infinity" in data:
+        found = find_unstorable(event.model_dump())
+        if found is not None:
+            raise UnstorableValueError(event.event_type, "the payload", found)
+    return data
+
+
+def _plain_metadata(event_type: str, metadata: Any) -> bytes:
+    """Metadata as JSON bytes; a mapping of JSON values the log can keep, or an error naming what is wrong."""
     if not metadata:
         return EMPTY_OBJECT
     try:
-        return orjson.dumps(dict(metadata))
+        plain = dict(metadata)
+    except (TypeError, ValueError) as error:
+        raise InvalidEventError(f"metadata must be a JSON object: {error}") from error
+    found = find_unstorable(plain)
+    if found is not None:
+        raise UnstorableValueError(event_type, "the metadata", found)
+    try:
+        return orjson.dumps(plain)
     except (TypeError, ValueError, orjson.JSONEncodeError) as error:
         raise InvalidEventError(f"metadata must be a JSON object: {error}") from error
 

@@ -70,8 +70,10 @@ from agentlog.eventstore.decoding import decode_wanted
 from agentlog.eventstore.errors import (
     ClosedError,
     EventIdConflictError,
+    EventTooLargeError,
     NewerSchemaVersionError,
     UnknownEventTypeError,
+    UnstorableValueError,
 )
 from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
@@ -279,12 +281,14 @@ class DecisionHandler(Generic[S]):
         if appends:  # one round trip for the whole batch's decisions, in the order they were made
             try:
                 results = await batch.store.append_batch(appends, connection=batch.connection)
-            except EventIdConflictError as error:
+            except (EventIdConflictError, EventTooLargeError, UnstorableValueError) as error:
                 # A decision's id is taken by an event with other content: appended first by someone who derived
-                # the id (or by a release that decided otherwise). Retrying would conflict forever, so the cause
-                # is undecidable. Which cause is not said: naming the first event that decided anything makes the
-                # runner apply the ones before it (they decided nothing) and then that one alone, which conflicts
-                # again and is skipped, or goes through and the culprit comes first in a later batch.
+                # the id (or by a release that decided otherwise); or the log refuses a decision's content (a
+                # firing carrying a schedule's payload over the size limit, a value recorded before the store
+                # refused it). Retrying would fail alike forever, so the cause is undecidable. Which cause is not
+                # said: naming the first event that decided anything makes the runner apply the ones before it
+                # (they decided nothing) and then that one alone, which fails again and is skipped, or goes
+                # through and the culprit comes first in a later batch.
                 assert first_deciding is not None
                 raise UndecidableEventError(self.name, first_deciding.recorded, error) from error
             batch.appended = batch.appended or not all(result.duplicate for result in results)

@@ -14,6 +14,7 @@ from agentlog.domains.budgets.ledger import (
     BudgetError,
     BudgetExceededError,
     BudgetNotSetError,
+    InvalidBudgetError,
     ReservationNotYoursError,
     UnknownReservationError,
 )
@@ -23,8 +24,14 @@ from agentlog.domains.schedules.schedule import (
     InvalidScheduleError,
     ScheduleError,
     ScheduleExistsError,
+    ScheduleTooLargeError,
     UnknownScheduleError,
 )
+from agentlog.eventstore import InvalidEventError
+from agentlog.eventstore.errors import EventTooLargeError
+
+KEEP_IT_ELSEWHERE = "keep large content elsewhere and send its reference instead (a task's `payload_ref`)"
+"""What to do about a body or an event over a size limit (the log's is 1 MiB, `MAX_EVENT_DATA_BYTES`)."""
 
 
 class ApiError(Exception):
@@ -92,6 +99,8 @@ def install(app: FastAPI) -> None:
                                     remaining_tokens=error.remaining, period=error.period))  # fmt: skip
         if isinstance(error, BudgetBelowCommittedError):
             return problem(invalid("limit_tokens", str(error)))
+        if isinstance(error, InvalidBudgetError):  # "time_zone: ..." names its field
+            return problem(invalid(str(error).partition(":")[0], str(error)))
         if isinstance(error, ReservationNotYoursError):
             return problem(forbidden(str(error)))
         if isinstance(error, BudgetNotSetError | UnknownReservationError):
@@ -100,6 +109,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ScheduleError)
     async def schedule_refused(_request: Request, error: ScheduleError) -> JSONResponse:
+        if isinstance(error, ScheduleTooLargeError):  # a firing's event would be over the log's limit
+            return problem(ApiError(413, "too_large", str(error), limit_bytes=error.limit))
         if isinstance(error, InvalidScheduleError):  # "cron: ..." or "action.task.priority: ..." names its field
             field = str(error).partition(":")[0]
             named = all(part.isidentifier() or part.isdigit() for part in field.split("."))
@@ -109,6 +120,20 @@ def install(app: FastAPI) -> None:
         if isinstance(error, ScheduleExistsError):
             return problem(ApiError(409, "exists", str(error)))
         return problem(ApiError(409, "schedule_refused", str(error)))
+
+    @app.exception_handler(InvalidEventError)
+    async def event_refused(_request: Request, error: InvalidEventError) -> JSONResponse:
+        """The log's own refusal of what a request would append, never a 500: an event over the log's size limit
+        (a body under the API's limit can make one, with the fields the event adds, and `API_MAX_BODY_BYTES` may
+        be set above it) is a 413 saying the limit; anything else a 422 (the guard refuses a body holding a NUL
+        first, naming its field; this is what is left, such as an event a route derived from the body)."""
+        if isinstance(error, EventTooLargeError):
+            made = f"the {error.event_type} event" if error.event_type else "an event"
+            return problem(ApiError(
+                413, "too_large", f"{made} this request makes would be {error.size:,} bytes; the log keeps events of "
+                f"up to {error.limit:,} bytes: {KEEP_IT_ELSEWHERE}", limit_bytes=error.limit,
+            ))  # fmt: skip
+        return problem(ApiError(422, "invalid", [{"loc": ["body"], "msg": str(error), "type": "value_error"}]))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,25 +1,30 @@
 """What every request to /api/v1 passes before a route sees it: a body size limit (413), a rate limit per token
-(429 with Retry-After), and `Idempotency-Key` on POST (the same key answers what it answered first; the same key
-with another body is 422; the same key while its first request still runs is 409 with Retry-After: it used to run
-twice and the second append its first's event ids). A pure ASGI middleware: the body is read once, bounded, and
-handed on."""
+(429 with Retry-After), a JSON body only of what the log can keep (`eventstore.storable`: a NUL, a lone
+surrogate, NaN or Infinity anywhere is a 422 naming where; so is a NUL in the path or the query), and
+`Idempotency-Key` on POST (the same key answers what it answered first; the same key with another body is 422;
+the same key while its first request still runs is 409 with Retry-After: it used to run twice and the second
+append its first's event ids). A pure ASGI middleware: the body is read once, bounded, and handed on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import json
 import math
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlog.api.auth import Authenticator
+from agentlog.api.errors import KEEP_IT_ELSEWHERE
 from agentlog.api.reads import QUERIES
 from agentlog.eventstore import EventStore
+from agentlog.eventstore.storable import find_unstorable, string_problem
 from agentlog.tokens import Identity, TokenError, verify
 
 API_PREFIX = "/api/v1"
@@ -60,6 +65,61 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
+def parsed_as_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body with this content type as JSON (none given, `application/json`, `.../x+json`)."""
+    if not content_type:
+        return True
+    kind, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def unstorable_address(scope: Scope) -> dict[str, Any] | None:
+    """The 422 answer for a NUL in the path or the query (`%00`), which would reach PostgreSQL as a parameter and
+    fail there; None otherwise. Only NUL: the server decodes a percent-encoded lone surrogate as U+FFFD already."""
+    nul = "\x00"
+    where: list[str] | None = None
+    if nul in str(scope["path"]):
+        where = ["path"]
+    elif b"%00" in scope.get("query_string", b""):
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)  # as starlette reads it
+        where = next((["query", name] for name, value in pairs if nul in name or nul in value), None)
+        if where is not None and nul in where[1]:
+            where = ["query"]
+    if where is None:
+        return None
+    wrong = {"loc": where, "msg": string_problem(nul), "type": "value_error"}
+    return {"detail": [wrong], "code": "invalid"}
+
+
+def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | None:
+    """The 422 answer for a JSON body holding a value the log cannot keep, naming where; None for any other body.
+
+    One rule for every route, whatever its model: a free JSON field (`payload`, `data`, `metadata`) is checked as
+    much as a typed one (`json.loads`, which FastAPI uses, takes `NaN` and makes `inf` of `1e999`; a typed float
+    field would refuse them only if it had bounds, and then as "less than or equal"). Most bodies cost one strict
+    parse: orjson refuses lone surrogates, NaN and numbers beyond a double itself, so only a body it refuses or one
+    with an escaped NUL is parsed again as FastAPI parses it and walked. A body that is not JSON at all is left to
+    FastAPI's own answer."""
+    if not body or not parsed_as_json(content_type):
+        return None
+    if b"\\u0000" not in body:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    found = find_unstorable(parsed)
+    if found is None:
+        return None
+    wrong = {"loc": ["body", *found.path], "msg": found.problem, "type": "value_error"}
+    return {"detail": [wrong], "code": "invalid"}
+
+
 class Guard:
     def __init__(
         self, app: ASGIApp, *, store: EventStore, auth: Authenticator, limiter: RateLimiter, max_body_bytes: int
@@ -83,6 +143,10 @@ class Guard:
                 limited = {"detail": f"rate limit: retry in {seconds} s", "code": "rate_limited"}
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
+        refused = unstorable_address(scope) or unstorable_body(headers.get("content-type"), body)
+        if refused is not None:
+            await _answer(send, 422, refused)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -176,7 +240,8 @@ class Guard:
             await _answer(send, first["status_code"], first["body"], [(b"idempotent-replayed", b"true")])
 
     def _too_large(self) -> dict[str, Any]:
-        return {"detail": f"the body is over {self.max_body_bytes} bytes", "code": "too_large"}
+        return {"detail": f"the body is over {self.max_body_bytes:,} bytes; {KEEP_IT_ELSEWHERE}", "code": "too_large",
+                "limit_bytes": self.max_body_bytes}  # fmt: skip
 
     def _identity(self, headers: dict[str, str]) -> Identity | None:
         """The token's holder (rate limits count per token, idempotency keys per holder), when it verifies at all."""

@@ -28,6 +28,7 @@ from agentlog.api.services import Act, Reader, Services, Svc, Who
 from agentlog.api.views import task, task_state
 from agentlog.client import models
 from agentlog.domains.tasks.access import created_by_agent
+from agentlog.domains.tasks.backoff import check_backoff
 from agentlog.domains.tasks.dependencies import DependencyCycleError, blocked_by, check_workflow, find_cycle
 from agentlog.domains.tasks.events import (
     TASK_ID_PATTERN,
@@ -58,11 +59,15 @@ def new_task_id() -> str:
 
 
 def spec_of(body: models.TaskCreate, creator: Caller, now: datetime, field: str = "") -> TaskCreated:
-    """The event a create asks for; `run_at` becomes the delay the dispatcher waits (the log keeps no clock)."""
+    """The event a create asks for; `run_at` (with its time zone: `models.Moment`) becomes the delay the dispatcher
+    waits (the log keeps no clock). A back-off base above its cap is refused here, by the domain's rule for new
+    tasks (`backoff.check_backoff`), since `TaskCreated` still reads the ones older releases took."""
+    try:
+        check_backoff(body.backoff_base_s, body.backoff_max_s)
+    except ValueError as error:
+        raise invalid(f"{field}backoff_base_s", str(error)) from error
     run_after_s = 0.0
     if body.run_at is not None:
-        if body.run_at.tzinfo is None:
-            raise invalid(f"{field}run_at", "run_at needs a time zone (2026-12-02T09:00:00Z, or +01:00)")
         run_after_s = max((body.run_at - now).total_seconds(), 0.0)
         if run_after_s > MAX_TIMER_DELAY_S:
             raise invalid(f"{field}run_at", "run_at is more than a year away")

@@ -34,8 +34,11 @@ async def _admin_token(database_url: str) -> str:
 
 
 def through_api(action: Callable[[AgentlogClient], Awaitable[T]]) -> T:
-    """Run `action` with a client of the API; a refusal or an unreachable API is one line on stderr."""
-    from agentlog.client import AgentlogClient, ApiError  # imported here: commands that need no API start faster
+    """Run `action` with a client of the API; a refusal (the API's, or its request model's before anything was
+    sent) or an unreachable API is one line on stderr."""
+    from pydantic import ValidationError  # imported here, as the client: commands that need no API start faster
+
+    from agentlog.client import AgentlogClient, ApiError
 
     settings = load_settings()
     url = api_url(os.environ.get("AGENTLOG_URL") or f"http://127.0.0.1:{settings.port or 8787}")
@@ -52,8 +55,16 @@ def through_api(action: Callable[[AgentlogClient], Awaitable[T]]) -> T:
         if isinstance(detail, list):  # validation: name each field
             detail = "; ".join(f"{'.'.join(str(p) for p in item['loc'][1:])}: {item['msg']}" for item in detail)
         fail(f"{detail} ({error.status} {error.code})", EXIT_FOR_STATUS.get(error.status, ExitCode.FAILED))
+    except ValidationError as error:  # the client's request model (the API's own) refused it before sending
+        fail("; ".join(_named(item["loc"], item["msg"]) for item in error.errors()), ExitCode.INVALID_INPUT)
     except httpx.TransportError as error:
         fail(f"no agentlog API at {url} ({error}): is `agentlog up` running there?", ExitCode.DATABASE_UNAVAILABLE)
+
+
+def _named(loc: tuple[int | str, ...], message: str) -> str:
+    """`field.path: message`, as the API's 422 reads on the command line (a whole-model rule names its field)."""
+    message = message.removeprefix("Value error, ")
+    return f"{'.'.join(str(part) for part in loc)}: {message}" if loc else message
 
 
 def api_url(text: str) -> str:

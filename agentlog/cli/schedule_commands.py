@@ -47,10 +47,7 @@ def create_command(
     async def create(client: AgentlogClient) -> Any:
         return (await client.create_schedule(cron, action, **fields)).model_dump(mode="json")
 
-    try:
-        print_json(through_api(create))
-    except ValueError as error:  # the request model refused it before sending
-        fail(" ".join(str(error).splitlines()[:3]), ExitCode.INVALID_INPUT)
+    print_json(through_api(create))
 
 
 @app.command("list")

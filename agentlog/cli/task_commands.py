@@ -56,10 +56,7 @@ def create_command(
     async def create(client: AgentlogClient) -> Any:
         return (await client.create_task(task_type, **fields)).model_dump(mode="json")
 
-    try:
-        print_json(through_api(create))
-    except ValueError as error:  # the request model refused it before sending
-        fail(str(error).splitlines()[0] + ": " + " ".join(str(error).splitlines()[1:3]), ExitCode.INVALID_INPUT)
+    print_json(through_api(create))
 
 
 @app.command("list")

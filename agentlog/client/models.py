@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from agentlog.domains.budgets.events import ReservationId, Tokens
@@ -17,6 +17,7 @@ from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKi
 from agentlog.domains.coordination.names import AGENT_ID_PATTERN
 from agentlog.domains.schedules.events import ScheduleSpec
 from agentlog.domains.tasks import events as tasks
+from agentlog.domains.timers.zones import TimeZone
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
 Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_S, description="seconds")]
@@ -25,6 +26,18 @@ Short = Annotated[str, StringConstraints(max_length=500)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\s,]+$")]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Data = Annotated[dict[str, Any], Field(description="any JSON object")]
+
+
+def _not_a_number(value: object) -> object:
+    """A moment is written as ISO 8601: pydantic would take 1700000000 (or `true`) as seconds since 1970."""
+    if isinstance(value, int | float):
+        raise ValueError("give an ISO 8601 moment with a time zone (2026-12-02T09:00:00Z, or +01:00), not a number")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+"""A moment in a request: an ISO 8601 string with its time zone (a datetime from Python); a number, or a string
+without a zone (`2030-01-01`, `2030-01-01T09:00:00`: whose nine o'clock?), is refused naming the field."""
 
 
 class Request(BaseModel):
@@ -135,7 +148,7 @@ class TaskCreate(Request):
     max_attempts: tasks.MaxAttempts = 3
     execution_timeout_s: tasks.ExecutionTimeout = 3600.0
     heartbeat_interval_s: tasks.HeartbeatInterval = 30.0
-    run_at: datetime | None = Field(default=None, description="not before this moment (with a time zone)")
+    run_at: Moment | None = Field(default=None, description="not before this moment (ISO 8601, with a time zone)")
     depends_on: list[tasks.TaskId] = Field(default_factory=list, max_length=100)
     dedupe_key: tasks.Key | None = None
     concurrency_key: tasks.Key | None = None
@@ -193,7 +206,7 @@ class BudgetLimit(Request):
 
     limit_tokens: Tokens
     reset_hour: Annotated[int, Field(ge=0, le=23)] = 0
-    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "UTC"
+    time_zone: TimeZone = "UTC"
 
 
 class ReservationRequest(Request):
@@ -240,6 +253,8 @@ class ScheduleCreate(ScheduleSpec):
     """A schedule to create: its spec, and its id (made when not given)."""
 
     schedule_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    time_zone: TimeZone = "UTC"
+    """An IANA name: refused naming the field before the spec's own checks (which name no field) run."""
 
 
 class ScheduleReason(Request):

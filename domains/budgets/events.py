@@ -51,6 +51,7 @@ class BudgetSet(Event):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        """Any zone `ZoneInfo` loads, as older releases took: new input meets `zones.check_time_zone` first."""
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:

@@ -32,6 +32,7 @@ from agentlog.domains.budgets.events import (
 )
 from agentlog.domains.budgets.periods import period_of
 from agentlog.domains.timers.events import TimerScheduled
+from agentlog.domains.timers.zones import check_time_zone
 from agentlog.eventstore.events import Event
 
 RESERVATION_EXPIRY = "budget-reservation-expiry"
@@ -66,6 +67,10 @@ class ReservationNotYoursError(BudgetError):
 
 class BudgetBelowCommittedError(BudgetError):
     """limit_tokens: below what the period has already settled and holds open."""
+
+
+class InvalidBudgetError(BudgetError):
+    """A budget's setting that cannot be used; the message names the field (`time_zone: ...`)."""
 
 
 class OpenReservation(BaseModel):
@@ -173,7 +178,12 @@ def set_limit(
     ledger: BudgetLedger, budget_id: str, limit_tokens: int, period: str, *, reset_hour: int = 0,
     time_zone: str = "UTC", set_by: str = "",
 ) -> list[Event]:  # fmt: skip
-    """Set or change a budget; refused below what its period already settled and holds open."""
+    """Set or change a budget; refused below what its period already settled and holds open, or in a time zone
+    that is no IANA zone (`zones`: the check of new input; `BudgetSet` still reads what older releases took)."""
+    try:
+        check_time_zone(time_zone)
+    except ValueError as error:
+        raise InvalidBudgetError(f"time_zone: {error}") from error
     committed = (ledger.settled if period <= ledger.period else 0) + ledger.reserved
     if limit_tokens < committed:
         raise BudgetBelowCommittedError(

@@ -18,8 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from agentlog.domains.coordination.names import AgentId
 from agentlog.domains.schedules import cron
-from agentlog.domains.tasks.events import Capability, Data, Key, Priority
-from agentlog.domains.timers.events import TimerDelay
+from agentlog.domains.tasks.events import (
+    Capability,
+    ConcurrencyLimit,
+    Data,
+    ExecutionTimeout,
+    HeartbeatInterval,
+    Key,
+    MaxAttempts,
+    Priority,
+    TaskType,
+)
 from agentlog.eventstore.events import Event, catalogue
 
 SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
@@ -55,19 +64,20 @@ def firing_id(schedule_id: str, slot: datetime) -> uuid.UUID:
 
 
 class TaskTemplate(BaseModel):
-    """What each firing's task is (`TaskCreated`'s fields of the same names); its id is derived from the slot."""
+    """What each firing's task is (`TaskCreated`'s fields of the same names, with the same types and limits); its id
+    is derived from the slot."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    task_type: TaskType
     payload: Data = Field(default_factory=dict)
     priority: Priority = 5
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    execution_timeout_s: Annotated[TimerDelay, Field(gt=0)] = 3600.0
-    heartbeat_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    max_attempts: MaxAttempts = 3
+    execution_timeout_s: ExecutionTimeout = 3600.0
+    heartbeat_interval_s: HeartbeatInterval = 30.0
     concurrency_key: Key | None = None
-    concurrency_limit: Annotated[int, Field(ge=1, le=10_000)] = 1
+    concurrency_limit: ConcurrencyLimit = 1
 
 
 class TaskAction(BaseModel):

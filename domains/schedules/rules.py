@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from agentlog.domains.coordination.events import ChatPosted
 from agentlog.domains.schedules import cron
-from agentlog.domains.schedules.events import OverlapPolicy, ScheduleSpec
+from agentlog.domains.schedules.events import ChatAction, OverlapPolicy, ScheduleSpec, slot_task_id
+from agentlog.domains.tasks.events import TaskCreated
 
 MAX_COUNTED_MISSED = 10_000
 """Missed slots are counted up to this many (a `Missed` count at the limit means at least so many)."""
@@ -106,3 +108,23 @@ def overlap_reason(policy: OverlapPolicy, *, buffered: bool) -> str:
     if policy == "buffer_one" and buffered:
         return "overlap: an earlier firing's task is not finished and one slot is already buffered"
     return "overlap: an earlier firing's task is not finished (overlap policy skip)"
+
+
+def firing_effect(schedule_id: str, spec: ScheduleSpec, slot: datetime) -> ChatPosted | TaskCreated:
+    """What a firing of `slot` does: the chat post or the task of the spec's action, its id derived from the slot
+    (the scheduler appends it; a schedule is refused when this would not fit in the log)."""
+    derived = slot_task_id(schedule_id, slot)
+    action = spec.action
+    if isinstance(action, ChatAction):
+        return ChatPosted(
+            message_id=derived, author=f"schedule {schedule_id}", author_kind="admin", body=action.body,
+            mentions=action.mentions, data={"schedule_id": schedule_id, "slot": slot.isoformat(), **action.data},
+        )  # fmt: skip
+    template = action.task
+    return TaskCreated(
+        task_id=derived, task_type=template.task_type, payload=template.payload, priority=template.priority,
+        capabilities=template.capabilities, max_attempts=template.max_attempts,
+        execution_timeout_s=template.execution_timeout_s, heartbeat_interval_s=template.heartbeat_interval_s,
+        concurrency_key=template.concurrency_key, concurrency_limit=template.concurrency_limit, run_at=slot,
+        created_by=f"schedule {schedule_id}", created_by_kind="schedule",
+    )  # fmt: skip

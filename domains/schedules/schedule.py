@@ -13,11 +13,13 @@ at the stream version it folded, so two people changing one schedule at once can
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
+from agentlog.domains.coordination.events import ChatPosted
 from agentlog.domains.schedules.events import (
     ScheduleChanged,
     ScheduleCreated,
@@ -30,7 +32,10 @@ from agentlog.domains.schedules.events import (
     ScheduleSlotsMissed,
     ScheduleSpec,
 )
+from agentlog.domains.schedules.rules import firing_effect
+from agentlog.domains.timers.zones import check_time_zone
 from agentlog.eventstore.events import Event
+from agentlog.eventstore.storable import MAX_EVENT_DATA_BYTES, stored_size
 
 Status = Literal["new", "active", "paused", "deleted"]
 LIVE: frozenset[str] = frozenset({"active", "paused"})
@@ -42,6 +47,14 @@ class ScheduleError(Exception):
 
 class InvalidScheduleError(ScheduleError):
     """The schedule's spec is not valid; the message names the field (`cron: ...`)."""
+
+
+class ScheduleTooLargeError(InvalidScheduleError):
+    """A firing's event would be over the log's size limit (`limit`, bytes); the message names the field."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class UnknownScheduleError(ScheduleError):
@@ -151,6 +164,34 @@ def _known(schedule: Schedule, schedule_id: str) -> ScheduleSpec:
     return schedule.spec
 
 
+def _iana_zone(spec: ScheduleSpec) -> None:
+    """A new spec's zone is an IANA one (`zones`); `ScheduleSpec` itself still reads what older releases took."""
+    try:
+        check_time_zone(spec.time_zone)
+    except ValueError as error:
+        raise InvalidScheduleError(f"time_zone: {error}") from error
+
+
+def fits_the_log(schedule_id: str, spec: ScheduleSpec) -> None:
+    """`ScheduleTooLargeError` naming the field when a firing's event would be over the log's size limit.
+
+    A firing appends the action's event: the template's payload (or the post's data) and what the slot adds (ids,
+    defaults), more than the schedule's own event holds. Refused when the schedule is made, not at its first slot,
+    where the scheduler could only skip it."""
+    made = firing_effect(schedule_id, spec, datetime(2026, 1, 1, tzinfo=UTC))  # every slot's ids are as long
+    try:
+        size = stored_size(made.to_json())
+    except PydanticSerializationError:
+        return  # a string the log cannot keep: the store refuses the schedule's own event, naming it
+    if size > MAX_EVENT_DATA_BYTES:
+        field, where = ("action.data", "data") if isinstance(made, ChatPosted) else ("action.task.payload", "payload")
+        raise ScheduleTooLargeError(
+            f"{field}: each firing's {made.event_type} would be {size:,} bytes; the log keeps events of up to "
+            f"{MAX_EVENT_DATA_BYTES:,} bytes: keep large content elsewhere and put its reference in the {where}",
+            MAX_EVENT_DATA_BYTES,
+        )
+
+
 def create(
     schedule: Schedule, schedule_id: str, spec: ScheduleSpec | Mapping[str, Any], *, created_by: str = ""
 ) -> list[Event]:
@@ -158,6 +199,8 @@ def create(
     if schedule.live:
         raise ScheduleExistsError(f"schedule {schedule_id} exists already: change it, or delete it first")
     parsed = spec if isinstance(spec, ScheduleSpec) else parse_spec(spec)
+    _iana_zone(parsed)
+    fits_the_log(schedule_id, parsed)
     return [ScheduleCreated(schedule_id=schedule_id, spec=parsed, created_by=created_by)]
 
 
@@ -170,6 +213,9 @@ def change(schedule: Schedule, schedule_id: str, changes: Mapping[str, Any], *, 
     merged = parse_spec({**current.model_dump(mode="json"), **changes})
     if merged == current:
         return []
+    if "time_zone" in changes:  # one recorded in a zone older releases took may still change its other fields
+        _iana_zone(merged)
+    fits_the_log(schedule_id, merged)
     return [ScheduleChanged(schedule_id=schedule_id, spec=merged, changed_by=changed_by)]
 
 

@@ -21,3 +21,16 @@ def retry_delay(task_id: str, attempt: int, attempts_spent: int, base_s: float, 
     exponent = min(max(attempts_spent - 1, 0), 60)
     ceiling = min(max_s, base_s * 2.0**exponent)
     return round(ceiling / 2 + ceiling / 2 * jitter_fraction(task_id, attempt), 3)
+
+
+def check_backoff(base_s: float, max_s: float) -> None:
+    """A `ValueError` naming both fields when a new task's back-off base is above its cap: every retry would wait
+    the cap, and the base would say something the queue never does.
+
+    Checked where a task is specified (the API), not by `TaskCreated`: older releases took it, the delay is capped
+    anyway, and such a task recorded before must still read."""
+    if base_s > max_s:
+        raise ValueError(
+            f"backoff_base_s ({base_s:g} s) is above backoff_max_s ({max_s:g} s): the first retry's wait cannot "
+            "exceed the longest; lower backoff_base_s or raise backoff_max_s"
+        )

@@ -24,19 +24,26 @@ Capability = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 ErrorText = Annotated[str, StringConstraints(max_length=10_000)]
-Priority = Annotated[int, Field(ge=1, le=10)]
-"""1 lowest, 10 highest."""
-Attempt = Annotated[int, Field(ge=1)]
+MIN_DELAY_S = 0.01
+"""The shortest execution timeout, heartbeat interval, back-off or snooze a task may have. Each is a timer (two
+events in the log, and a wake-up of the dispatcher): a heartbeat interval of 1e-300 s would be a check every
+2e-300 s, the log flooded for nothing. A hundredth of a second is below anything a worker can mean (tests use
+tenths) and above the timers' millisecond rounding."""
+Priority = Annotated[int, Field(ge=1, le=10, strict=True)]
+"""1 lowest, 10 highest. Whole numbers strictly, as every count of a task: `true` or `"5"` is no priority (a
+lax model would take `true` as 1 without a word)."""
+Attempt = Annotated[int, Field(ge=1, strict=True)]
 Data = dict[str, Any]
 TaskType = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 PayloadRef = Annotated[str, StringConstraints(max_length=2_000)]
-MaxAttempts = Annotated[int, Field(ge=1, le=100)]
-ExecutionTimeout = Annotated[TimerDelay, Field(gt=0)]
-HeartbeatInterval = Annotated[float, Field(gt=0, le=86_400)]
-ConcurrencyLimit = Annotated[int, Field(ge=1, le=10_000)]
-BackoffBase = Annotated[float, Field(gt=0, le=86_400)]
-BackoffMax = Annotated[float, Field(gt=0, le=7 * 86_400)]
-SnoozeDelay = Annotated[TimerDelay, Field(gt=0)]
+MaxAttempts = Annotated[int, Field(ge=1, le=100, strict=True)]
+ExecutionTimeout = Annotated[TimerDelay, Field(ge=MIN_DELAY_S)]
+HeartbeatInterval = Annotated[float, Field(ge=MIN_DELAY_S, le=86_400)]
+ConcurrencyLimit = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+BackoffBase = Annotated[float, Field(ge=MIN_DELAY_S, le=86_400)]
+BackoffMax = Annotated[float, Field(ge=MIN_DELAY_S, le=7 * 86_400)]
+"""The cap of the back-off; a new task's base may not exceed it (`backoff.check_backoff`)."""
+SnoozeDelay = Annotated[TimerDelay, Field(ge=MIN_DELAY_S)]
 ClaimId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 CreatorKind = Literal["agent", "person", "admin", "schedule", ""]

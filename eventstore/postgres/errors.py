@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,7 @@ from agentlog.eventstore.errors import (
     AgentlogError,
     DatabaseUnavailableError,
     EventIdConflictError,
+    EventTooLargeError,
     InvalidEventError,
     LogMovedError,
     SchemaNotReadyError,
@@ -27,6 +29,13 @@ LOG_MOVED = "AL005"
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure (including the stream-order guard of append_events) and deadlock: retry the transaction."""
 _MISSING_SCHEMA_SQLSTATES = frozenset({"3F000", "42P01", "42883"})
+_TOO_LARGE = re.compile(
+    r"event \d+(?: \((?P<event_type>\S+) v\d+\):)? (?:it )?has (?P<size>\d+) bytes of (?:data|metadata); "
+    r"the limit is (?P<limit>\d+) "
+)
+"""The size refusal of the SQL append paths (`agentlog.event_problem`, `append_events`): PostgreSQL measures the
+event as `jsonb::text`, with a space after every `:` and `,` and numbers written out, so an event the store's own
+check (compact JSON) let through can still be refused there; either way it is an `EventTooLargeError`."""
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseUnavailableError,  # what `translated_errors` makes of the ones below (a failed `connect`, say)
@@ -111,6 +120,8 @@ def translate(error: BaseException) -> AgentlogError | None:
         return EventIdConflictError(message + "; nothing was appended")
     if sqlstate == LOG_MOVED:
         return LogMovedError()
+    if sqlstate == MALFORMED_APPEND and (too_large := _TOO_LARGE.match(message)) is not None:
+        return EventTooLargeError(too_large["event_type"] or "", int(too_large["size"]), int(too_large["limit"]))
     if sqlstate in {MALFORMED_APPEND, "23502", "23514", "22P02", "22023"}:
         return InvalidEventError(message + "; nothing was appended")
     if sqlstate in _MISSING_SCHEMA_SQLSTATES and "agentlog" in message:

@@ -48,7 +48,7 @@ from agentlog.domains.schedules.events import (
     slot_task_id,
 )
 from agentlog.domains.schedules.schedule import Schedule
-from agentlog.domains.tasks.events import TaskAssigned, TaskCancelled, TaskCompleted, TaskCreated, TaskDeadLettered
+from agentlog.domains.tasks.events import TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered
 from agentlog.domains.tasks.events import task_stream as task_stream_of
 from agentlog.domains.timers.events import MAX_TIMER_DELAY_S, TimerFired, TimerScheduled
 from agentlog.eventstore import Event
@@ -271,23 +271,8 @@ def _firing(
     assert spec is not None
     derived = slot_task_id(schedule_id, slot)
     action = spec.action
-    effect: Decision
-    if isinstance(action, ChatAction):
-        posted = ChatPosted(
-            message_id=derived, author=f"schedule {schedule_id}", author_kind="admin", body=action.body,
-            mentions=action.mentions, data={"schedule_id": schedule_id, "slot": slot.isoformat(), **action.data},
-        )  # fmt: skip
-        effect = Decision(CHAT_STREAM, posted)
-    else:
-        template = action.task
-        created = TaskCreated(
-            task_id=derived, task_type=template.task_type, payload=template.payload, priority=template.priority,
-            capabilities=template.capabilities, max_attempts=template.max_attempts,
-            execution_timeout_s=template.execution_timeout_s, heartbeat_interval_s=template.heartbeat_interval_s,
-            concurrency_key=template.concurrency_key, concurrency_limit=template.concurrency_limit, run_at=slot,
-            created_by=f"schedule {schedule_id}", created_by_kind="schedule",
-        )  # fmt: skip
-        effect = Decision(task_stream_of(derived), created)
+    made = rules.firing_effect(schedule_id, spec, slot)
+    effect = Decision(CHAT_STREAM if isinstance(made, ChatPosted) else task_stream_of(derived), made)
     fired = ScheduleFired(
         schedule_id=schedule_id, slot=slot, firing_id=firing_id(schedule_id, slot),
         task_id=None if isinstance(action, ChatAction) else derived,

@@ -114,6 +114,8 @@ BAD_INPUT = [
     (["document-a", "PersonJoined", JOINED, "--expected-version", "soon"], 2, "--expected-version"),
     (["document-a", "PersonJoined", JOINED, "--event-id", "not-a-uuid"], 3, "not a UUID"),
     (["document-a", "PersonJoined", JOINED, "--metadata", "1"], 3, "--metadata must be a JSON object"),
+    (["document-a", "PersonJoined", JOINED.replace('"ada"', '"a\\u0000"')], 3, "user_id: holds a NUL character"),
+    (["document-a", "PersonJoined", JOINED, "--metadata", '{"a": "\\u0000"}'], 3, "a: holds a NUL character"),
 ]
 
 

@@ -1,6 +1,7 @@
 """`agentlog task`, `agentlog budget` and `agentlog schedule` as a person runs them: real processes against a
 real API, its rules holding for them (a cycle, a malformed cron, a priority out of range, a person's token where
-an admin's is needed: one line on stderr, the exit code, nothing appended), and an API that is not there named."""
+an admin's is needed, a NUL in a payload, a time zone that is no IANA zone: one line on stderr, the exit code,
+nothing appended), and an API that is not there named."""
 
 from __future__ import annotations
 
@@ -64,3 +65,22 @@ async def test_tasks_and_budgets_from_the_command_line(store: EventStore, databa
 
     gone = await agentlog("task", "list", env=env)
     assert gone.returncode == 5 and "is `agentlog up` running" in gone.stderr, gone.stderr
+
+
+async def test_hostile_input_is_one_line_from_the_command_line(store: EventStore, database_url: str) -> None:
+    async with api_running(store) as api:
+        env = environment(AGENTLOG_DATABASE_URL=database_url, AGENTLOG_URL=api.url)
+        before = await api.event_count()
+        for arguments, named in (
+            (["task", "create", "build", "--payload", '{"a": "\\u0000"}'], "payload.a: holds a NUL character"),
+            (["task", "create", "build", "--payload", '{"a": {"\\u0000": 1}}'], "payload.a: the key"),
+            (["schedule", "create", "nightly", "0 3 * * *", "--task", "backup", "--payload", '{"b": "x\\u0000"}'],
+             "action.task.payload.b: holds a NUL"),
+            (["budget", "set", "global", "1000", "--time-zone", "localtime"], "time_zone: 'localtime' is not an IANA"),
+            (["schedule", "create", "n", "0 3 * * *", "--task", "b", "--time-zone", "posixrules"], "time_zone: "),
+        ):  # fmt: skip
+            refused = await agentlog(*arguments, env=env)
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode == 3 and len(lines) == 1, refused.stderr
+            assert named in lines[0], refused.stderr
+        assert await api.event_count() == before, "a refused command appended something"
