@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from agentlog.eventstore.errors import WrongExpectedVersionError
 from agentlog.eventstore.events import Event
-from agentlog.eventstore.records import ExpectedVersion, LogPosition, NewEvent, StreamAppend
+from agentlog.eventstore.records import START, ExpectedVersion, LogPosition, NewEvent, StreamAppend
 from agentlog.eventstore.store import EventStore
 
 ATTEMPTS = 50
@@ -96,7 +96,8 @@ async def append_decided(
     again: Callable[[], None] = lambda: None,
 ) -> Written:
     """Run `plan` (which folds what it needs and returns [(stream, expected version, events)], or raises to refuse)
-    and append it in one transaction; from a fresh fold again when another writer took a version first.
+    and append it in one transaction; from a fresh fold again when another writer took a version first. A plan
+    with no events (the command is done already, as the fold now shows) appends nothing: `Written` at `START`.
 
     `new_event` gives each event its id and metadata; `again` is called before every try (ids derived from a
     request's idempotency key start over)."""
@@ -112,6 +113,8 @@ async def append_decided(
                 await in_turn.enter_async_context(turns.turn(streams))
                 again()
                 appends = await plan()  # decided again: what the turns before this one appended is in the fold
+            if not any(events for _, _, events in appends):  # nothing to do, as decided from the fold now
+                return Written(START, appends[0][1] or 0 if appends else 0, [])
             batch = [
                 StreamAppend(stream, tuple(new_event(event) for event in events),
                              ExpectedVersion.ANY if expected is None else expected)

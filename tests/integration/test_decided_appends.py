@@ -57,3 +57,19 @@ async def test_many_commands_on_one_stream_all_land_each_decided_from_the_ones_b
     assert fold.version == WRITERS
     assert sorted(int(body.split(" after ")[1]) for body in fold.bodies) == list(range(WRITERS)), "decided stale"
     assert lost < 2 * WRITERS, f"{lost} lost races for {WRITERS} commands: they spin instead of taking turns"
+
+
+async def test_a_command_that_finds_itself_done_when_it_decides_again_appends_nothing(store: EventStore) -> None:
+    """Six people pause one schedule at once: the losers decide again from a fold where it is paused already, and
+    their plan is empty. That used to be an append of nothing (`InvalidEventError`), a 500."""
+
+    async def pause() -> list[tuple[str, int | None, list[Event]]]:
+        fold = await folds.current("chat-pause")
+        if fold.bodies:
+            return [("chat-pause", fold.version, [])]
+        return [("chat-pause", fold.version, [ChatPosted(message_id="p", author="a", author_kind="person", body="x")])]
+
+    folds: StreamFolds[Posts] = StreamFolds(store, Posts)
+    written = await asyncio.gather(*(append_decided(store, pause) for _ in range(6)))
+    assert sorted(len(w.events) for w in written) == [0, 0, 0, 0, 0, 1]
+    assert (await folds.current("chat-pause")).version == 1
