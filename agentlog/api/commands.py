@@ -6,6 +6,7 @@ refused command.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -53,6 +54,16 @@ class Actor:
         self.metadata = {"actor": name, "actor_kind": kind, **({"token_id": token_id} if token_id else {})}
         self._key = None if idempotency_key is None else f"{kind}:{name}:{idempotency_key}"
         self._count = 0
+        self._minted: dict[str, int] = {}
+
+    def mint(self, prefix: str) -> str:
+        """A new id for something the request creates (a message, a claim, a task without an id of its own):
+        random, or derived from the Idempotency-Key, so that a request run again after its first run was cut off
+        names what it creates as the first run did, and its appends are the first run's again (not a 500)."""
+        if self._key is None:
+            return prefix + secrets.token_hex(8)
+        number = self._minted[prefix] = self._minted.get(prefix, -1) + 1
+        return prefix + uuid.uuid5(uuid.NAMESPACE_URL, f"{self._key}#{prefix}{number}").hex[:16]
 
     def new(self, event: Event) -> NewEvent:
         if self._key is None:

@@ -28,7 +28,7 @@ from agentlog.domains.schedules.schedule import (
     UnknownScheduleError,
 )
 from agentlog.eventstore import InvalidEventError
-from agentlog.eventstore.errors import EventTooLargeError
+from agentlog.eventstore.errors import EventIdConflictError, EventTooLargeError
 
 KEEP_IT_ELSEWHERE = "keep large content elsewhere and send its reference instead (a task's `payload_ref`)"
 """What to do about a body or an event over a size limit (the log's is 1 MiB, `MAX_EVENT_DATA_BYTES`)."""
@@ -134,6 +134,15 @@ def install(app: FastAPI) -> None:
                 f"up to {error.limit:,} bytes: {KEEP_IT_ELSEWHERE}", limit_bytes=error.limit,
             ))  # fmt: skip
         return problem(ApiError(422, "invalid", [{"loc": ["body"], "msg": str(error), "type": "value_error"}]))
+
+    @app.exception_handler(EventIdConflictError)
+    async def replayed_otherwise(_request: Request, error: EventIdConflictError) -> JSONResponse:
+        """A request run again under its Idempotency-Key (its first run was cut off after it appended, and its
+        answer lost) that decides otherwise now: its events' ids are the first run's, with other content."""
+        return problem(ApiError(
+            409, "idempotency_key_replayed", "a request with this Idempotency-Key was recorded already and would "
+            "now record something else: read what it did, or send the request with a new key to do it again",
+        ))  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

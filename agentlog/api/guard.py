@@ -29,7 +29,7 @@ from agentlog.tokens import Identity, TokenError, verify
 
 API_PREFIX = "/api/v1"
 MAX_KEY_CHARS = 200
-KEY_LEASE_S = 120.0
+KEY_LEASE_S = 60.0
 """How long a request under way holds its Idempotency-Key against retries: past it, its process is taken for dead
 (the longest request, a task claim, waits 30 s)."""
 

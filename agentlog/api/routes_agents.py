@@ -3,7 +3,6 @@ agent's checkpoints and memories, and its hot-start bundle."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -223,7 +222,7 @@ async def checkpoint_history(
 async def remember(agent_id: AgentPath, body: models.MemoryStore, services: Svc, who: Who, actor: Act) -> models.Memory:
     agent_id = who.agent(agent_id)
     await services.coordinator.registered(agent_id)
-    memory_id = "mem-" + secrets.token_hex(8)
+    memory_id = actor.mint("mem-")
     event = MemoryStored(memory_id=memory_id, agent_id=agent_id, text=body.text, tags=body.tags, kind=body.kind)
 
     async def plan() -> list[tuple[str, int | None, list[Event]]]:

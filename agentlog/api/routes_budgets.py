@@ -4,7 +4,6 @@ reservations never exceed a limit, whatever the concurrency."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -83,7 +82,7 @@ async def reserve(body: models.ReservationRequest, services: Svc, who: Who, acto
     fit: 409 `budget_exceeded` naming it and what it has left, and nothing is held anywhere. Give back what was not
     used by settling (or releasing) before `ttl_s`, after which the reservation expires by itself."""
     agent_id = who.agent(body.agent_id)
-    reservation_id = body.reservation_id or "rsv-" + secrets.token_hex(8)
+    reservation_id = body.reservation_id or actor.mint("rsv-")
     held, written = await services.coordinator.reservations.reserve(
         agent_id, reservation_id, body.tokens, datetime.now(UTC), ttl_s=body.ttl_s, purpose=body.purpose,
         new_event=actor.new, again=actor.again,

@@ -3,7 +3,6 @@ path globs or topics (make, release, hand off), each decided by the coordination
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -146,7 +145,7 @@ async def make_claim(body: models.ClaimRequest, services: Svc, who: Who, actor: 
     pattern = check_pattern(body.pattern) if body.kind == "path" else body.pattern
     coordinator = services.coordinator
     await coordinator.registered(holder)
-    claim_id = "claim-" + secrets.token_hex(8)
+    claim_id = actor.mint("claim-")
 
     async def plan() -> Plan:
         state = await coordinator.claims_state()
@@ -210,7 +209,7 @@ async def hand_off(
     holder = who.agent(body.agent_id)
     coordinator = services.coordinator
     await coordinator.registered(body.to_agent)
-    message_id = "msg-" + secrets.token_hex(8)
+    message_id = actor.mint("msg-")
 
     async def plan() -> Plan:
         state = await coordinator.claims_state()

@@ -4,7 +4,6 @@ optional thread and task, reading unread or all, and read receipts (events)."""
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -28,17 +27,13 @@ def mentions_in(body: str, given: list[str]) -> list[str]:
     return list(dict.fromkeys([*given, *(name.rstrip(".") for name in MENTION.findall(body))]))[:100]
 
 
-def new_message_id() -> str:
-    return "msg-" + secrets.token_hex(8)
-
-
 @router.post("/chat", response_model=models.Posted, status_code=201)
 async def post_chat(body: models.ChatPost, services: Svc, who: Who, actor: Act) -> models.Posted:
     """Post to everyone; `@agent-id` in the body (or `mentions`) puts the message in those agents' inboxes."""
     author, kind = who.author()
     if kind == "agent":
         await services.coordinator.registered(author)
-    event = ChatPosted(message_id=new_message_id(), author=author, author_kind=kind,
+    event = ChatPosted(message_id=actor.mint("msg-"), author=author, author_kind=kind,
                        body=body.body, mentions=mentions_in(body.body, body.mentions), data=body.data)  # fmt: skip
 
     async def plan() -> list[tuple[str, int | None, list[Event]]]:
@@ -66,7 +61,7 @@ async def _send(services: Svc, who: Who, actor: Act, recipient: str, body: model
     entry = await services.coordinator.member(recipient)
     if entry.state == "unknown":
         raise not_found(f"no agent {recipient}")
-    event = DirectMessageSent(message_id=new_message_id(), sender=sender, sender_kind=kind,
+    event = DirectMessageSent(message_id=actor.mint("msg-"), sender=sender, sender_kind=kind,
                               recipient=recipient, body=body.body, data=body.data, thread_id=body.thread_id,
                               task_id=body.task_id)  # fmt: skip
 

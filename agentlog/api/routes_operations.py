@@ -5,7 +5,6 @@ expiry timer. Decided by the operations domain's rule on the key's stream (`doma
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -37,7 +36,7 @@ async def register_operation(body: models.OperationStart, services: Svc, who: Wh
     under way. It ends when finished, or after `ttl_s`."""
     agent_id = who.agent(body.agent_id)
     key = normalise_key(body.key)
-    operation_id = body.operation_id or "op-" + secrets.token_hex(8)
+    operation_id = body.operation_id or actor.mint("op-")
     folds = services.coordinator.operations
     stream = operation_stream(key)
 

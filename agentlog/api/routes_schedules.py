@@ -4,13 +4,13 @@ and deleted at runtime. Each command folds the schedule's stream with the schedu
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 
-from agentlog.api.errors import not_found
+from agentlog.api.auth import Caller
+from agentlog.api.errors import forbidden, not_found
 from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Services, Svc, Who
 from agentlog.client import models
@@ -36,7 +36,10 @@ async def command(
     services: Services, who: Who, actor: Act, schedule_id: str, decide: Callable[[Schedule], list[Event]]
 ) -> models.ScheduleState:
     """Fold, decide (the rule raises to refuse), append at the folded version; nothing to append is an answer too
-    (a pause of a paused schedule)."""
+    (a pause of a paused schedule). Schedules are people's and admins': what a firing does (a task with its
+    payload, a post in everyone's name) is theirs to set, so an agent's token is refused."""
+    if who.kind == "agent":
+        raise forbidden("schedules are managed by people and admins; an agent's token reads them only")
     folds = services.coordinator.schedules
     stream = schedule_stream(schedule_id)
 
@@ -55,7 +58,7 @@ async def create_schedule(body: models.ScheduleCreate, services: Svc, who: Who, 
     """Create a schedule: a cron expression (5 fields, or 6 with seconds first) read in `time_zone`, what each
     firing does (a task from a template, or a chat post), its overlap and catch-up policies. A malformed cron
     expression or an unknown time zone: 422 naming it."""
-    schedule_id = body.schedule_id or "s-" + secrets.token_hex(6)
+    schedule_id = body.schedule_id or actor.mint("s-")
     spec = ScheduleSpec.model_validate(body.model_dump(exclude={"schedule_id"}))
     return await command(services, who, actor, schedule_id,
                          lambda schedule: rules.create(schedule, schedule_id, spec, created_by=who.name))  # fmt: skip
@@ -97,7 +100,7 @@ async def delete_schedule(
 @router.get("/schedules", response_model=list[models.ScheduleRow])
 async def list_schedules(services: Svc, who: Reader) -> list[models.ScheduleRow]:
     """Live schedules, with what they fired, skipped and missed, and the next slot."""
-    return [_row(row) for row in await services.store.pool.fetch(QUERIES["schedules"])]
+    return [_row(row, who) for row in await services.store.pool.fetch(QUERIES["schedules"])]
 
 
 @router.get("/schedules/{schedule_id}", response_model=models.ScheduleRow)
@@ -105,8 +108,17 @@ async def get_schedule(schedule_id: SchedulePath, services: Svc, who: Reader) ->
     row = await services.store.pool.fetchrow(QUERIES["schedule"], schedule_id)
     if row is None:
         raise not_found(f"no schedule {schedule_id}")
-    return _row(row)
+    return _row(row, who)
 
 
-def _row(row: Any) -> models.ScheduleRow:
-    return models.ScheduleRow(**{name: row[name] for name in models.ScheduleRow.model_fields})
+def _row(row: Any, reader: Caller) -> models.ScheduleRow:
+    """The schedule as `reader` may see it: an agent gets what a firing does without its payload or data (the
+    tasks it creates are withheld from agents the same way, `domains.tasks.access`)."""
+    shown = models.ScheduleRow(**{name: row[name] for name in models.ScheduleRow.model_fields if name != "withheld"})
+    action = shown.action
+    if reader.kind != "agent" or not action:
+        return shown
+    hidden = {**action, "data": {}} if "data" in action else dict(action)
+    if isinstance(action.get("task"), dict):
+        hidden["task"] = {**action["task"], "payload": {}}
+    return shown.model_copy(update={"action": hidden, "withheld": ["action.task.payload", "action.data"]})

@@ -11,7 +11,6 @@ limits as the tasks it pushes, so no path around it can overshoot a limit.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
@@ -20,7 +19,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import ValidationError
 
 from agentlog.api.auth import Caller
-from agentlog.api.commands import TaskFold, Written
+from agentlog.api.commands import Actor, TaskFold, Written
 from agentlog.api.errors import ApiError, forbidden, invalid, not_found
 from agentlog.api.feed import Follower, Hub
 from agentlog.api.reads import QUERIES
@@ -54,11 +53,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Plan = list[tuple[str, int | None, list[Event]]]
 
 
-def new_task_id() -> str:
-    return "t-" + secrets.token_hex(8)
-
-
-def spec_of(body: models.TaskCreate, creator: Caller, now: datetime, field: str = "") -> TaskCreated:
+def spec_of(body: models.TaskCreate, creator: Caller, actor: Actor, now: datetime, field: str = "") -> TaskCreated:
     """The event a create asks for; `run_at` (with its time zone: `models.Moment`) becomes the delay the dispatcher
     waits (the log keeps no clock). A back-off base above its cap is refused here, by the domain's rule for new
     tasks (`backoff.check_backoff`), since `TaskCreated` still reads the ones older releases took."""
@@ -73,7 +68,7 @@ def spec_of(body: models.TaskCreate, creator: Caller, now: datetime, field: str 
             raise invalid(f"{field}run_at", "run_at is more than a year away")
     try:
         return TaskCreated(
-            task_id=body.task_id or new_task_id(), run_after_s=run_after_s, created_by=creator.name,
+            task_id=body.task_id or actor.mint("t-"), run_after_s=run_after_s, created_by=creator.name,
             created_by_kind=creator.kind, **body.model_dump(exclude={"task_id"}),
         )  # fmt: skip
     except ValidationError as error:  # the event's own rules (a task naming itself, or one twice, in depends_on)
@@ -119,7 +114,7 @@ async def create_task(body: models.TaskCreate, services: Svc, who: Who, actor: A
     """Queue a task. It waits for `run_at` and for every task in `depends_on` to complete (a dependency
     dead-lettered or cancelled fails it); a `depends_on` closing a cycle is refused (422 naming it)."""
     await services.reads.caught_up(who.key)  # the caller's own tasks, just created, are in the cycle check
-    spec = spec_of(body, who, datetime.now(UTC))
+    spec = spec_of(body, who, actor, datetime.now(UTC))
     await check_dependencies(services, [spec])
     return (await create(services, who, actor, [spec]))[0]
 
@@ -129,7 +124,7 @@ async def create_workflow(body: models.Workflow, services: Svc, who: Who, actor:
     """Queue several tasks in one append, all or none; their `depends_on` may name each other in any order."""
     await services.reads.caught_up(who.key)
     now = datetime.now(UTC)
-    specs = [spec_of(item, who, now, f"tasks.{index}.") for index, item in enumerate(body.tasks)]
+    specs = [spec_of(item, who, actor, now, f"tasks.{index}.") for index, item in enumerate(body.tasks)]
     seen: set[str] = set()
     for index, spec in enumerate(specs):
         if spec.task_id in seen:
@@ -323,7 +318,7 @@ async def claim(body: models.TaskClaim, request: Request, services: Svc, who: Wh
     assignment then still arrives, on the feed (`tasks:<agent>`) and in `GET /tasks?agent_id=...`."""
     agent_id = who.agent(body.agent_id)
     await services.coordinator.registered(agent_id)
-    claim_id = "claim-" + secrets.token_hex(8)
+    claim_id = actor.mint("claim-")
     requested = TaskClaimRequested(claim_id=claim_id, agent_id=agent_id, task_types=body.task_types)
     hub: Hub = request.app.state.hub
     await hub.start()

@@ -43,10 +43,14 @@ async def reader(request: Request) -> Caller:
 
 
 async def actor(
+    request: Request,
     who: Annotated[Caller, Depends(caller)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Actor:
-    return Actor(who.name, who.kind, who.identity.token_id, idempotency_key)
+    # Only a POST's key is honoured (the guard keeps its answer): a PUT or DELETE is idempotent by itself, and ids
+    # derived from a key it reused would refuse (or drop) a later change.
+    key = idempotency_key if request.method == "POST" else None
+    return Actor(who.name, who.kind, who.identity.token_id, key)
 
 
 Svc = Annotated[Services, Depends(services)]

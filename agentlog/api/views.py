@@ -86,7 +86,7 @@ def task(row: Row, reader: Caller | None = None) -> models.Task:
     creator = (str(spec.get("created_by", "")), str(spec.get("created_by_kind", "")))
     if agent_reads_all_of(reader.name, *creator, assigned_to=row["agent_id"]):
         return models.Task(**fields)
-    hidden: dict[str, Any] = {"payload": {}, "payload_ref": None, "result": None, "last_error": None}
+    hidden: dict[str, Any] = {"payload": {}, "payload_ref": None, "result": None, "last_error": None, "reason": None}
     return models.Task(**{**fields, **hidden, "withheld": list(WITHHELD)})
 
 

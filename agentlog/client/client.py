@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
@@ -32,6 +33,9 @@ from agentlog.client.errors import BY_STATUS, ApiError, RateLimitedError
 
 M = TypeVar("M", bound=BaseModel)
 RETRIED = (httpx.TransportError,)
+UNDER_WAY_WAIT_S = 75.0
+"""How long a POST waits while the server says its first try is still under way: past the server's lease on an
+Idempotency-Key (60 s, beyond the longest request, a 30 s task claim), after which a retry runs it again."""
 RESUMABLE_CLOSES = {1006, 1011, 1012, 1013}
 """Feed closes after which it reconnects by itself (abnormal, server error, restart, fell behind); others end it."""
 
@@ -73,7 +77,10 @@ class AgentlogClient:
         if method == "POST":
             headers.setdefault("idempotency-key", uuid.uuid4().hex)
         params = {key: value for key, value in (params or {}).items() if value is not None}
-        for attempt in range(self.retries + 1):
+        under_way_until: float | None = None
+        attempt = -1
+        while attempt < self.retries:
+            attempt += 1
             try:
                 answer = await self._http.request(method, path, json=json, params=params, headers=headers)
             except RETRIED:
@@ -81,7 +88,16 @@ class AgentlogClient:
                     raise
                 await asyncio.sleep(_backoff(attempt))
                 continue
-            if _come_back_later(answer) and attempt < self.retries:
+            if _first_try_under_way(answer):
+                # Its first try still runs (or ran in a process that died, which holds the key for the server's
+                # lease): waiting costs no retry, for as long as such a try can last.
+                now = time.monotonic()
+                under_way_until = now + UNDER_WAY_WAIT_S if under_way_until is None else under_way_until
+                if now < under_way_until:
+                    attempt -= 1
+                    await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+                    continue
+            if answer.status_code == 429 and attempt < self.retries:
                 await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
                 continue
             if answer.status_code >= 500 and retry and attempt < self.retries:
@@ -396,10 +412,8 @@ class AgentlogClient:
             attempt += 1
 
 
-def _come_back_later(answer: httpx.Response) -> bool:
-    """Rate limited, or the same request (its Idempotency-Key) still under way from an earlier try."""
-    if answer.status_code == 429:
-        return True
+def _first_try_under_way(answer: httpx.Response) -> bool:
+    """The same request (its Idempotency-Key) is still under way from an earlier try."""
     return answer.status_code == 409 and answer.headers.get("content-type", "").startswith("application/json") and (
         answer.json().get("code") == "idempotency_key_in_progress"
     )

@@ -623,6 +623,9 @@ class ScheduleRow(BaseModel):
     next_slot: datetime | None
     created_at: datetime | None
     updated_at: datetime | None
+    withheld: list[str] = Field(
+        default_factory=list, description="fields left out: an agent's token sees no template payload or data"
+    )
 
 
 class HotStart(BaseModel):

@@ -7,8 +7,8 @@ as well as name — an agent may be named as a person is) and the agent its last
 
 from __future__ import annotations
 
-WITHHELD = ("payload", "payload_ref", "result", "last_error")
-"""What an agent reading another's task does not get."""
+WITHHELD = ("payload", "payload_ref", "result", "last_error", "reason")
+"""What an agent reading another's task does not get (a dead letter's reason quotes its last error)."""
 
 
 def created_by_agent(agent_id: str, created_by: str, created_by_kind: str) -> bool:

@@ -86,3 +86,30 @@ async def test_bad_schedules_are_refused_naming_the_field(store: EventStore) -> 
             "SELECT count(*) FROM agentlog.events WHERE stream_id <> 'schedule-weekdays'"
         )
         assert others == before, "a refused schedule appended something"
+
+
+async def test_schedules_are_peoples_an_agent_reads_them_without_what_they_carry(store: EventStore) -> None:
+    """A schedule's template may carry secrets (an API key in a task's payload) and fires tasks and posts in
+    people's names: an agent's token reads schedules without the template's payload or data, and may not create,
+    change, pause, resume or delete one (it could rewrite a person's schedule)."""
+    secret = {"kind": "task", "task": {"task_type": "mail", "payload": {"api_key": "sk-hunter2"}}}
+    async with api_running(store) as api:
+        person, agent = api.client("person", "ada"), api.client("agent", "ada")
+        assert (await agent.put("/agents/ada", json={})).status_code == 201
+        made = await person.post("/schedules", json={"schedule_id": "s1", "cron": "0 9 * * *", "action": secret})
+        assert made.status_code == 201, made.text
+        await settled(store)
+        before = await api.event_count()
+        for answer in (await agent.get("/schedules/s1"), await agent.get("/schedules")):
+            assert answer.status_code == 200 and "hunter2" not in answer.text, answer.text
+        assert "action.task.payload" in (await agent.get("/schedules/s1")).json()["withheld"]
+        assert "hunter2" in (await person.get("/schedules/s1")).text
+        for refused in (
+            await agent.post("/schedules", json={"schedule_id": "s2", "cron": "0 9 * * *", "action": secret}),
+            await agent.patch("/schedules/s1", json={"cron": "0 10 * * *"}),
+            await agent.post("/schedules/s1/pause", json={}),
+            await agent.post("/schedules/s1/resume"),
+            await agent.delete("/schedules/s1"),
+        ):
+            assert refused.status_code == 403, refused.text
+        assert await api.event_count() == before

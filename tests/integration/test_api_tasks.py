@@ -150,7 +150,7 @@ async def test_an_agent_reads_the_payload_and_result_only_of_its_own_tasks(store
         done = await worker.post("/tasks/s1/complete", json={"attempt": 1, "result": {"sent": "c-42"}})
         assert done.status_code == 200, done.text
         await settled(store)
-        hidden = ["payload", "payload_ref", "result", "last_error"]
+        hidden = ["payload", "payload_ref", "result", "last_error", "reason"]
         for reader, sees in ((person, True), (worker, True), (nosy, False)):
             alone = (await reader.get("/tasks/s1")).json()
             listed = {task["task_id"]: task for task in (await reader.get("/tasks")).json()}
@@ -162,6 +162,16 @@ async def test_an_agent_reads_the_payload_and_result_only_of_its_own_tasks(store
                     assert "hunter2" not in str(task) and task["result"] is None and task["withheld"] == hidden, task
                 assert task["status"] == "completed"
         assert (await nosy.get("/tasks/n1")).json()["payload"] == {"mine": True}, "its own task, created by it"
+        # A dead letter's reason quotes its last error: withheld as the error is.
+        assert (await person.post("/tasks", json={"task_id": "s2", "task_type": "mail"})).status_code == 201
+        assert (await claimed(worker, task_types=["mail"]))["assignment"]["task_id"] == "s2"
+        failure = {"attempt": 1, "error": "login failed with password hunter2", "retryable": False}
+        assert (await worker.post("/tasks/s2/fail", json=failure)).status_code == 200
+        async with asyncio.timeout(20):
+            while (await person.get("/tasks/s2")).json()["status"] != "dead_lettered":
+                await asyncio.sleep(0.05)
+        assert "hunter2" in (await person.get("/tasks/s2")).json()["reason"]
+        assert "hunter2" not in (await nosy.get("/tasks/s2")).text and "hunter2" not in (await nosy.get("/tasks")).text
 
 
 async def test_dead_letter_and_requeue_by_an_admin(store: EventStore) -> None:
