@@ -28,7 +28,13 @@ from agentlog.api.views import task, task_state
 from agentlog.client import models
 from agentlog.domains.tasks.access import created_by_agent
 from agentlog.domains.tasks.backoff import check_backoff
-from agentlog.domains.tasks.dependencies import DependencyCycleError, blocked_by, check_workflow, find_cycle
+from agentlog.domains.tasks.dependencies import (
+    Blocked,
+    DependencyCycleError,
+    blocked_by,
+    check_workflow,
+    find_cycle,
+)
 from agentlog.domains.tasks.events import (
     TASK_ID_PATTERN,
     TaskCancelled,
@@ -248,12 +254,28 @@ async def _why_it_cannot_run(services: Services, task: TaskLifecycle) -> str | N
     cycle = find_cycle(lambda other: known.get(other, ()), task.task_id, depends_on)
     if cycle is not None:
         return f"task {task.task_id} is in a cycle of dependencies {' -> '.join(cycle)}: it can never run"
-    statuses = {dependency: (await services.coordinator.task(dependency)).task.status for dependency in depends_on}
-    blocked = blocked_by(depends_on, statuses.get)
+    blocked = await _blocked(services, depends_on)
     if blocked is None:
         return None
-    then = "requeue it first" if statuses[blocked.dependency] == "dead_lettered" else "this task can never run"
-    return f"{blocked.reason}: {then}"
+    # Down the chain of dead letters to the first that can be requeued, or to the cancelled task that ends it.
+    seen, below = {task.task_id}, blocked
+    while below.dependency not in seen:
+        seen.add(below.dependency)
+        dependency = (await services.coordinator.task(below.dependency)).task
+        if dependency.status == "cancelled":
+            chain = "" if below is blocked else f", which waits on {below.dependency}, which was cancelled"
+            return f"{blocked.reason}{chain}: this task can never run"
+        deeper = await _blocked(services, [] if dependency.spec is None else dependency.spec.depends_on)
+        if deeper is None:
+            return f"{blocked.reason}: requeue {below.dependency} first" + (
+                "" if below is blocked else f", then the dead letters after it up to {blocked.dependency}")
+        below = deeper
+    return f"{blocked.reason}: this task can never run"
+
+
+async def _blocked(services: Services, depends_on: Sequence[str]) -> Blocked | None:
+    statuses = {dependency: (await services.coordinator.task(dependency)).task.status for dependency in depends_on}
+    return blocked_by(depends_on, statuses.get)
 
 
 # -- an agent's side of an attempt ----------------------------------------------------------------------------

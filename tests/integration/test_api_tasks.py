@@ -214,11 +214,32 @@ async def test_a_dead_letter_that_cannot_run_is_not_requeued(store: EventStore) 
         before = await api.event_count()
         blocked = await admin.post("/tasks/b/requeue", json={})
         assert blocked.status_code == 409 and blocked.json()["rule"] == "still-blocked", blocked.text
-        assert "dependency a was cancelled" in blocked.json()["detail"]
+        assert "dependency a was cancelled: this task can never run" in blocked.json()["detail"], blocked.text
         for looped in ("x", "y"):
             cycle = await admin.post(f"/tasks/{looped}/requeue", json={})
             assert cycle.status_code == 409 and "cycle of dependencies" in cycle.json()["detail"], cycle.text
         assert await api.event_count() == before
+
+
+async def test_a_refused_requeue_says_which_dead_letter_to_requeue_first(store: EventStore) -> None:
+    """A chain dead-lettered from its head: the tail's requeue names the head, where requeueing must begin (it
+    named only the tail's own dependency, whose requeue was refused in turn); a chain ending in a cancelled task
+    can never run, and says so."""
+    async with api_running(store) as api:
+        agent = await pulling_agent(api, "w")
+        person, admin = api.client("person", "ada"), api.client("admin", "root")
+        chain = [{"task_id": f"c{n}", "task_type": "x", **({"depends_on": [f"c{n - 1}"]} if n else {})}
+                 for n in range(4)]  # fmt: skip
+        assert (await person.post("/workflows", json={"tasks": chain})).status_code == 201
+        assert (await claimed(agent))["assignment"]["task_id"] == "c0"
+        failure = {"attempt": 1, "error": "broken", "retryable": False}
+        assert (await agent.post("/tasks/c0/fail", json=failure)).status_code == 200
+        async with asyncio.timeout(20):
+            while (await person.get("/tasks/c3")).json()["status"] != "dead_lettered":
+                await asyncio.sleep(0.05)
+        tail = await admin.post("/tasks/c3/requeue", json={})
+        assert tail.status_code == 409 and "requeue c0 first, then the dead letters after it up to c2" in tail.text
+        assert (await admin.post("/tasks/c0/requeue", json={})).status_code == 200
 
 
 async def test_workflow_runs_in_dependency_order(store: EventStore) -> None:
