@@ -56,6 +56,11 @@ class Actor:
         self._count = 0
         self._minted: dict[str, int] = {}
 
+    @property
+    def key(self) -> str | None:
+        """The request's Idempotency-Key as its events' metadata records it (with who sent it)."""
+        return self._key
+
     def mint(self, prefix: str) -> str:
         """A new id for something the request creates (a message, a claim, a task without an id of its own):
         random, or derived from the Idempotency-Key, so that a request run again after its first run was cut off

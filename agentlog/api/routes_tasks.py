@@ -102,6 +102,8 @@ async def create(services: Services, who: Who, actor: Act, specs: Sequence[TaskC
         for spec in specs:
             fold = await coordinator.task(spec.task_id)
             if fold.task.status != "new":
+                if await _created_by(services, actor, spec):
+                    continue  # this very request's first run, cut off before it answered: done already
                 raise ApiError(409, "exists", f"task {spec.task_id} exists already", task_id=spec.task_id)
             planned.append((task_stream(spec.task_id), fold.version, [spec]))
         return planned
@@ -113,6 +115,16 @@ async def create(services: Services, who: Who, actor: Act, specs: Sequence[TaskC
         created.fold(spec, 1)
         states.append(task_state(created))
     return states
+
+
+async def _created_by(services: Services, actor: Actor, spec: TaskCreated) -> bool:
+    """Whether the task was created, as `spec` says, by a request with this one's Idempotency-Key."""
+    if actor.key is None:
+        return False
+    first = await services.store.read_stream(task_stream(spec.task_id), limit=1)
+    return bool(first) and first[0].metadata.get("idempotency_key") == actor.key and (
+        services.store.decode(first[0]) == spec
+    )
 
 
 @router.post("/tasks", response_model=models.TaskState, status_code=201)

@@ -161,3 +161,23 @@ async def test_requests_racing_with_one_idempotency_key_append_once_and_none_fai
         await settled(store)
         assert [m["body"] for m in (await ada.get("/chat")).json()["messages"]] == ["once"]
         assert (await ada.get("/tasks/t1")).status_code == 200
+
+
+async def test_a_request_run_again_after_its_process_died_records_nothing_twice(store: EventStore) -> None:
+    """A process died after a keyed POST appended and before it kept the answer; past the key's lease the retry
+    runs the request again. The ids it makes derive from the key, so it records nothing new: a chat post is the
+    same post, a task without an id the same task (it used to be a 500 for both: new ids, the same event ids)."""
+    async with api_running(store) as api, api.client("agent", "ada") as ada:
+        assert (await ada.put("/agents/ada", json={})).status_code == 201
+        for path, body in (("/chat", {"body": "hello"}), ("/tasks", {"task_type": "x"})):
+            key = {"idempotency-key": f"died-{path}"}
+            first = await ada.post(path, json=body, headers=key)
+            assert first.status_code == 201, first.text
+            await store.pool.execute(  # what the dead process leaves: the key under way, its lease run out
+                "UPDATE agentlog.api_idempotency SET status_code = NULL, body = NULL,"
+                " created_at = now() - interval '61 seconds' WHERE key = $1", key["idempotency-key"])
+            retry = await ada.post(path, json=body, headers=key)
+            assert retry.status_code == 201 and retry.json() == first.json(), retry.text
+        await settled(store)
+        assert [m["body"] for m in (await ada.get("/chat")).json()["messages"]] == ["hello"]
+        assert len((await ada.get("/tasks")).json()) == 1
