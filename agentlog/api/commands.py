@@ -10,6 +10,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+import orjson
 from pydantic import BaseModel, Field
 
 from agentlog.api.reads import QUERIES
@@ -52,7 +53,8 @@ class Actor:
 
     def __init__(self, name: str, kind: str, token_id: str | None, idempotency_key: str | None = None) -> None:
         self.metadata = {"actor": name, "actor_kind": kind, **({"token_id": token_id} if token_id else {})}
-        self._key = None if idempotency_key is None else f"{kind}:{name}:{idempotency_key}"
+        # Unambiguous whatever the names hold (a person `bob` with key `x:y` is not person `bob:x` with key `y`).
+        self._key = None if idempotency_key is None else orjson.dumps([kind, name, idempotency_key]).decode()
         self._count = 0
         self._minted: dict[str, int] = {}
 

@@ -122,9 +122,12 @@ async def _created_by(services: Services, actor: Actor, spec: TaskCreated) -> bo
     if actor.key is None:
         return False
     first = await services.store.read_stream(task_stream(spec.task_id), limit=1)
-    return bool(first) and first[0].metadata.get("idempotency_key") == actor.key and (
-        services.store.decode(first[0]) == spec
-    )
+    if not first or first[0].metadata.get("idempotency_key") != actor.key:
+        return False
+    recorded = services.store.decode(first[0])
+    # The wait a `run_at` gives is counted from now, so it differs on every run: the rest must be the same.
+    same = isinstance(recorded, TaskCreated) and spec.model_copy(update={"run_after_s": recorded.run_after_s})
+    return same == recorded
 
 
 @router.post("/tasks", response_model=models.TaskState, status_code=201)
@@ -255,6 +258,10 @@ async def requeue(task_id: TaskPath, body: models.TaskRequeue, services: Svc, wh
     return await command(services, who, actor, task_id, lambda _task: requeued)
 
 
+MAX_WALKED = 10_000
+"""Tasks a refused requeue walks to say why, at most."""
+
+
 async def _why_it_cannot_run(services: Services, task: TaskLifecycle) -> str | None:
     """Why a dead letter requeued would only be dead-lettered again (the dispatcher's rules, asked of the log now):
     it is in a cycle of dependencies, or a dependency was cancelled or is a dead letter itself."""
@@ -269,19 +276,30 @@ async def _why_it_cannot_run(services: Services, task: TaskLifecycle) -> str | N
     blocked = await _blocked(services, depends_on)
     if blocked is None:
         return None
-    # Down the chain of dead letters to the first that can be requeued, or to the cancelled task that ends it.
-    seen, below = {task.task_id}, blocked
-    while below.dependency not in seen:
-        seen.add(below.dependency)
-        dependency = (await services.coordinator.task(below.dependency)).task
-        if dependency.status == "cancelled":
-            chain = "" if below is blocked else f", which waits on {below.dependency}, which was cancelled"
-            return f"{blocked.reason}{chain}: this task can never run"
-        deeper = await _blocked(services, [] if dependency.spec is None else dependency.spec.depends_on)
-        if deeper is None:
-            return f"{blocked.reason}: requeue {below.dependency} first" + (
-                "" if below is blocked else f", then the dead letters after it up to {blocked.dependency}")
-        below = deeper
+    # What it waits on that will not complete, all of it (a dependency may be blocked through another branch):
+    # a cancelled task anywhere below means it can never run; else the dead letters that can run again come first.
+    cancelled: list[str] = []
+    requeueable: list[str] = []
+    seen, waiting = {task.task_id}, list(depends_on)
+    while waiting and len(seen) <= MAX_WALKED:
+        current = waiting.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        found = (await services.coordinator.task(current)).task
+        if found.status == "cancelled":
+            cancelled.append(current)
+        elif found.status in {"dead_lettered", "queued", "waiting"}:
+            below = [] if found.spec is None else found.spec.depends_on
+            if found.status == "dead_lettered" and await _blocked(services, below) is None:
+                requeueable.append(current)
+            waiting.extend(below)
+    if cancelled == [blocked.dependency]:
+        return f"{blocked.reason}: this task can never run"
+    if cancelled:
+        return f"{blocked.reason}; it waits on {', '.join(cancelled[:5])}, cancelled: this task can never run"
+    if requeueable:
+        return f"{blocked.reason}: requeue {', '.join(requeueable[:5])} first (then the dead letters after it)"
     return f"{blocked.reason}: this task can never run"
 
 

@@ -15,10 +15,12 @@ when they are safe to repeat (reads).
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -95,10 +97,10 @@ class AgentlogClient:
                 under_way_until = now + UNDER_WAY_WAIT_S if under_way_until is None else under_way_until
                 if now < under_way_until:
                     attempt -= 1
-                    await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+                    await asyncio.sleep(_retry_after(answer))
                     continue
             if answer.status_code == 429 and attempt < self.retries:
-                await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+                await asyncio.sleep(_retry_after(answer))
                 continue
             if answer.status_code >= 500 and retry and attempt < self.retries:
                 await asyncio.sleep(_backoff(attempt))
@@ -412,6 +414,25 @@ class AgentlogClient:
             attempt += 1
 
 
+def _retry_after(answer: httpx.Response) -> float:
+    """How long to wait before trying again: what the answer asks, kept between 0.5 and 30 s with a little jitter
+    (a `Retry-After: 0` from a proxy must not make a waiting client send thousands of requests a second)."""
+    return min(max(_asked_wait(answer), 0.5), 30.0) * random.uniform(1.0, 1.2)
+
+
+def _asked_wait(answer: httpx.Response) -> float:
+    """The answer's `Retry-After` in seconds: a number or an HTTP date (RFC 9110); 1 when absent or unreadable."""
+    given = answer.headers.get("retry-after", "1").strip()
+    try:
+        return float(given)
+    except ValueError:
+        pass
+    try:
+        return (email.utils.parsedate_to_datetime(given) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError):
+        return 1.0
+
+
 def _first_try_under_way(answer: httpx.Response) -> bool:
     """The same request (its Idempotency-Key) is still under way from an earlier try."""
     return answer.status_code == 409 and answer.headers.get("content-type", "").startswith("application/json") and (
@@ -432,5 +453,5 @@ def _error(answer: httpx.Response) -> ApiError:
         body = {"detail": body}
     error = BY_STATUS.get(answer.status_code, ApiError)(answer.status_code, body)
     if isinstance(error, RateLimitedError):
-        error.retry_after = float(answer.headers.get("retry-after", "1"))
+        error.retry_after = max(_asked_wait(answer), 0.0)
     return error

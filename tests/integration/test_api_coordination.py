@@ -6,6 +6,7 @@ nothing appended for any of them; Idempotency-Key, the rate limit and the body s
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -169,8 +170,10 @@ async def test_a_request_run_again_after_its_process_died_records_nothing_twice(
     same post, a task without an id the same task (it used to be a 500 for both: new ids, the same event ids)."""
     async with api_running(store) as api, api.client("agent", "ada") as ada:
         assert (await ada.put("/agents/ada", json={})).status_code == 201
-        for path, body in (("/chat", {"body": "hello"}), ("/tasks", {"task_type": "x"})):
-            key = {"idempotency-key": f"died-{path}"}
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        for path, body in (("/chat", {"body": "hello"}), ("/tasks", {"task_type": "x"}),
+                           ("/tasks", {"task_type": "y", "run_at": later})):  # fmt: skip
+            key = {"idempotency-key": f"died-{path}-{len(body)}"}
             first = await ada.post(path, json=body, headers=key)
             assert first.status_code == 201, first.text
             await store.pool.execute(  # what the dead process leaves: the key under way, its lease run out
@@ -180,4 +183,16 @@ async def test_a_request_run_again_after_its_process_died_records_nothing_twice(
             assert retry.status_code == 201 and retry.json() == first.json(), retry.text
         await settled(store)
         assert [m["body"] for m in (await ada.get("/chat")).json()["messages"]] == ["hello"]
-        assert len((await ada.get("/tasks")).json()) == 1
+        assert len((await ada.get("/tasks")).json()) == 2
+
+
+async def test_one_key_of_two_callers_whose_names_run_together_is_two_keys(store: EventStore) -> None:
+    """Person `bob` with key `x:y` and person `bob:x` with key `y`: the ids derived from their keys were the same
+    (`person:bob:x:y`), so the second's post and task were refused as the first's."""
+    async with api_running(store) as api:
+        for name, prefix in (("bob", "x:"), ("bob:x", "")):
+            person = api.client("person", name)
+            for path, body in (("/chat", {"body": f"from {name}"}), ("/tasks", {"task_type": "x"})):
+                key = prefix + path.strip("/")  # bob's "x:chat" and bob:x's "chat" ran together as "bob:x:chat"
+                answer = await person.post(path, json=body, headers={"idempotency-key": key})
+                assert answer.status_code == 201, (name, path, answer.text)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import typer
 
@@ -62,3 +63,20 @@ def test_a_malformed_api_url_is_one_line_not_a_traceback(text: str, capsys: pyte
 def test_a_good_api_url_is_kept() -> None:
     assert api_url("http://127.0.0.1:8787") == "http://127.0.0.1:8787"
     assert api_url("https://agentlog.example/base") == "https://agentlog.example/base"
+
+
+def test_the_clients_wait_before_a_retry_is_what_the_server_asks_within_bounds() -> None:
+    """`Retry-After: 0` (a proxy) made a client waiting out a first try under way send 2,000 requests a second;
+    an HTTP date (RFC 9110) raised ValueError."""
+    from email.utils import format_datetime
+
+    from agentlog.client.client import _asked_wait, _retry_after
+
+    def answer(retry_after: str) -> httpx.Response:
+        return httpx.Response(409, headers={"retry-after": retry_after})
+
+    assert 0.5 <= _retry_after(answer("0")) <= 0.6
+    assert 30 <= _retry_after(answer("3600")) <= 36
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    assert 15 <= _asked_wait(answer(soon)) <= 21 and 15 <= _retry_after(answer(soon)) <= 25
+    assert _asked_wait(answer("whenever")) == 1.0
