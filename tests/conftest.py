@@ -6,6 +6,9 @@ template database; each test gets a fresh `CREATE DATABASE ... TEMPLATE` of it t
 janitor, dropped afterwards. On the embedded server tests connect as the application role, as agentlog's own
 processes do (`database_url`); `owner_database_url` is the same database as its owner, for what only migrations
 and operators may do.
+
+Temporary files, the server's data directory among them, are kept in memory when the machine has room there
+(`tests/support/memory_tmp.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from agentlog.database import migrate
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from agentlog.eventstore import EventStore
+from tests.support.memory_tmp import keep_temporary_files_in_memory
+
+keep_temporary_files_in_memory()
 
 TEST_SERVER_SETTINGS = {
     "fsync": "off",
