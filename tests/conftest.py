@@ -8,7 +8,8 @@ processes do (`database_url`); `owner_database_url` is the same database as its 
 and operators may do.
 
 Temporary files, the server's data directory among them, are kept in memory when the machine has room there
-(`tests/support/memory_tmp.py`).
+(`tests/support/memory_tmp.py`); the project's modules are compiled once at the start, for the processes the tests
+start (`tests/support/bytecode.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from agentlog.database import migrate
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from agentlog.eventstore import EventStore
+from tests.support.bytecode import compile_the_project
 from tests.support.memory_tmp import keep_temporary_files_in_memory
 
 keep_temporary_files_in_memory()
@@ -39,6 +41,10 @@ TEST_SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_prepared_transactions": "10",  # tests leave one behind on purpose (test_barrier.py)
 }
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    compile_the_project()  # once, for the Python processes the tests start
 
 
 @dataclass(frozen=True)
