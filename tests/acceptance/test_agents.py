@@ -433,7 +433,8 @@ async def test_the_openai_compatible_provider_is_chosen_by_configuration(
 # With a timeout, pg_terminate_backend waits for the session to end (and so for its advisory lock to be free); without
 # one it returns once signalled, and a test taking the lock next would race the dying session.
 LOCK_SESSION = (
-    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = 'agentlog manager m1'"
+    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+    " WHERE application_name = 'agentlog manager m1' AND datname = current_database()"
 )
 TAKE_THE_LOCK = "SELECT pg_try_advisory_lock(1095524685, hashtext('manager.m1'))"
 
