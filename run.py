@@ -2,7 +2,7 @@
 """The two quick-start commands, on a fresh machine with only Python 3.11+:
 
     python3 run.py up      # the whole system, on an embedded PostgreSQL unless AGENTLOG_DATABASE_URL is set
-    python3 run.py test    # lint, types, layer contracts and the whole test suite
+    python3 run.py test    # lint, types, layer contracts and the whole test suite (one test process per CPU)
 
 Each creates `.venv` beside this file on first use and (re)installs the project when pyproject.toml changes.
 `python3 run.py agentlog ARGS...` runs any other agentlog command in that environment.
@@ -77,11 +77,25 @@ def test(arguments: list[str]) -> int:
         if run(check) != 0:
             say(f"{name} failed")
             return 1
-    code = run([str(BIN / "python"), "-m", "pytest", *arguments])
+    code = run([str(BIN / "python"), "-m", "pytest", *_in_parallel(arguments), *arguments])
     if code == PYTEST_NO_TESTS_COLLECTED:
         say("pytest collected no tests: that is a failure, not a pass")
         return 1
     return code
+
+
+def _in_parallel(arguments: list[str]) -> list[str]:
+    """pytest-xdist's options for one test process per CPU, unless the arguments say how to run (`-n 0`, `-p
+    no:xdist`, `--dist`). Most of the suite waits on other processes (`agentlog up`, workers, PostgreSQL); each
+    test process has its own embedded PostgreSQL and every test its own database, so they never meet. Work
+    stealing: a process left without tests takes some of another's, so the longest tests do not end up queued
+    behind each other."""
+    chosen = any(
+        argument in {"-n", "--numprocesses", "--dist", "no:xdist", "-pno:xdist"}
+        or argument.startswith(("--numprocesses=", "--dist=", "-n"))
+        for argument in arguments
+    )
+    return [] if chosen else ["-n", "auto", "--dist", "worksteal"]
 
 
 def main() -> int:

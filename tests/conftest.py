@@ -6,6 +6,10 @@ template database; each test gets a fresh `CREATE DATABASE ... TEMPLATE` of it t
 janitor, dropped afterwards. On the embedded server tests connect as the application role, as agentlog's own
 processes do (`database_url`); `owner_database_url` is the same database as its owner, for what only migrations
 and operators may do.
+
+Temporary files, the server's data directory among them, are kept in memory when the machine has room there
+(`tests/support/memory_tmp.py`); the project's modules are compiled once at the start, for the processes the tests
+start (`tests/support/bytecode.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from agentlog.database import migrate
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from agentlog.eventstore import EventStore
+from tests.support.bytecode import compile_the_project
+from tests.support.memory_tmp import keep_temporary_files_in_memory
+
+keep_temporary_files_in_memory()
 
 TEST_SERVER_SETTINGS = {
     "fsync": "off",
@@ -33,6 +41,10 @@ TEST_SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_prepared_transactions": "10",  # tests leave one behind on purpose (test_barrier.py)
 }
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    compile_the_project()  # once, for the Python processes the tests start
 
 
 @dataclass(frozen=True)

@@ -65,16 +65,20 @@ def worker_alive(pid: int, agent_id: str) -> bool:
     )
 
 
-def standby_workers(manager_id: str) -> list[int]:
-    """Processes started warm for this manager and not assigned yet (or assigned: the command line stays)."""
+def standby_workers(manager_id: str, database_url: str) -> list[int]:
+    """Processes started warm for this manager and not assigned yet (or assigned: the command line stays), on this
+    test's database (from the environment they inherited): not another test run's manager of the same name."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 arguments = (entry / "cmdline").read_bytes().split(b"\0")
+                environment = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if f"--standby-of={manager_id}".encode() in arguments:
+            if f"--standby-of={manager_id}".encode() in arguments and (
+                f"AGENTLOG_DATABASE_URL={database_url}".encode() in environment
+            ):
                 found.append(int(entry.name))
     return found
 
@@ -181,7 +185,7 @@ async def test_garbage_closes_only_its_socket(system: RunningSystem, database_ur
 async def test_the_first_agent_is_a_worker_that_was_already_started_and_waiting(
     system: RunningSystem, database_url: str
 ) -> None:
-    (waiting,) = standby_workers("m1")
+    (waiting,) = standby_workers("m1", database_url)
     token = await token_for(database_url, "ada")
     async with open_document(system.document_url, "warm", token) as ada:
         (agent,) = await wait_until(
@@ -191,10 +195,10 @@ async def test_the_first_agent_is_a_worker_that_was_already_started_and_waiting(
         ada.type_paragraph("Warm start in Lisbon.")
         assert places(await ada.wait_for_marks(1)) == {"Lisbon"}
         async with asyncio.timeout(20):  # and the next one is on its way
-            while not set(standby_workers("m1")) - {waiting}:
+            while not set(standby_workers("m1", database_url)) - {waiting}:
                 await asyncio.sleep(0.1)
     assert system.stop() == 0
-    assert standby_workers("m1") == [], "a standby worker outlived its manager"
+    assert standby_workers("m1", database_url) == [], "a standby worker outlived its manager"
 
 
 async def test_a_killed_worker_is_respawned(system: RunningSystem, database_url: str) -> None:
@@ -429,7 +433,8 @@ async def test_the_openai_compatible_provider_is_chosen_by_configuration(
 # With a timeout, pg_terminate_backend waits for the session to end (and so for its advisory lock to be free); without
 # one it returns once signalled, and a test taking the lock next would race the dying session.
 LOCK_SESSION = (
-    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = 'agentlog manager m1'"
+    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+    " WHERE application_name = 'agentlog manager m1' AND datname = current_database()"
 )
 TAKE_THE_LOCK = "SELECT pg_try_advisory_lock(1095524685, hashtext('manager.m1'))"
 

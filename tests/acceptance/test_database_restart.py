@@ -82,6 +82,10 @@ def text_of(document: Doc) -> list[list[tuple[str, list[tuple[str, str]]]]]:
     return paragraphs
 
 
+def reconnected(line: dict[str, object]) -> bool:
+    return line.get("event") == "manager.reconnected"
+
+
 async def test_up_survives_two_database_restarts_under_load(
     cluster: tuple[EmbeddedPostgres, str], tmp_path: Path
 ) -> None:
@@ -111,7 +115,8 @@ async def test_up_survives_two_database_restarts_under_load(
                 await asyncio.to_thread(server.restart)
                 for document, person in people.items():  # typed while the server comes back
                     person.type_paragraph(f"{DURING[document]} ({restart})")
-                await asyncio.sleep(3)
+                # The manager takes its lock back on a new session (and `wait_for_log` fails if up exits meanwhile).
+                await asyncio.to_thread(system.wait_for_log, reconnected, 60, restart + 1)
                 assert system.process is not None and system.process.poll() is None, "up must outlive a restart"
 
             # Everyone's later sentences get their marks: the same agents, still connected, did them.

@@ -3,7 +3,8 @@ example plugin (`examples/orders`), and driven only through the installed `agent
 
 The plugin brings its own event types, a handler keeping its own table, a projection, a report view and its own
 alembic branch. The virtualenv borrows the third-party dependencies of the one running the tests (a `.pth` line),
-so the test needs no network; agentlog and the plugin themselves are installed from their wheels.
+and the wheels are built with the build backend installed there, so the test needs no network; agentlog and the
+plugin themselves are installed from their wheels.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import sysconfig
 import textwrap
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +49,22 @@ class Virtualenv:
         return found
 
 
-def _build_wheel(source: Path, into: Path) -> Path:
-    into.mkdir()
+def _build_wheels(sources: list[Path], into: Path) -> list[Path]:
+    """One wheel per source, in its order, built with the backend installed here (a dev dependency), not one pip
+    would fetch into an isolated environment."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(into)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", *map(str, sources), "-w",
+         str(into)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    (wheel,) = into.glob("*.whl")
-    return wheel
+    names = [tomllib.loads((source / "pyproject.toml").read_text())["project"]["name"] for source in sources]
+    return [next(into.glob(f"{name.replace('-', '_')}-*.whl")) for name in names]
 
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Virtualenv]:
     base = tmp_path_factory.mktemp("plugin-venv")
-    agentlog_wheel = _build_wheel(ROOT, base / "agentlog-wheel")
-    plugin_wheel = _build_wheel(EXAMPLE, base / "plugin-wheel")
+    agentlog_wheel, plugin_wheel = _build_wheels([ROOT, EXAMPLE], base / "wheels")
     env = Virtualenv(base / "venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env.path)], check=True, timeout=120)
     subprocess.run(

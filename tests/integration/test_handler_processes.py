@@ -83,7 +83,7 @@ async def checkpoint_matches_effects(store: EventStore) -> None:
 async def handler_in_transaction(store: EventStore) -> bool:
     state = await store.pool.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agentlog handler probe' "
-        "AND state = 'idle in transaction'"
+        "AND state = 'idle in transaction' AND datname = current_database()"
     )
     return bool(state)
 
@@ -157,7 +157,7 @@ async def test_a_handler_resumes_after_its_connection_is_cut(log: EventStore, sp
     await wait_for(lambda: _applied_at_least(log, 100))
     cut = await log.pool.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = 'agentlog handler probe'"
+        "WHERE application_name = 'agentlog handler probe' AND datname = current_database()"
     )
     assert cut == 1
     await wait_for(lambda: _caught_up(log), timeout=60)

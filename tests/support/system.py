@@ -72,12 +72,13 @@ class RunningSystem:
                     continue
         return lines
 
-    def wait_for_log(self, predicate: Any, timeout: float) -> dict[str, Any]:
+    def wait_for_log(self, predicate: Any, timeout: float, count: int = 1) -> dict[str, Any]:
+        """The `count`-th line of this process's log that `predicate` accepts, once it is there."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.log_lines():
-                if predicate(line):
-                    return line
+            found = [line for line in self.log_lines() if predicate(line)]
+            if len(found) >= count:
+                return found[count - 1]
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"agentlog up exited with {self.process.returncode}; log: {self.log_path}")
