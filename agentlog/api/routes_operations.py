@@ -40,16 +40,22 @@ async def register_operation(body: models.OperationStart, services: Svc, who: Wh
     folds = services.coordinator.operations
     stream = operation_stream(key)
 
+    registered: list[Operation] = []
+
     async def plan() -> Plan:
         state = await folds.current(stream)
         events = rules.register(state, key, agent_id, body.action, operation_id, body.window_s, body.ttl_s, body.data)
+        for event in events:
+            state.fold(event)
+        registered[:] = [state.open[operation_id]]
         return [(stream, state.version, events)] if events else []
 
     planned = await plan()  # a registration already under way appends nothing
     if planned:
         services.wrote(who, await services.coordinator.decide(actor, plan))
-    state = await folds.current(stream)
-    return operation_of(key, state.open[operation_id])
+    # As registered; finished already when it ended (finished, or a very short TTL) before this answer.
+    ended = operation_id not in (await folds.current(stream)).open
+    return operation_of(key, registered[0], "finished" if ended else "open")
 
 
 @router.post("/operations/{operation_id}/finish", response_model=models.Operation)
