@@ -251,8 +251,10 @@ def release(ledger: BudgetLedger, reservation_id: str, period: str, reason: str 
     if reservation_id not in ledger.open:
         raise UnknownReservationError(f"reservation {reservation_id} is not open on budget {ledger.budget_id}")
     period = max(period, ledger.period)
-    return [ReservationReleased(budget_id=ledger.budget_id, reservation_id=reservation_id, period=period,
-                                reason=reason)]  # fmt: skip
+    released = ReservationReleased(budget_id=ledger.budget_id, reservation_id=reservation_id, period=period,
+                                   reason=reason)  # fmt: skip
+    # The first event of a new period: what the reservations carried over still hold counts in it, and warns.
+    return _with_warnings(ledger, released)
 
 
 def expiry_timer(reserved: TokensReserved, sequence: int) -> TimerScheduled:

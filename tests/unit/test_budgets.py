@@ -242,3 +242,13 @@ def test_sixteen_agents_racing_cannot_overspend(turns: list[tuple[int, int]]) ->
         else:
             held[agent] = f"a{agent}-{turn}"
     check_log(log)
+
+
+def test_a_release_opening_a_new_period_warns_of_what_the_carried_over_reservations_hold() -> None:
+    """Found by the property test: reservations of 500 carried over into the next day, where the first event was
+    a release of another one; the new period's 50 % warning was never given."""
+    ledger = budget(1_000)
+    for reservation_id, tokens in (("r1", 1), ("r2", 100), ("r3", 400)):
+        ledger = fold_all(reserve(ledger, reservation_id, tokens, "2026-03-01"), ledger)
+    events = release(ledger, "r1", "2026-03-02")
+    assert [(e.threshold, e.period) for e in events if isinstance(e, BudgetWarning)] == [(50, "2026-03-02")]
