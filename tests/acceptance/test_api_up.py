@@ -10,11 +10,13 @@ import httpx
 
 from agentlog.domains.tasks.events import TaskCreated, task_stream
 from agentlog.eventstore import EventStore
+from tests.support.gazetteer import with_gazetteer_index
 from tests.support.system import RunningSystem, token_for
 
 
 async def test_up_serves_the_api_beside_the_documents(database_url: str, tmp_path: Path) -> None:
-    system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1").start()
     try:
         base = system.document_url.replace("ws://", "http://").removesuffix("/doc")
         token = await token_for(database_url, "claude-1", "agent")
@@ -37,7 +39,8 @@ async def test_up_serves_the_api_beside_the_documents(database_url: str, tmp_pat
 async def test_up_dispatches_tasks_to_registered_agents(database_url: str, tmp_path: Path) -> None:
     """The dispatcher runs in `up` (issue 13): a task appended to the log is assigned to the agent registered with
     its capability, and the tasks projection shows it."""
-    system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1").start()
     try:
         base = system.document_url.replace("ws://", "http://").removesuffix("/doc")
         token = await token_for(database_url, "worker-1", "agent")

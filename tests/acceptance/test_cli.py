@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from agentlog.config import COMPONENTS
+from tests.support.gazetteer import with_gazetteer_index
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTLOG = [sys.executable, "-m", "agentlog.cli"]
@@ -161,7 +162,7 @@ def psql_binary() -> str | None:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "state"
+    yield with_gazetteer_index(tmp_path / "state")
     # Whatever the test did, never leave an embedded server running behind it.
     agentlog("db", "stop", env=environment(AGENTLOG_HOME=str(tmp_path / "state")))
 

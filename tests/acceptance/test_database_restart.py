@@ -21,6 +21,7 @@ from agentlog.database import migrate
 from agentlog.documents.updates import load_document
 from agentlog.embedded import APPLICATION_ROLE, EmbeddedPostgres
 from agentlog.eventstore.postgres.connections import create_pool
+from tests.support.gazetteer import with_gazetteer_index
 from tests.support.system import ROOT, RunningSystem, open_document, query, token_for, wait_until
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,8 @@ async def test_up_survives_two_database_restarts_under_load(
     cluster: tuple[EmbeddedPostgres, str], tmp_path: Path
 ) -> None:
     server, url = cluster
-    system = RunningSystem(url, tmp_path / "home", tmp_path / "up.log", idle_grace_s="600", ping_s="2").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(url, home, tmp_path / "up.log", idle_grace_s="600", ping_s="2").start()
     stop_writing = asyncio.Event()
     acknowledged: list[str] = []
     writer = asyncio.create_task(write_until(url, stop_writing, acknowledged))

@@ -26,6 +26,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.gazetteer import with_gazetteer_index
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -74,7 +76,7 @@ def environment(database_url: str, owner_url: str, home: Path) -> dict[str, str]
     env.update({
         "AGENTLOG_DATABASE_URL": database_url,
         "AGENTLOG_OWNER_DATABASE_URL": owner_url,
-        "AGENTLOG_HOME": str(home),
+        "AGENTLOG_HOME": str(with_gazetteer_index(home)),
         "AGENTLOG_PORT": "0",
         "AGENTLOG_LOG_FORMAT": "json",
         "AGENTLOG_POLL_INTERVAL_S": "0.2",

@@ -24,6 +24,7 @@ from agentlog.embedded import EmbeddedPostgres
 from agentlog.eventstore import EventStore
 from agentlog.projections import installed_projections
 from agentlog.system import run_system
+from tests.support.gazetteer import with_gazetteer_index
 from tests.support.system import RunningSystem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,7 +177,8 @@ async def test_a_log_restored_into_a_new_cluster_keeps_its_order(
     finally:
         await connection.close()
 
-    system = RunningSystem(restored, tmp_path / "home", tmp_path / "up.log", idle_grace_s="600").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(restored, home, tmp_path / "up.log", idle_grace_s="600").start()
     try:
         appended = await append_with_the_cli(restored, "document-new")
         assert appended.returncode == 0, appended.stderr

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from agentlog.eventstore import EventStore
+from tests.support.gazetteer import with_gazetteer_index
 from tests.support.system import ROOT, RunningSystem, token_for
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,8 @@ async def client_for(system: RunningSystem, database_url: str, name: str, kind: 
 async def test_a_killed_worker_is_replaced_by_a_new_attempt_and_its_late_completion_refused(
     database_url: str, tmp_path: Path
 ) -> None:
-    system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1").start()
     worker: subprocess.Popen[str] | None = None
     try:
         async with await client_for(system, database_url, "ada", "person") as ada:
@@ -88,8 +90,9 @@ TASKS = 40
 
 
 async def test_two_ups_assign_each_task_once_and_one_killed_loses_nothing(database_url: str, tmp_path: Path) -> None:
-    first = RunningSystem(database_url, tmp_path / "home1", tmp_path / "m1.log", manager_id="m1").start()
-    second = RunningSystem(database_url, tmp_path / "home2", tmp_path / "m2.log", manager_id="m2").start()
+    home1, home2 = with_gazetteer_index(tmp_path / "home1"), with_gazetteer_index(tmp_path / "home2")
+    first = RunningSystem(database_url, home1, tmp_path / "m1.log", manager_id="m1").start()
+    second = RunningSystem(database_url, home2, tmp_path / "m2.log", manager_id="m2").start()
     try:
         agents = [await client_for(first if n % 2 else second, database_url, f"a{n}") for n in range(4)]
         for n, agent in enumerate(agents):
@@ -141,7 +144,8 @@ async def test_two_ups_assign_each_task_once_and_one_killed_loses_nothing(databa
 async def test_schedules_across_a_restart_of_up_follow_their_catch_up_policy(database_url: str, tmp_path: Path) -> None:
     """Every two seconds, two schedules; `up` stopped for eight: `all` fires every slot missed (no gap, none twice),
     `none` records the missed slots and fires on from the next one."""
-    system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
+    home = with_gazetteer_index(tmp_path / "home")
+    system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1").start()
     task = {"kind": "task", "task": {"task_type": "tick"}}
     try:
         async with await client_for(system, database_url, "ada", "person") as ada:
@@ -153,7 +157,7 @@ async def test_schedules_across_a_restart_of_up_follow_their_catch_up_policy(dat
         await asyncio.sleep(5)
         assert system.stop() == 0
         await asyncio.sleep(8)
-        system = RunningSystem(database_url, tmp_path / "home", tmp_path / "up.log", manager_id="m1").start()
+        system = RunningSystem(database_url, home, tmp_path / "up.log", manager_id="m1").start()
         await asyncio.sleep(6)
     finally:
         assert system.stop() == 0
