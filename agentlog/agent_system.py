@@ -45,6 +45,8 @@ from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.coordination.operations import OperationExpiry
 from agentlog.handlers.decider import Decider, DecisionHandler, record_settings
 from agentlog.handlers.documents.activity import DocumentActivity
+from agentlog.handlers.programs.keeper import ProgramKeeper
+from agentlog.handlers.programs.runner import ProgramRunner, RunnerSettings
 from agentlog.handlers.schedules.scheduler import Scheduler
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from agentlog.handlers.timers import TimerService
@@ -54,7 +56,8 @@ log = structlog.get_logger("agentlog.agents")
 
 def log_deciders(settings: Settings) -> list[Decider[Any]]:
     """The deciders the API needs whether or not this process runs agents: the expiry of locks, claims, liveness
-    and operations, the task dispatcher, the scheduler, the budget keeper and the status keeper."""
+    and operations, the task dispatcher, the scheduler, the budget keeper, the status keeper and the program
+    keeper."""
     return [
         CoordinationExpiry(),
         OperationExpiry(),
@@ -65,6 +68,7 @@ def log_deciders(settings: Settings) -> list[Decider[Any]]:
             idle_after_s=settings.status_idle_after_s, offline_after_s=settings.status_offline_after_s,
             check_every_s=settings.status_check_every_s,
         ),
+        ProgramKeeper(),
     ]
 
 
@@ -90,6 +94,7 @@ class AgentSystem:
         """The HTTP API, served on the document server's port after its routes (`agentlog up` hosting both)."""
         self.documents: DocumentServer | None = None
         self.supervisor: Supervisor | None = None
+        self.programs: ProgramRunner | None = None
         self.document_url = ""
         self._stop_documents = asyncio.Event()
         self._stop_timers = asyncio.Event()
@@ -176,7 +181,17 @@ class AgentSystem:
         hosted = deciders(settings)
         for decider in hosted:  # only once this process surely runs, before it decides anything: from here on
             await record_settings(store, decider)  # these settings hold, in every process and every replay
-        return [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler]
+        self.programs = ProgramRunner(
+            store,
+            RunnerSettings(
+                api_url=self.documents.url.replace("ws://", "http://", 1).removesuffix("/doc"),
+                log_dir=settings.home.resolve() / "programs",
+                handover_s=settings.program_handover_s,
+                token_renewal_s=settings.agent_token_ttl_s / 3,
+            ),
+            token=lambda agent_id: issue(key, "agent", agent_id, ttl_s=settings.agent_token_ttl_s),
+        )
+        return [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler, self.programs]
 
     @property
     def lost(self) -> asyncio.Event:
@@ -225,6 +240,8 @@ class AgentSystem:
             self.documents.rooms.pause()
         if self.supervisor is not None:
             await self.supervisor.shutdown()
+        if self.programs is not None:
+            await self.programs.shutdown()
         self._stop_documents.set()
         self._stop_timers.set()
         for task in self._tasks:

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         default=60.0, gt=0, le=MAX_TIMER_DELAY_S, description="how often an agent heard from is checked (how late "
         "idle and offline are inferred, at most)",
     )  # fmt: skip
+    program_handover_s: float = Field(
+        default=30.0, gt=0, le=3_600, description="how long the program runner, cut off from the database, keeps its "
+        "agent programs running before it stops them (a runner taking over elsewhere starts them after that)",
+    )  # fmt: skip
     token_ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="lifetime of `agentlog token` tokens")
     agent_token_ttl_s: float = Field(
         default=900.0, ge=60, description="lifetime of an agent's token; its supervisor renews it at a third of that"

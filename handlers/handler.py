@@ -22,10 +22,11 @@ class Handler(Protocol):
     to the catalogue or not, nothing decoded or skipped).
 
     A handler may also carry `session_settings` (a mapping of PostgreSQL settings for its connection, such as
-    `search_path`), and two hooks for handlers that keep state in memory between batches: `session_started()`,
-    called when its instance becomes active (the database may have moved on meanwhile), and `batch_committed()`,
-    called after a batch's transaction committed (a batch that fails is retried, and the memory must not run
-    ahead of the database).
+    `search_path`), and hooks for handlers that keep state in memory between batches: `session_started()`,
+    called when its instance becomes active (the database may have moved on meanwhile; it may be a coroutine,
+    awaited before the first batch), `batch_committed()`, called after a batch's transaction committed (a batch
+    that fails is retried, and the memory must not run ahead of the database), and `session_ended()`, called when
+    the instance stops being active (stopped, or its session lost: another process may hold the lock next).
 
     A database error caught inside `handle` leaves the batch's transaction failed unless it was caught around a
     savepoint (`SAVEPOINT s` ... `ROLLBACK TO SAVEPOINT s`): the runner then rolls the batch back and retries it

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import signal
 import time
 from collections.abc import Sequence
@@ -157,14 +158,20 @@ class HandlerInstance:
                 return
             self.state = HandlerState.ACTIVE
             self.position = await recorder.load_checkpoint(connection, self.handler.name)
-            if (session_started := getattr(self.handler, "session_started", None)) is not None:
-                session_started()
-            log.info("handler.active", handler=self.handler.name, checkpoint=str(self.position))
-            reporter = asyncio.get_running_loop().create_task(self._report_lag())
             try:
-                await self._follow(connection, failed_statements)
+                if (session_started := getattr(self.handler, "session_started", None)) is not None:
+                    started = session_started()
+                    if inspect.isawaitable(started):
+                        await started
+                log.info("handler.active", handler=self.handler.name, checkpoint=str(self.position))
+                reporter = asyncio.get_running_loop().create_task(self._report_lag())
+                try:
+                    await self._follow(connection, failed_statements)
+                finally:
+                    reporter.cancel()
             finally:
-                reporter.cancel()
+                if (session_ended := getattr(self.handler, "session_ended", None)) is not None:
+                    session_ended()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), timeout=2)

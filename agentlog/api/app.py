@@ -28,6 +28,7 @@ from agentlog.api.routes_locks import router as locks_router
 from agentlog.api.routes_messages import router as messages_router
 from agentlog.api.routes_operations import router as operations_router
 from agentlog.api.routes_overview import router as overview_router
+from agentlog.api.routes_programs import router as programs_router
 from agentlog.api.routes_schedules import router as schedules_router
 from agentlog.api.routes_tasks import router as tasks_router
 from agentlog.api.services import Services
@@ -60,7 +61,7 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     app.state.services = Services(store, Coordinator(store), Reads(store, limits.read_wait_s), auth)
     app.state.hub = Hub(store)
     routers = (agents_router, messages_router, locks_router, operations_router, tasks_router, budgets_router,
-               schedules_router, overview_router, feed_router)  # fmt: skip
+               schedules_router, programs_router, overview_router, feed_router)  # fmt: skip
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)

@@ -26,6 +26,7 @@ from agentlog.domains.coordination.names import (
     member_stream,
 )
 from agentlog.domains.operations.conflicts import OperationsState
+from agentlog.domains.programs.lifecycle import ProgramLifecycle
 from agentlog.domains.schedules.schedule import Schedule
 from agentlog.domains.tasks.events import task_stream
 from agentlog.domains.tasks.lifecycle import TaskLifecycle
@@ -94,6 +95,7 @@ class Coordinator:
         self.reservations = Reservations(store)
         self.operations: StreamFolds[OperationsState] = StreamFolds(store, OperationsState)
         self.schedules: StreamFolds[Schedule] = StreamFolds(store, Schedule)
+        self.programs: StreamFolds[ProgramLifecycle] = StreamFolds(store, ProgramLifecycle)
 
     async def decide(self, actor: Actor, plan: Callable[[], Awaitable[Sequence[Planned]]]) -> Written:
         """Run `plan` (which folds what it needs and returns [(stream, expected version, events)]) and append it;

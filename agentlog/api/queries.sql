@@ -206,6 +206,10 @@ SELECT coalesce(metadata ->> 'type', 'untyped') AS type, count(*) AS agents
 -- $1 limit
 SELECT task_id, task_type, priority, capabilities FROM reports.unroutable_tasks LIMIT $1;
 
+-- programs --
+-- Every agent program, for GET /programs.
+SELECT * FROM projections.programs ORDER BY agent_id;
+
 -- schedules --
 -- Every schedule not deleted, for GET /schedules.
 SELECT * FROM projections.schedules WHERE status <> 'deleted' ORDER BY schedule_id;

@@ -13,6 +13,7 @@ from agentlog.cli import (
     handler_commands,
     log_commands,
     mcp_commands,
+    program_commands,
     read_commands,
     schedule_commands,
     task_commands,
@@ -41,6 +42,7 @@ app.add_typer(token_commands.app, name="token")
 app.add_typer(task_commands.app, name="task")
 app.add_typer(budget_commands.app, name="budget")
 app.add_typer(schedule_commands.app, name="schedule")
+app.add_typer(program_commands.app, name="program")
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)

@@ -350,6 +350,30 @@ class AgentlogClient:
     async def schedule(self, schedule_id: str) -> models.ScheduleRow:
         return await self._model(models.ScheduleRow, "GET", f"/schedules/{schedule_id}")
 
+    # -- agent programs ------------------------------------------------------------------------------------
+
+    async def define_program(self, agent_id: str, command: list[str], **policy: Any) -> models.ProgramState:
+        """The command line the agent runs as (`env`, `working_dir`, `max_restarts`, `restart_delay_s`,
+        `stop_grace_s`, `proven_after_s`); an admin's token."""
+        body = models.ProgramDefine(command=command, **policy)
+        return await self._model(models.ProgramState, "PUT", f"/programs/{agent_id}", json=body.model_dump())
+
+    async def start_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
+        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/start", json={"reason": reason})
+
+    async def stop_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
+        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/stop", json={"reason": reason})
+
+    async def restart_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
+        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/restart",
+                                 json={"reason": reason})  # fmt: skip
+
+    async def programs(self) -> list[models.ProgramRow]:
+        return await self._models(models.ProgramRow, "/programs")
+
+    async def program(self, agent_id: str) -> models.ProgramState:
+        return await self._model(models.ProgramState, "GET", f"/programs/{agent_id}")
+
     # -- budgets -------------------------------------------------------------------------------------------
 
     async def set_budget(self, budget_id: str, limit_tokens: int, *, reset_hour: int = 0, time_zone: str = "UTC"

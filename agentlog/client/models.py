@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from agentlog.domains.budgets.events import ReservationId, Tokens
 from agentlog.domains.coordination.events import MAX_TTL_S, AgentStatus, ClaimKind, MemoryKind
 from agentlog.domains.coordination.names import AGENT_ID_PATTERN
+from agentlog.domains.programs import events as programs
 from agentlog.domains.schedules.events import ScheduleSpec
 from agentlog.domains.tasks import events as tasks
 from agentlog.domains.timers.zones import TimeZone
@@ -258,6 +259,26 @@ class ScheduleCreate(ScheduleSpec):
 
 
 class ScheduleReason(Request):
+    reason: Short = ""
+
+
+class ProgramDefine(Request):
+    """The command line an agent runs as (an admin's to set: it runs on the server), and its restart policy. It
+    gets AGENTLOG_AGENT_ID, AGENTLOG_URL, AGENTLOG_TOKEN (its agent's token) and AGENTLOG_TOKEN_FILE (the token,
+    renewed) in its environment, beside `env`."""
+
+    command: list[programs.Argument] = Field(min_length=1, max_length=100)
+    env: dict[programs.EnvName, Annotated[str, StringConstraints(max_length=4_096)]] = Field(
+        default_factory=dict, max_length=100
+    )
+    working_dir: Annotated[str, StringConstraints(min_length=1, max_length=4_096)] | None = None
+    max_restarts: programs.MaxRestarts = 3
+    restart_delay_s: programs.RestartDelay = 1.0
+    stop_grace_s: programs.StopGrace = 10.0
+    proven_after_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+
+
+class ProgramAction(Request):
     reason: Short = ""
 
 
@@ -602,6 +623,50 @@ class ScheduleState(BaseModel):
     missed: int
     last_fired_slot: datetime | None
     stream_version: int
+
+
+class ProgramState(BaseModel):
+    """An agent program as its stream folds now, with its health while it runs (from its agent's activity in the
+    registry: healthy while active, degraded when idle, unhealthy when offline or gone, unknown until it
+    registers). The environment's values are not shown (they may be secrets), only its names."""
+
+    agent_id: str
+    status: Literal["stopped", "starting", "running", "stopping", "error"]
+    health: Literal["healthy", "degraded", "unhealthy", "unknown"] | None
+    command: list[str]
+    env_names: list[str]
+    working_dir: str | None
+    max_restarts: int
+    restart_delay_s: float
+    stop_grace_s: float
+    proven_after_s: float
+    run: int
+    restart: int
+    """Automatic restarts in a row behind the current run."""
+    pid: int | None
+    host: str
+    last_exit_code: int | None
+    reason: str
+    stream_version: int
+
+
+class ProgramRow(BaseModel):
+    """An agent program as the programs projection shows it."""
+
+    agent_id: str
+    status: str
+    command: list[str]
+    max_restarts: int
+    run: int
+    restart: int
+    pid: int | None
+    host: str
+    last_exit_code: int | None
+    reason: str
+    runs_started: int
+    crashes: int
+    started_at: datetime | None
+    updated_at: datetime
 
 
 class ScheduleRow(BaseModel):

@@ -26,6 +26,15 @@ StopGrace = Annotated[float, Field(ge=0.01, le=600)]
 
 PROGRAM_RESTART = "program-restart"
 """The purpose of the timer after which a crashed program is started again."""
+PROGRAM_PROVEN = "program-proven"
+"""The purpose of the timer after which a run that is still running has proven itself: the crashes in a row behind
+it are forgiven."""
+
+
+PROGRAM_TYPES = frozenset(
+    {"ProgramDefined", "ProgramStartRequested", "ProgramStopRequested", "ProgramRestartRequested", "ProgramStarting",
+     "ProgramRunning", "ProgramStopping", "ProgramExited", "ProgramErrored", "ProgramStopped"}
+)  # fmt: skip
 
 
 def program_stream(agent_id: str) -> str:
@@ -57,6 +66,8 @@ class ProgramDefined(_ProgramEvent):
     restart_delay_s: RestartDelay = 1.0
     stop_grace_s: StopGrace = 10.0
     """How long a stopping program has after SIGTERM before SIGKILL."""
+    proven_after_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    """A run still running this long has proven itself: the next crash starts counting restarts from zero."""
     defined_by: ShortText = ""
 
     @field_validator("env")
@@ -113,6 +124,8 @@ class ProgramRunning(_ProgramEvent):
     run: Run
     pid: Annotated[int, Field(ge=1)]
     host: ShortText = ""
+    runner: ShortText = ""
+    """The runner process that holds it (`host:pid`)."""
 
 
 @catalogue.register
@@ -136,6 +149,9 @@ class ProgramExited(_ProgramEvent):
     exit_code: int | None = None
     """The process's exit status; negative for a signal (-9: killed); None when there was no process to wait for."""
     reason: ShortText = ""
+    runner_left: bool = False
+    """It ended because its runner went away (`up` shut down, or lost to another process): not the program's fault,
+    so it starts again as soon as a runner is there, and no restart is counted."""
 
 
 @catalogue.register

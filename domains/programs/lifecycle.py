@@ -7,8 +7,12 @@ folds a program's stream (the API, the projection).
 
 `ProgramLifecycle.fold` takes every event of the stream; `decide` answers an event with what the keeper appends
 (at most a transition and its timer). Only the events of the current run move it: a late report from an earlier
-run's process changes nothing. The seed's healthy / degraded / unhealthy are not states here: a running program's
-agent registers like any other, and its health is the registry's inferred activity (active / idle / offline).
+run's process changes nothing. A run still running after `proven_after_s` has proven itself (a timer): the crashes
+in a row behind it are forgiven. A run that ended because its runner went away (`runner_left`) is no crash: the
+next run starts at once, and waits in `starting` until a runner is there to start it.
+
+The seed's healthy / degraded / unhealthy are not states of the stream: a running program's agent registers like
+any other, and its health is read from the registry's inferred activity (`health`: active / idle / offline).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from agentlog.domains.programs.events import (
+    PROGRAM_PROVEN,
     PROGRAM_RESTART,
     ProgramDefined,
     ProgramErrored,
@@ -34,6 +39,8 @@ from agentlog.domains.timers.events import MAX_TIMER_DELAY_S, TimerFired, TimerS
 from agentlog.eventstore.events import Event
 
 ProgramStatus = Literal["undefined", "stopped", "starting", "running", "stopping", "error"]
+Health = Literal["healthy", "degraded", "unhealthy", "unknown"]
+HEALTH_OF_ACTIVITY: dict[str, Health] = {"active": "healthy", "idle": "degraded", "offline": "unhealthy"}
 HOLDING: frozenset[ProgramStatus] = frozenset({"starting", "running", "stopping"})
 """A process of the current run may be alive: the runner holds it."""
 
@@ -41,6 +48,8 @@ HOLDING: frozenset[ProgramStatus] = frozenset({"starting", "running", "stopping"
 class ProgramLifecycle(BaseModel):
     """One program as the fold of its stream."""
 
+    version: int = 0
+    """The last stream version folded in."""
     agent_id: str = ""
     spec: ProgramDefined | None = None
     status: ProgramStatus = "undefined"
@@ -55,27 +64,47 @@ class ProgramLifecycle(BaseModel):
     """Why it last stopped or errored."""
     restart_timer: str | None = None
     """The timer that starts it again, while it is in error."""
+    exited: bool = False
+    """The current run's process exit is recorded."""
+    asked: str | None = None
+    """A person's request not answered yet (the keeper answers each once: `decide` sees it again after its own
+    answer is folded in, and must then have nothing more to say)."""
+    proving: str | None = None
+    """The proven-run timer scheduled for the current run."""
 
-    def fold(self, event: Event) -> None:
+    def fold(self, event: Event, version: int | None = None) -> None:
+        if version is not None:
+            self.version = version
         match event:
+            case ProgramStartRequested() | ProgramStopRequested() | ProgramRestartRequested():
+                self.asked = event.event_type
+            case TimerScheduled() if event.purpose == PROGRAM_PROVEN:
+                self.proving = event.timer_id
             case ProgramDefined():
                 self.agent_id, self.spec = event.agent_id, event
                 if self.status == "undefined":
                     self.status = "stopped"
             case ProgramStarting():
-                self.status, self.run, self.restart = "starting", event.run, event.restart
+                self.status, self.run, self.restart, self.asked = "starting", event.run, event.restart, None
                 self.then_start, self.pid, self.host, self.restart_timer = False, None, "", None
+                self.exited = False
             case ProgramRunning() if event.run == self.run and self.status == "starting":
                 self.status, self.pid, self.host = "running", event.pid, event.host
             case ProgramStopping() if event.run == self.run and self.status in {"starting", "running"}:
-                self.status, self.then_start = "stopping", event.then_start
+                self.status, self.then_start, self.asked = "stopping", event.then_start, None
             case ProgramExited() if event.run == self.run:
-                self.pid, self.last_exit_code = None, event.exit_code
+                self.pid, self.last_exit_code, self.exited = None, event.exit_code, True
+            case TimerFired() if self.proves(event):
+                self.restart = 0  # it proved itself: its crashes in a row are forgiven
             case ProgramErrored() if event.run == self.run:
                 self.status, self.reason = "error", _exit_reason(event.exit_code)
                 self.restart_timer = restart_timer_id(self.agent_id, self.run)
             case ProgramStopped():
                 self.status, self.reason, self.restart_timer, self.pid = "stopped", event.reason, None, None
+                self.asked = None
+
+    def proves(self, fired: TimerFired) -> bool:
+        return self.status == "running" and fired.timer_id == proven_timer_id(self.agent_id, self.run)
 
     @property
     def holding(self) -> bool:
@@ -85,6 +114,19 @@ class ProgramLifecycle(BaseModel):
 def restart_timer_id(agent_id: str, run: int) -> str:
     """The restart timer after run `run` crashed: one per run, the same on every replay."""
     return f"program{run}-{agent_id}"[:100]
+
+
+def proven_timer_id(agent_id: str, run: int) -> str:
+    """The timer after which run `run` has proven itself, if it still runs."""
+    return f"proven{run}-{agent_id}"[:100]
+
+
+def health(program: ProgramLifecycle, activity: str | None) -> Health | None:
+    """A running program's health from its agent's activity in the registry (None when it is not running):
+    healthy while active, degraded when idle, unhealthy when offline, unknown until its agent registers."""
+    if program.status != "running":
+        return None
+    return HEALTH_OF_ACTIVITY.get(activity or "", "unknown")
 
 
 def restart_delay(spec: ProgramDefined, restart: int) -> float:
@@ -106,6 +148,10 @@ def decide(program: ProgramLifecycle, event: Event) -> list[Event]:
     """What the keeper appends after `event` (folded into `program` already): the next transition, if any."""
     if program.spec is None:
         return []
+    if isinstance(event, ProgramStartRequested | ProgramStopRequested | ProgramRestartRequested) and (
+        program.asked != event.event_type
+    ):
+        return []  # answered already (or it changed nothing: a start of a running program)
     match event:
         case ProgramStartRequested() if program.status in {"stopped", "error"}:
             return [_start(program)]
@@ -116,11 +162,21 @@ def decide(program: ProgramLifecycle, event: Event) -> list[Event]:
             return [ProgramStopping(agent_id=program.agent_id, run=program.run, then_start=then_start)]
         case ProgramStopRequested() if program.status == "error":
             return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason="stopped while in error")]
+        case ProgramRunning() if event.run == program.run and program.status == "running" and (
+            program.proving != proven_timer_id(program.agent_id, program.run)
+        ):
+            proven = TimerScheduled(
+                timer_id=proven_timer_id(program.agent_id, program.run), delay_s=program.spec.proven_after_s,
+                purpose=PROGRAM_PROVEN, subject=program.agent_id,
+            )  # fmt: skip
+            return [proven]
         case ProgramExited() if event.run == program.run and program.status == "stopping":
             if program.then_start:
                 return [_start(program)]
             return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason="stopped as asked")]
         case ProgramExited() if event.run == program.run and program.status in {"starting", "running"}:
+            if event.runner_left:
+                return [_start(program, restart=program.restart)]
             return _crashed(program, event)
         case TimerFired() if program.status == "error" and event.timer_id == program.restart_timer:
             return [_start(program, restart=program.restart + 1)]

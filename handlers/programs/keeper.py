@@ -1,5 +1,6 @@
 """The program keeper decider: moves each agent program through its lifecycle (`domains.programs.lifecycle`) as
-people's requests and the runner's reports arrive, and starts a crashed program again on its restart timer.
+people's requests and the runner's reports arrive, starts a crashed program again on its restart timer, and
+forgives a run's crashes once it has run for `proven_after_s` (another timer).
 
 It folds every program stream and answers each event with the rule's decision, appended on the same stream. The
 process itself is the runner's (an effector at the edge): the keeper never reads a clock or a pid, so
@@ -12,16 +13,11 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from agentlog.domains.programs.events import PROGRAM_RESTART, agent_of, program_stream
+from agentlog.domains.programs.events import PROGRAM_PROVEN, PROGRAM_RESTART, PROGRAM_TYPES, agent_of, program_stream
 from agentlog.domains.programs.lifecycle import ProgramLifecycle, decide
 from agentlog.domains.timers.events import TimerFired, TimerScheduled
 from agentlog.handlers.decider import Decision, Fact
 from agentlog.handlers.decider_state import KeyedState
-
-PROGRAM_TYPES = frozenset(
-    {"ProgramDefined", "ProgramStartRequested", "ProgramStopRequested", "ProgramRestartRequested", "ProgramStarting",
-     "ProgramRunning", "ProgramStopping", "ProgramExited", "ProgramErrored", "ProgramStopped"}
-)  # fmt: skip
 
 
 class KeeperSettings(BaseModel):
@@ -38,7 +34,7 @@ class ProgramKeeper:
     name: ClassVar[str] = "program-keeper"
     input_types: ClassVar[frozenset[str]] = PROGRAM_TYPES | {"TimerScheduled", "TimerFired"}
     state_model: ClassVar[type[ProgramsState]] = ProgramsState
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(self) -> None:
         self.configured = KeeperSettings()
@@ -71,7 +67,7 @@ class ProgramKeeper:
         if not fact.stream_id.startswith("program-"):
             return None
         event = fact.event
-        if isinstance(event, TimerScheduled | TimerFired) and event.purpose != PROGRAM_RESTART:
+        if isinstance(event, TimerScheduled | TimerFired) and event.purpose not in {PROGRAM_RESTART, PROGRAM_PROVEN}:
             return None
         agent_id = agent_of(fact.stream_id)
         if getattr(event, "agent_id", agent_id) != agent_id or program_stream(agent_id) != fact.stream_id:

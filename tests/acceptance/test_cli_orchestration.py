@@ -84,3 +84,32 @@ async def test_hostile_input_is_one_line_from_the_command_line(store: EventStore
             assert refused.returncode == 3 and len(lines) == 1, refused.stderr
             assert named in lines[0], refused.stderr
         assert await api.event_count() == before, "a refused command appended something"
+
+
+async def test_programs_from_the_command_line(store: EventStore, database_url: str) -> None:
+    async with api_running(store) as api:
+        env = environment(AGENTLOG_DATABASE_URL=database_url, AGENTLOG_URL=api.url)
+        defined = await agentlog("program", "define", "p1", "--max-restarts", "2", "--env", "MODE=fast", "--",
+                                 "python", "-m", "my_agent", "--verbose", env=env)  # fmt: skip
+        assert defined.returncode == 0, defined.stderr
+        state = json.loads(defined.stdout)
+        assert (state["command"], state["env_names"], state["max_restarts"]) == (
+            ["python", "-m", "my_agent", "--verbose"], ["MODE"], 2)  # fmt: skip
+        before = await api.event_count()
+        person = {**env, "AGENTLOG_TOKEN": api.token("person", "ada")}
+        refused = await agentlog("program", "define", "p1", "--", "sh", "-c", "rm -rf /", env=person)
+        assert refused.returncode == 1 and "admin" in refused.stderr, refused.stderr
+        bad = await agentlog("program", "define", "p1", "--max-restarts", "-1", "--", "python", env=env)
+        assert bad.returncode == 3 and "max_restarts" in bad.stderr, bad.stderr
+        no_value = await agentlog("program", "define", "p1", "--env", "MODE", "--", "python", env=env)
+        assert no_value.returncode == 2 and "NAME=VALUE" in no_value.stderr, no_value.stderr
+        unknown = await agentlog("program", "start", "nobody", env=env)
+        assert unknown.returncode != 0 and "no program" in unknown.stderr, unknown.stderr
+        assert await api.event_count() == before, "a refused command appended something"
+
+        started = await agentlog("program", "start", "p1", "--reason", "go", env=person)
+        assert started.returncode == 0, started.stderr
+        listed = await agentlog("program", "list", env=env)
+        assert listed.returncode == 0 and "p1" in listed.stdout, listed.stderr
+        shown = await agentlog("program", "show", "p1", env=env)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["agent_id"] == "p1", shown.stderr

@@ -15,16 +15,17 @@ from agentlog.handlers.activity.status_keeper import StatusKeeper
 from agentlog.handlers.budgets.keeper import BudgetKeeper
 from agentlog.handlers.coordination.expiry import CoordinationExpiry
 from agentlog.handlers.coordination.operations import OperationExpiry
+from agentlog.handlers.programs.keeper import ProgramKeeper
 from agentlog.handlers.schedules.scheduler import Scheduler
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from tests.support.hosting import hosted
 
 PROJECTIONS = (
     "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks", "budgets",
-    "schedules", "timers",
+    "schedules", "programs", "timers",
 )  # fmt: skip
 DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, Scheduler.name, BudgetKeeper.name,
-            StatusKeeper.name)  # fmt: skip
+            StatusKeeper.name, ProgramKeeper.name)  # fmt: skip
 
 
 @asynccontextmanager
@@ -33,7 +34,8 @@ async def coordination_running(
 ) -> AsyncIterator[HandlerRunner]:
     """What `agentlog up` hosts beside the API: the projections it reads and the deciders of the log (but those
     named in `without`: a decider that is down, or lagging behind the API)."""
-    deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), Scheduler(), BudgetKeeper(), StatusKeeper()]
+    deciders = [CoordinationExpiry(), OperationExpiry(), Dispatcher(), Scheduler(), BudgetKeeper(), StatusKeeper(),
+                ProgramKeeper()]  # fmt: skip
     deciders = [decider for decider in deciders if decider.name not in without]
     async with hosted(store, deciders, PROJECTIONS) as runner:
         yield runner

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentlog.domains.programs.events import (
+    PROGRAM_PROVEN,
     PROGRAM_RESTART,
     ProgramDefined,
     ProgramErrored,
@@ -41,13 +42,20 @@ class Program:
         self.feed(ProgramDefined(agent_id="a1", command=["python", "-m", "worker"], max_restarts=max_restarts))
 
     def feed(self, event: Event) -> list[Event]:
+        """As `handlers.decider.step` runs the keeper: decide, fold the decisions, ask again until it has nothing
+        more to say (a rule that answers its own answer would loop, and `step` gives up on the event)."""
         self.log.append(event)
         self.state.fold(event)
-        decided = decide(self.state, event)
-        for decision in decided:
-            self.log.append(decision)
-            self.state.fold(decision)
-        return decided
+        decided: list[Event] = []
+        for _ in range(10):
+            round_ = decide(self.state, event)
+            if not round_:
+                return decided
+            for decision in round_:
+                self.log.append(decision)
+                self.state.fold(decision)
+            decided += round_
+        raise AssertionError(f"the keeper kept deciding after {event.event_type}: {types(decided)}")
 
     def timer(self) -> TimerScheduled | None:
         timers = [e for e in self.log if isinstance(e, TimerScheduled)]
@@ -111,7 +119,8 @@ def test_a_stop_while_waiting_to_restart_stops_and_the_timer_is_ignored() -> Non
 
 
 actions = st.lists(
-    st.sampled_from(["start", "stop", "restart", "running", "exit", "exit-old", "fire", "fire-old"]), max_size=60
+    st.sampled_from(["start", "stop", "restart", "running", "exit", "exit-old", "fire", "fire-old", "runner-left"]),
+    max_size=60,
 )
 
 
@@ -132,6 +141,8 @@ def test_any_history_keeps_the_rules(steps: list[str], max_restarts: int) -> Non
                 program.feed(ProgramRunning(agent_id="a1", run=state.run, pid=1000 + state.run))
             case "exit" if state.holding:
                 program.feed(ProgramExited(agent_id="a1", run=state.run, exit_code=1))
+            case "runner-left" if state.holding:
+                program.feed(ProgramExited(agent_id="a1", run=state.run, runner_left=True))
             case "exit-old" if state.run > 1:
                 assert program.feed(ProgramExited(agent_id="a1", run=state.run - 1, exit_code=1)) == []
             case "fire" | "fire-old" if timer is not None:
@@ -140,13 +151,41 @@ def test_any_history_keeps_the_rules(steps: list[str], max_restarts: int) -> Non
     assert [event.run for event in starts] == list(range(1, len(starts) + 1)), "runs count starts, one by one"
     assert all(event.restart <= max_restarts for event in starts), "restarted past max_restarts"
     for before, after in zip(program.log, program.log[1:], strict=False):
-        if isinstance(after, ProgramStarting) and after.restart > 0:
+        if isinstance(after, ProgramStarting) and after.restart > 0 and not getattr(before, "runner_left", False):
             assert isinstance(before, TimerFired), "an automatic restart only on its timer"
     # Folding the log again gives the same program: the keeper's decisions are a function of the log.
     again = ProgramLifecycle()
     for event in program.log:
         again.fold(event)
     assert again == program.state
+
+
+def test_a_run_that_proved_itself_is_forgiven_the_crashes_before_it() -> None:
+    program = Program(max_restarts=1)
+    program.feed(ProgramStartRequested(agent_id="a1"))
+    program.feed(ProgramRunning(agent_id="a1", run=1, pid=1))
+    program.feed(ProgramExited(agent_id="a1", run=1, exit_code=1))
+    restart = program.timer()
+    assert restart is not None and restart.purpose == PROGRAM_RESTART
+    program.feed(TimerFired(timer_id=restart.timer_id, purpose=restart.purpose, subject="a1", due_at=DUE))
+    proven = program.feed(ProgramRunning(agent_id="a1", run=2, pid=2))
+    assert [(e.event_type, getattr(e, "purpose", None)) for e in proven] == [("TimerScheduled", PROGRAM_PROVEN)]
+    assert program.state.restart == 1  # one more crash now would stop it: max_restarts 1
+    timer = proven[0]
+    assert isinstance(timer, TimerScheduled) and timer.delay_s == 60.0
+    assert program.feed(TimerFired(timer_id=timer.timer_id, purpose=timer.purpose, subject="a1", due_at=DUE)) == []
+    assert program.state.restart == 0
+    assert types(program.feed(ProgramExited(agent_id="a1", run=2, exit_code=1))) == ["ProgramErrored", "TimerScheduled"]
+
+
+def test_a_runner_leaving_is_no_crash_and_the_next_run_starts_at_once() -> None:
+    program = Program(max_restarts=0)
+    program.feed(ProgramStartRequested(agent_id="a1"))
+    program.feed(ProgramRunning(agent_id="a1", run=1, pid=1))
+    started = program.feed(ProgramExited(agent_id="a1", run=1, runner_left=True, reason="its runner shut down"))
+    assert isinstance(started[0], ProgramStarting) and (started[0].run, started[0].restart) == (2, 0)
+    program.feed(ProgramStopRequested(agent_id="a1"))  # stopped while it waited for a runner
+    assert types(program.feed(ProgramExited(agent_id="a1", run=2, runner_left=True))) == ["ProgramStopped"]
 
 
 def test_restart_delays_are_bounded() -> None:

@@ -1,0 +1,407 @@
+"""The program runner: the effector that runs agent programs as processes and records what became of them.
+
+It carries out the program keeper's decisions (`ProgramStarting`, `ProgramStopping`) and records facts: a run's
+process started (`ProgramRunning`, with its pid, host and runner), and ended (`ProgramExited`, with its status). It
+decides nothing; the keeper reacts to the facts (a crash is restarted, a stop that was asked for ends in stopped).
+
+There is one runner for a log: a handler, `program-runner`, so the handler runner's lock makes exactly one process
+(of every `agentlog up` on every machine) the active runner, and a standby takes over when it dies. Each takeover
+starts with a reconcile against the log (`session_started`): every run the log says holds a process but that this
+runner does not hold is ended —
+
+- on this machine, a process of it still running (its runner lives on, cut off from the database) is stopped;
+- on another machine, after `handover_s` and its stop grace: a runner cut off from the database stops its
+  programs once it has been so for `handover_s` (`session_ended`), so no program ever runs twice;
+
+and recorded `ProgramExited` with `runner_left`: no crash of the program's, so the keeper starts the next run at
+once, here. Programs die with their runner (`processes`), so a runner killed outright leaves nothing behind.
+
+`up` shutting down stops its programs, records their exits with `runner_left`, and leaves them `starting`: the
+next runner to come starts them.
+
+Every fact's event id derives from the run's `ProgramStarting` event, so whichever runner records a run's start or
+end, it is recorded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from agentlog.domains.programs.events import (
+    ProgramDefined,
+    ProgramExited,
+    ProgramRunning,
+    ProgramStarting,
+    ProgramStopping,
+    agent_of,
+    program_stream,
+)
+from agentlog.domains.programs.lifecycle import ProgramLifecycle
+from agentlog.eventstore import ANY, EventStore, LogPosition, NewEvent, derived_event_id
+from agentlog.eventstore.errors import (
+    AgentlogError,
+    ConcurrencyRetryError,
+    DatabaseUnavailableError,
+    EventIdConflictError,
+)
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS
+from agentlog.eventstore.postgres.queries import load_queries
+from agentlog.handlers.handler import HandlerBatch
+from agentlog.handlers.programs import processes
+
+log = structlog.get_logger("handlers.programs")
+
+RUNNER = "program-runner"
+RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailableError, ConcurrencyRetryError, *CONNECTION_ERRORS)
+SHUTDOWN_MARGIN_S = 10.0
+"""Beyond the longest stop grace, how long a shutdown waits for its programs' exits to be recorded."""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
+
+ProgramToken = Callable[[str], str]
+"""A token that lets the program act as its agent on the API (issued for each start, and renewed)."""
+
+
+@dataclass(slots=True)
+class RunnerSettings:
+    api_url: str
+    """The API's base URL, handed to programs as AGENTLOG_URL."""
+    log_dir: Path
+    """Each program's standard output and error go to `<log_dir>/<agent id>.log`."""
+    handover_s: float = 30.0
+    """How long a runner cut off from the database keeps its programs before it stops them (a runner taking over on
+    another machine waits this long, and their stop grace, before it starts them again)."""
+    token_renewal_s: float = 300.0
+    host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(slots=True)
+class Run:
+    """A run's process this runner holds."""
+
+    agent_id: str
+    run: int
+    starting_id: uuid.UUID
+    process: asyncio.subprocess.Process
+    spec: ProgramDefined
+    recordable: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once its `ProgramRunning` committed: its exit is recorded after it."""
+    stopping: bool = False
+    runner_left: bool = False
+    """It is stopped because the runner goes away (its exit says so)."""
+    forgotten: bool = False
+    """Handed over: another runner records its end."""
+    watcher: asyncio.Task[None] | None = None
+
+
+class ProgramRunner:
+    """Runs the log's agent programs while its handler is the active `program-runner`. Host it in the handler
+    runner; `shutdown()` before the handler runner stops."""
+
+    name = RUNNER
+    event_types: frozenset[str] | None = frozenset({"ProgramStarting", "ProgramStopping"})
+
+    def __init__(self, store: EventStore, settings: RunnerSettings, token: ProgramToken) -> None:
+        self.store = store
+        self.settings = settings
+        self.token = token
+        self.runs: dict[str, Run] = {}
+        self.active = False
+        self.stopping = False
+        self.runner_id = f"{settings.host}:{os.getpid()}"
+        self._fleet: str | None = None
+        self._started_in_batch: list[Run] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._handing_over: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
+
+    # -- taking turns with other runners -------------------------------------------------------------------------
+
+    async def session_started(self) -> None:
+        """Active: cancel a pending handover, then end what the log says runs but nobody here holds."""
+        self.active = True
+        if self._handing_over is not None:
+            self._handing_over.cancel()
+            self._handing_over = None
+        if self._renewing is None:
+            self._renewing = asyncio.get_running_loop().create_task(self._renew_tokens())
+        await self._reconcile()
+
+    def session_ended(self) -> None:
+        self.active = False
+        if self.stopping or not self.runs:
+            return
+        log.warning("programs.runner_cut_off", runner=self.runner_id, programs=len(self.runs),
+                    stop_in_s=self.settings.handover_s)  # fmt: skip
+        self._handing_over = asyncio.get_running_loop().create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        """Cut off for `handover_s`: another runner may hold the log's programs now. Stop ours, record nothing."""
+        await asyncio.sleep(self.settings.handover_s)
+        if self.active:
+            return
+        runs = list(self.runs.values())
+        for held in runs:
+            held.forgotten = True
+            held.recordable.set()
+        log.warning("programs.handed_over", runner=self.runner_id, stopped=[held.agent_id for held in runs])
+        await asyncio.gather(*(self._stop(held) for held in runs))
+        self.runs.clear()
+
+    async def fleet(self) -> str:
+        """This log's fleet id (made on first use), which marks its programs."""
+        if self._fleet is None:
+            await self.store.pool.execute(QUERIES["ensure_fleet"], uuid.uuid4().hex[:16])
+            self._fleet = str(await self.store.pool.fetchval(QUERIES["select_fleet"]))
+        return self._fleet
+
+    async def _reconcile(self) -> None:
+        fleet = await self.fleet()
+        checkpoint = await recorder.load_checkpoint(self.store.pool, RUNNER)
+        marked = processes.marked_processes(fleet)
+        current: dict[str, int] = {}
+        for stream_id in [row["stream_id"] for row in await self.store.pool.fetch(QUERIES["program_streams"])]:
+            program, starting = await self._fold(stream_id)
+            current[program.agent_id] = program.run
+            if not program.holding or program.exited or starting is None:
+                continue
+            held = self.runs.get(program.agent_id)
+            if held is not None and held.run == program.run:
+                continue  # ours still: this runner only lost its session for a moment
+            if program.status == "starting" and starting.position > checkpoint:
+                continue  # its start is still to come to this runner
+            self._in_background(self._end_lost_run(program, starting, marked))
+        for found in marked:  # runs no longer current (a start rolled back with its runner's session): stop them
+            held = self.runs.get(found.agent_id)
+            if current.get(found.agent_id) != found.run and (held is None or held.process.pid != found.pid):
+                log.warning("programs.stray_stopped", agent=found.agent_id, run=found.run, pid=found.pid)
+                self._in_background(processes.kill_and_wait(found.pid, 5.0))
+
+    async def _end_lost_run(
+        self, program: ProgramLifecycle, starting: _Starting, marked: list[processes.Marked]
+    ) -> None:
+        assert program.spec is not None
+        grace = program.spec.stop_grace_s
+        if program.host and program.host != self.settings.host:
+            await asyncio.sleep(self.settings.handover_s + grace + 1)  # its runner stops it by then
+            reason = f"its runner on {program.host} lost its turn"
+        else:
+            for found in marked:
+                if found.agent_id == program.agent_id and found.run == program.run:
+                    await processes.kill_and_wait(found.pid, grace)
+            reason = "its runner was gone"
+        if not self.active:
+            return
+        exited = ProgramExited(agent_id=program.agent_id, run=program.run, reason=reason, runner_left=True)
+        await self._record(exited, starting.event_id)
+
+    # -- decisions -----------------------------------------------------------------------------------------------
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        self._started_in_batch = []  # a retried batch records them again
+        for typed in batch.events:
+            event, recorded = typed.event, typed.recorded
+            if self.stopping or recorded.stream_id != program_stream(getattr(event, "agent_id", "")):
+                continue
+            if isinstance(event, ProgramStarting):
+                await self._start(event, recorded.event_id, batch)
+            elif isinstance(event, ProgramStopping):
+                await self._stop_asked(event, recorded.event_id, batch)
+
+    def batch_committed(self) -> None:
+        for held in self._started_in_batch:
+            held.recordable.set()
+        self._started_in_batch = []
+
+    async def _start(self, starting: ProgramStarting, starting_id: uuid.UUID, batch: HandlerBatch) -> None:
+        agent_id = starting.agent_id
+        program, _ = await self._fold(program_stream(agent_id))
+        if program.run != starting.run or program.status != "starting" or program.spec is None:
+            return  # moved on meanwhile (stopped before it started, or a later run): nothing to start
+        held = self.runs.get(agent_id)
+        if held is not None and held.run == starting.run:  # started by an attempt of this batch that did not commit
+            await batch.append(program_stream(agent_id), [self._running(held)])
+            self._started_in_batch.append(held)
+            return
+        if held is not None:  # an earlier run's process that has not ended: it must, before this one starts
+            await self._stop(held)
+        spec = program.spec
+        inherited = {name: value for name, value in os.environ.items() if not name.startswith("AGENTLOG_")}
+        env = {  # not this process's settings (its database URL, its LLM key): a program is an agent of the API
+            **inherited, **spec.env,
+            processes.MARKER: processes.marker(await self.fleet(), agent_id, starting.run),
+            "AGENTLOG_AGENT_ID": agent_id, "AGENTLOG_URL": self.settings.api_url,
+            "AGENTLOG_TOKEN": self.token(agent_id), "AGENTLOG_TOKEN_FILE": str(self._token_file(agent_id)),
+            "AGENTLOG_PROGRAM_RUN_NUMBER": str(starting.run),
+        }  # fmt: skip
+        try:
+            self._write_token(agent_id)
+            with self._output(agent_id) as output:
+                process = await processes.start(spec.command, env, spec.working_dir, output)
+        except OSError as error:  # recorded as a failed run: the keeper's restarts and their limit apply
+            log.error("program.start_failed", agent=agent_id, run=starting.run, error=str(error))
+            failed = ProgramExited(agent_id=agent_id, run=starting.run, reason=f"could not be started: {error}"[:500])
+            await batch.append(program_stream(agent_id), [NewEvent(failed, _exited_id(starting_id))])
+            return
+        held = Run(agent_id, starting.run, starting_id, process, spec)
+        self.runs[agent_id] = held
+        held.watcher = asyncio.get_running_loop().create_task(self._watch(held))
+        log.info("program.started", agent=agent_id, run=starting.run, pid=process.pid, command=spec.command[0])
+        await batch.append(program_stream(agent_id), [self._running(held)])
+        self._started_in_batch.append(held)
+
+    def _running(self, held: Run) -> NewEvent:
+        running = ProgramRunning(
+            agent_id=held.agent_id, run=held.run, pid=held.process.pid, host=self.settings.host, runner=self.runner_id
+        )
+        return NewEvent(running, derived_event_id(RUNNER, held.starting_id, 0))
+
+    async def _stop_asked(self, stopping: ProgramStopping, stopping_id: uuid.UUID, batch: HandlerBatch) -> None:
+        held = self.runs.get(stopping.agent_id)
+        if held is not None and held.run == stopping.run:
+            self._in_background(self._stop(held))
+            return
+        program, starting = await self._fold(program_stream(stopping.agent_id))
+        if program.run != stopping.run or program.status != "stopping" or program.exited or starting is None:
+            return
+        if program.host and program.host != self.settings.host:
+            return  # the reconcile records its end once its own runner has surely stopped it
+        gone = ProgramExited(agent_id=stopping.agent_id, run=stopping.run, reason="no process of it was running")
+        await batch.append(program_stream(stopping.agent_id), [NewEvent(gone, _exited_id(starting.event_id))])
+
+    async def _stop(self, held: Run) -> None:
+        """SIGTERM its group, SIGKILL after its stop grace; returns once it ended (its watcher records the exit)."""
+        held.stopping = True
+        process = held.process
+        if process.returncode is None:
+            log.info("program.stopping", agent=held.agent_id, run=held.run, pid=process.pid)
+            processes.signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(process.wait()), held.spec.stop_grace_s)
+            except TimeoutError:
+                log.warning("program.kill_after_grace", agent=held.agent_id, run=held.run, pid=process.pid)
+                processes.signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        processes.signal_group(process.pid, signal.SIGKILL)  # what it started and left behind in its group
+        if held.watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(held.watcher)
+
+    async def _watch(self, held: Run) -> None:
+        exit_code = await held.process.wait()
+        log.info("program.exited", agent=held.agent_id, run=held.run, exit_code=exit_code, asked=held.stopping)
+        await held.recordable.wait()
+        if held.forgotten:
+            return
+        if self.runs.get(held.agent_id) is held:
+            del self.runs[held.agent_id]
+        reason = "its runner shut down" if held.runner_left else ""
+        exited = ProgramExited(agent_id=held.agent_id, run=held.run, exit_code=exit_code, reason=reason,
+                               runner_left=held.runner_left)  # fmt: skip
+        await self._record(exited, held.starting_id)
+
+    async def shutdown(self) -> None:
+        """Stop every program and record each exit (`runner_left`: the next runner starts them again)."""
+        self.stopping = True
+        if self._renewing is not None:
+            self._renewing.cancel()
+        runs = list(self.runs.values())
+        for held in runs:
+            held.runner_left = not held.stopping
+            held.recordable.set()  # a start whose batch did not commit: its end is recorded all the same
+        if runs:
+            longest = max(held.spec.stop_grace_s for held in runs)
+            stops = asyncio.gather(*(self._stop(held) for held in runs), return_exceptions=True)
+            try:
+                await asyncio.wait_for(stops, longest + SHUTDOWN_MARGIN_S)
+            except TimeoutError:
+                log.error("programs.exits_unrecorded", agents=[held.agent_id for held in runs if held.watcher
+                          and not held.watcher.done()])  # fmt: skip
+        for task in list(self._background):
+            task.cancel()
+        if self._handing_over is not None:
+            self._handing_over.cancel()
+
+    # -- recording -----------------------------------------------------------------------------------------------
+
+    async def _record(self, exited: ProgramExited, starting_id: uuid.UUID) -> None:
+        """Record a run's end, retrying while the database is away and this runner still holds its turn."""
+        new = NewEvent(exited, _exited_id(starting_id))
+        delay = 0.2
+        while True:
+            try:
+                await self.store.append(program_stream(exited.agent_id), [new], ANY)
+                return
+            except EventIdConflictError:
+                return  # another runner recorded this run's end first
+            except RETRYABLE as error:
+                if not self.active and not self.stopping:
+                    return  # handed over: the next runner records it
+                log.warning("program.record_failed", agent=exited.agent_id, error=str(error), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except AgentlogError as error:
+                log.error("program.fact_refused", agent=exited.agent_id, error=str(error))
+                return
+
+    async def _fold(self, stream_id: str) -> tuple[ProgramLifecycle, _Starting | None]:
+        """The program as its stream says now, and where its current run's `ProgramStarting` is."""
+        program, starting = ProgramLifecycle(agent_id=agent_of(stream_id)), None
+        for recorded in await self.store.read_stream(stream_id):
+            event = self.store.decode(recorded)
+            program.fold(event, recorded.stream_version)
+            if isinstance(event, ProgramStarting):
+                starting = _Starting(recorded.event_id, recorded.position)
+        return program, starting
+
+    # -- the program's files -------------------------------------------------------------------------------------
+
+    def _output(self, agent_id: str) -> IO[bytes]:
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        return (self.settings.log_dir / f"{agent_id}.log").open("ab")
+
+    def _token_file(self, agent_id: str) -> Path:
+        return self.settings.log_dir / f"{agent_id}.token"
+
+    def _write_token(self, agent_id: str) -> None:
+        """The agent's current token, for a program that outlives the one in its environment (renewed here)."""
+        path = self._token_file(agent_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_suffix(".token.new")
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(self.token(agent_id))
+        fresh.replace(path)
+
+    async def _renew_tokens(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.token_renewal_s)
+            for agent_id in list(self.runs):
+                with contextlib.suppress(OSError):
+                    self._write_token(agent_id)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+@dataclass(frozen=True, slots=True)
+class _Starting:
+    event_id: uuid.UUID
+    position: LogPosition
+
+
+def _exited_id(starting_id: uuid.UUID) -> uuid.UUID:
+    return derived_event_id(RUNNER, starting_id, 1)

@@ -1,0 +1,15 @@
+-- Named SQL of the program runner (loaded by `runner.py`).
+
+-- ensure_fleet --
+-- Make the log's fleet id (which marks its programs' processes) unless it exists.
+-- $1 a new fleet id
+INSERT INTO agentlog.secrets (name, value) VALUES ('program-runner/fleet', convert_to($1, 'UTF8'))
+ON CONFLICT (name) DO NOTHING;
+
+-- select_fleet --
+-- No parameters.
+SELECT convert_from(value, 'UTF8') FROM agentlog.secrets WHERE name = 'program-runner/fleet';
+
+-- program_streams --
+-- Every program's stream (to reconcile with when this runner's turn starts). No parameters.
+SELECT DISTINCT stream_id FROM agentlog.events WHERE category = 'program' AND event_type = 'ProgramDefined';
