@@ -271,7 +271,7 @@ class DecisionHandler(Generic[S]):
                     decision_metadata(self.name, event.event_id, index),
                 )
                 appends.append(StreamAppend(decision.stream_id, (new,), ANY))
-                log.info(
+                log.debug(  # one per decision: at info, rendering them was an eighth of a busy dispatcher's time
                     "decider.decided",
                     decider=self.name,
                     decision=decision.event.event_type,

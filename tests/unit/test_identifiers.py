@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentlog.eventstore import InvalidStreamIdError, category_of, derived_event_id, new_event_id, validate_stream_id
+from agentlog.eventstore.identifiers import DERIVED_EVENT_NAMESPACE
 from agentlog.eventstore.records import ExpectedVersion, expected_version_argument
 
 
@@ -44,6 +45,11 @@ def test_event_ids_are_version_7_and_ordered_by_time() -> None:
 def test_derived_event_ids_depend_only_on_their_inputs(handler: str, cause: uuid.UUID, index: int) -> None:
     assert derived_event_id(handler, cause, index) == derived_event_id(handler, cause, index)
     assert derived_event_id(handler, cause, index) != derived_event_id(handler, cause, index + 1)
+    # Exactly the UUIDv5 every event already in a log was given: the fast path must never change an id.
+    expected = uuid.uuid5(DERIVED_EVENT_NAMESPACE, f"{handler}/{cause}/{index}")
+    made = derived_event_id(handler, cause, index)
+    assert (made, made.version, made.variant, str(made), hash(made)) == (
+        expected, 5, uuid.RFC_4122, str(expected), hash(expected))  # fmt: skip
 
 
 def test_expected_versions_translate_to_sql() -> None:
