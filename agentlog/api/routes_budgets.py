@@ -17,6 +17,7 @@ from agentlog.api.views import budget, budget_state
 from agentlog.client import models
 from agentlog.domains.budgets import ledger as rules
 from agentlog.domains.budgets.events import BUDGET_ID_PATTERN, budget_stream
+from agentlog.domains.budgets.ledger import ReservationOpenError
 from agentlog.domains.budgets.periods import period_of
 from agentlog.eventstore import Event
 from agentlog.handlers.budgets.reservations import Left
@@ -83,10 +84,20 @@ async def reserve(body: models.ReservationRequest, services: Svc, who: Who, acto
     used by settling (or releasing) before `ttl_s`, after which the reservation expires by itself."""
     agent_id = who.agent(body.agent_id)
     reservation_id = body.reservation_id or actor.mint("rsv-")
-    held, written = await services.coordinator.reservations.reserve(
-        agent_id, reservation_id, body.tokens, datetime.now(UTC), ttl_s=body.ttl_s, purpose=body.purpose,
-        new_event=actor.new, again=actor.again,
-    )  # fmt: skip
+    reservations = services.coordinator.reservations
+    try:
+        held, written = await reservations.reserve(
+            agent_id, reservation_id, body.tokens, datetime.now(UTC), ttl_s=body.ttl_s, purpose=body.purpose,
+            new_event=actor.new, again=actor.again,
+        )  # fmt: skip
+    except ReservationOpenError:
+        # Its id minted from this request's Idempotency-Key: this very request's first run, cut off before it
+        # answered (the id is [kind, name, key]'s, nobody else's), answered as that run would have been.
+        minted = body.reservation_id is None and actor.key is not None
+        again = await reservations.holding(agent_id, reservation_id, body.tokens) if minted else None
+        if again is None:
+            raise
+        held, written = again, None
     if written is not None:
         services.wrote(who, written)
     return models.Reservation(reservation_id=reservation_id, agent_id=agent_id, tokens=body.tokens,

@@ -57,6 +57,10 @@ class BudgetNotSetError(BudgetError):
     """No such budget: set its limit first."""
 
 
+class ReservationOpenError(BudgetError):
+    """A reservation by that id is open already (a request run again is answered as its first run was)."""
+
+
 class UnknownReservationError(BudgetError):
     """No such open reservation (never made, or settled, released or expired already)."""
 
@@ -205,7 +209,7 @@ def reserve(
     the warnings it brings and, last, its expiry timer."""
     _defined(ledger, ledger.budget_id)
     if reservation_id in ledger.open:
-        raise BudgetError(f"reservation {reservation_id} is open already on budget {ledger.budget_id}")
+        raise ReservationOpenError(f"reservation {reservation_id} is open already on budget {ledger.budget_id}")
     period = max(period, ledger.period)
     remaining = ledger.remaining(period)
     if tokens > remaining:

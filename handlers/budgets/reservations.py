@@ -102,6 +102,17 @@ class Reservations:
             return [], None
         return held, await append_decided(self.store, plan, new_event, again)
 
+    async def holding(self, agent_id: str, reservation_id: str, tokens: int) -> list[Left] | None:
+        """What each of the agent's budgets has left while reservation `reservation_id` of `tokens` is open on every
+        one of them (None if it is not: closed, another's, another amount)."""
+        held: list[Left] = []
+        for _budget_id, fold in sorted((await self.set_budgets(agent_id)).items()):
+            reservation = fold.ledger.open.get(reservation_id)
+            if reservation is None or reservation.agent_id != agent_id or reservation.tokens != tokens:
+                return None
+            held.append(left_of(fold, fold.ledger.period))
+        return held
+
     async def close(
         self, agent_id: str, reservation_id: str, used_tokens: int | None, now: datetime, *, reason: str = "",
         new_event: NewEventOf = NewEvent, again: Callable[[], None] = lambda: None,

@@ -168,11 +168,13 @@ async def test_a_request_run_again_after_its_process_died_records_nothing_twice(
     """A process died after a keyed POST appended and before it kept the answer; past the key's lease the retry
     runs the request again. The ids it makes derive from the key, so it records nothing new: a chat post is the
     same post, a task without an id the same task (it used to be a 500 for both: new ids, the same event ids)."""
-    async with api_running(store) as api, api.client("agent", "ada") as ada:
+    async with api_running(store) as api, api.client("agent", "ada") as ada, api.client("admin", "root") as root:
         assert (await ada.put("/agents/ada", json={})).status_code == 201
+        assert (await root.put("/budgets/global", json={"limit_tokens": 1_000})).status_code == 200
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         for path, body in (("/chat", {"body": "hello"}), ("/tasks", {"task_type": "x"}),
-                           ("/tasks", {"task_type": "y", "run_at": later})):  # fmt: skip
+                           ("/tasks", {"task_type": "y", "run_at": later}),
+                           ("/budgets/reservations", {"tokens": 100})):  # fmt: skip
             key = {"idempotency-key": f"died-{path}-{len(body)}"}
             first = await ada.post(path, json=body, headers=key)
             assert first.status_code == 201, first.text
@@ -184,6 +186,7 @@ async def test_a_request_run_again_after_its_process_died_records_nothing_twice(
         await settled(store)
         assert [m["body"] for m in (await ada.get("/chat")).json()["messages"]] == ["hello"]
         assert len((await ada.get("/tasks")).json()) == 2
+        assert (await ada.get("/budgets/global")).json()["reserved_tokens"] == 100  # held once
 
 
 async def test_one_key_of_two_callers_whose_names_run_together_is_two_keys(store: EventStore) -> None:
