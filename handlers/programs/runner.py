@@ -31,7 +31,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -69,6 +69,8 @@ SHUTDOWN_MARGIN_S = 10.0
 """Beyond the longest stop grace, how long a shutdown waits for its programs' exits to be recorded."""
 QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 
+Append = Callable[[str, Sequence[NewEvent]], Awaitable[object]]
+"""Where a run's start is recorded: the batch's transaction, or at once (`_append_now`)."""
 ProgramToken = Callable[[str], str]
 """A token that lets the program act as its agent on the API (issued for each start, and renewed)."""
 
@@ -181,6 +183,11 @@ class ProgramRunner:
                 continue  # ours still: this runner only lost its session for a moment
             if program.status == "starting" and starting.position > checkpoint:
                 continue  # its start is still to come to this runner
+            if program.status == "starting" and not any(found.agent_id == program.agent_id for found in marked):
+                # Passed by a runner that was shutting down (or never started, it failing to record why): start
+                # it now, as the run the log says it is.
+                self._in_background(self._start_now(starting))
+                continue
             self._in_background(self._end_lost_run(program, starting, marked))
         for found in marked:  # runs no longer current (a start rolled back with its runner's session): stop them
             held = self.runs.get(found.agent_id)
@@ -215,7 +222,9 @@ class ProgramRunner:
             if self.stopping or recorded.stream_id != program_stream(getattr(event, "agent_id", "")):
                 continue
             if isinstance(event, ProgramStarting):
-                await self._start(event, recorded.event_id, batch)
+                held = await self._start(event, recorded.event_id, batch.append)
+                if held is not None:
+                    self._started_in_batch.append(held)
             elif isinstance(event, ProgramStopping):
                 await self._stop_asked(event, recorded.event_id, batch)
 
@@ -224,16 +233,21 @@ class ProgramRunner:
             held.recordable.set()
         self._started_in_batch = []
 
-    async def _start(self, starting: ProgramStarting, starting_id: uuid.UUID, batch: HandlerBatch) -> None:
+    async def _start_now(self, starting: _Starting) -> None:
+        held = await self._start(starting.event, starting.event_id, self._append_now)
+        if held is not None:
+            held.recordable.set()
+
+    async def _start(self, starting: ProgramStarting, starting_id: uuid.UUID, append: Append) -> Run | None:
+        """Start the run, record `ProgramRunning` through `append`; the run, unless there was none to start."""
         agent_id = starting.agent_id
         program, _ = await self._fold(program_stream(agent_id))
         if program.run != starting.run or program.status != "starting" or program.spec is None:
-            return  # moved on meanwhile (stopped before it started, or a later run): nothing to start
+            return None  # moved on meanwhile (stopped before it started, or a later run): nothing to start
         held = self.runs.get(agent_id)
         if held is not None and held.run == starting.run:  # started by an attempt of this batch that did not commit
-            await batch.append(program_stream(agent_id), [self._running(held)])
-            self._started_in_batch.append(held)
-            return
+            await append(program_stream(agent_id), [self._running(held)])
+            return held
         if held is not None:  # an earlier run's process that has not ended: it must, before this one starts
             await self._stop(held)
         spec = program.spec
@@ -252,14 +266,14 @@ class ProgramRunner:
         except OSError as error:  # recorded as a failed run: the keeper's restarts and their limit apply
             log.error("program.start_failed", agent=agent_id, run=starting.run, error=str(error))
             failed = ProgramExited(agent_id=agent_id, run=starting.run, reason=f"could not be started: {error}"[:500])
-            await batch.append(program_stream(agent_id), [NewEvent(failed, _exited_id(starting_id))])
-            return
+            await append(program_stream(agent_id), [NewEvent(failed, _exited_id(starting_id))])
+            return None
         held = Run(agent_id, starting.run, starting_id, process, spec)
         self.runs[agent_id] = held
         held.watcher = asyncio.get_running_loop().create_task(self._watch(held))
         log.info("program.started", agent=agent_id, run=starting.run, pid=process.pid, command=spec.command[0])
-        await batch.append(program_stream(agent_id), [self._running(held)])
-        self._started_in_batch.append(held)
+        await append(program_stream(agent_id), [self._running(held)])
+        return held
 
     def _running(self, held: Run) -> NewEvent:
         running = ProgramRunning(
@@ -336,23 +350,26 @@ class ProgramRunner:
     # -- recording -----------------------------------------------------------------------------------------------
 
     async def _record(self, exited: ProgramExited, starting_id: uuid.UUID) -> None:
-        """Record a run's end, retrying while the database is away and this runner still holds its turn."""
-        new = NewEvent(exited, _exited_id(starting_id))
+        await self._append_now(program_stream(exited.agent_id), [NewEvent(exited, _exited_id(starting_id))])
+
+    async def _append_now(self, stream_id: str, events: Sequence[NewEvent]) -> None:
+        """Record a fact outside a batch, retrying while the database is away and this runner still holds its
+        turn (its ids derive from the run: recorded twice, it is recorded once)."""
         delay = 0.2
         while True:
             try:
-                await self.store.append(program_stream(exited.agent_id), [new], ANY)
+                await self.store.append(stream_id, events, ANY)
                 return
             except EventIdConflictError:
-                return  # another runner recorded this run's end first
+                return  # another runner recorded this fact of the run first, as it saw it
             except RETRYABLE as error:
                 if not self.active and not self.stopping:
                     return  # handed over: the next runner records it
-                log.warning("program.record_failed", agent=exited.agent_id, error=str(error), retry_in_s=delay)
+                log.warning("program.record_failed", stream=stream_id, error=str(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except AgentlogError as error:
-                log.error("program.fact_refused", agent=exited.agent_id, error=str(error))
+                log.error("program.fact_refused", stream=stream_id, error=str(error))
                 return
 
     async def _fold(self, stream_id: str) -> tuple[ProgramLifecycle, _Starting | None]:
@@ -362,7 +379,7 @@ class ProgramRunner:
             event = self.store.decode(recorded)
             program.fold(event, recorded.stream_version)
             if isinstance(event, ProgramStarting):
-                starting = _Starting(recorded.event_id, recorded.position)
+                starting = _Starting(event, recorded.event_id, recorded.position)
         return program, starting
 
     # -- the program's files -------------------------------------------------------------------------------------
@@ -399,6 +416,7 @@ class ProgramRunner:
 
 @dataclass(frozen=True, slots=True)
 class _Starting:
+    event: ProgramStarting
     event_id: uuid.UUID
     position: LogPosition
 

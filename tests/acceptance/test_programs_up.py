@@ -181,6 +181,16 @@ async def test_up_killed_takes_its_programs_along_and_the_next_up_starts_them(
     assert [event.event_type for event in last] == ["ProgramExited", "ProgramStarting"]
     assert getattr(last[0], "runner_left") is True and getattr(last[0], "exit_code") == 0  # noqa: B009
 
+    # The next `up` starts that very run (whether or not the stopping runner was shown its start), and no other.
+    system = RunningSystem(database_url, home, tmp_path / "up.log").start()
+    try:
+        async with await client_for(system, database_url, "root", "admin") as admin:
+            third = await until(admin, "p1", running(3))
+            await asyncio.sleep(1.0)
+            assert (await admin.get("/programs/p1")).json()["run"] == 3 and alive(third["pid"])
+    finally:
+        assert system.stop() == 0
+
 
 async def test_two_ups_run_each_program_once_and_the_standby_takes_over(database_url: str, tmp_path: Path) -> None:
     first = RunningSystem(database_url, with_gazetteer_index(tmp_path / "h1"), tmp_path / "m1.log",
