@@ -2,8 +2,10 @@
 folds a program's stream (the API, the projection).
 
     stopped ──start──▶ starting ──(runner: running)──▶ running ──stop──▶ stopping ──(runner: exited)──▶ stopped
-                          ▲                               │ (runner: exited, nobody asked)
-                          └──(restart timer)── error ◀────┘ ── max restarts reached ──▶ stopped
+                        ▲  ▲                               │                 │
+                        │  └───────────────────────────────┼─────────────────┘ (a start asked while stopping)
+                        │                                  │ (runner: exited, nobody asked)
+                        └──(restart timer)── error ◀───────┘ ── max restarts reached ──▶ stopped
 
 `ProgramLifecycle.fold` takes every event of the stream; `decide` answers an event with what the keeper appends
 (at most a transition and its timer). Only the events of the current run move it: a late report from an earlier
@@ -90,7 +92,7 @@ class ProgramLifecycle(BaseModel):
                 self.exited = False
             case ProgramRunning() if event.run == self.run and self.status == "starting":
                 self.status, self.pid, self.host = "running", event.pid, event.host
-            case ProgramStopping() if event.run == self.run and self.status in {"starting", "running"}:
+            case ProgramStopping() if event.run == self.run and self.status in {"starting", "running", "stopping"}:
                 self.status, self.then_start, self.asked = "stopping", event.then_start, None
             case ProgramExited() if event.run == self.run:
                 self.pid, self.last_exit_code, self.exited = None, event.exit_code, True
@@ -160,6 +162,12 @@ def decide(program: ProgramLifecycle, event: Event) -> list[Event]:
         case ProgramRestartRequested() | ProgramStopRequested() if program.status in {"starting", "running"}:
             then_start = isinstance(event, ProgramRestartRequested)
             return [ProgramStopping(agent_id=program.agent_id, run=program.run, then_start=then_start)]
+        case ProgramStartRequested() | ProgramRestartRequested() if program.status == "stopping" and (
+            not program.then_start
+        ):  # start again once stopped (without a runner, a program stays stopping until one comes)
+            return [ProgramStopping(agent_id=program.agent_id, run=program.run, then_start=True)]
+        case ProgramStopRequested() if program.status == "stopping" and program.then_start:
+            return [ProgramStopping(agent_id=program.agent_id, run=program.run, then_start=False)]
         case ProgramStopRequested() if program.status == "error":
             return [ProgramStopped(agent_id=program.agent_id, run=program.run, reason="stopped while in error")]
         case ProgramRunning() if event.run == program.run and program.status == "running" and (
@@ -214,8 +222,10 @@ def check_request(program: ProgramLifecycle, request: Event) -> Refusal | None:
     match request:
         case ProgramStartRequested() if program.status in {"starting", "running"}:
             return Refusal(rule="running", message=f"program {program.agent_id} is {program.status} already")
-        case ProgramStartRequested() | ProgramRestartRequested() if program.status == "stopping":
-            return Refusal(rule="stopping", message=f"program {program.agent_id} is stopping: start it once stopped")
-        case ProgramStopRequested() if program.status in {"stopped", "stopping"}:
+        case ProgramStartRequested() | ProgramRestartRequested() if program.status == "stopping" and program.then_start:
+            return Refusal(rule="stopping", message=f"program {program.agent_id} is stopping, to start again already")
+        case ProgramStopRequested() if program.status == "stopped" or (
+            program.status == "stopping" and not program.then_start
+        ):
             return Refusal(rule="not-running", message=f"program {program.agent_id} is {program.status} already")
     return None

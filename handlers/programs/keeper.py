@@ -34,7 +34,7 @@ class ProgramKeeper:
     name: ClassVar[str] = "program-keeper"
     input_types: ClassVar[frozenset[str]] = PROGRAM_TYPES | {"TimerScheduled", "TimerFired"}
     state_model: ClassVar[type[ProgramsState]] = ProgramsState
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(self) -> None:
         self.configured = KeeperSettings()

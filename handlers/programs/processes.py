@@ -3,9 +3,11 @@ runner, carries a marker in its environment by which any runner on the machine k
 a whole process group.
 
 Dying with the runner (`PR_SET_PDEATHSIG`, Linux) is what keeps one copy of a program running: a runner killed with
-kill -9 takes its programs with it, so the runner that takes over can start them again without finding them still
-running on a machine it cannot see. Elsewhere programs outlive their runner, and the one that takes over on the same
-machine stops them by their marker.
+kill -9 takes its programs' leaders with it, so the runner that takes over can start them again without finding
+them still running on a machine it cannot see. What a leader started (a wrapper's child: `sh -c`, `uv run`, `npm`)
+does not die with it; every process of a run carries the marker, so the runner that takes over on the same machine
+stops them all by it, and a run that ends has what is left of it killed (its group, and every process marked
+with it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def marker(fleet: str, agent_id: str, run: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Marked:
-    """A running program found by its marker."""
+    """A process of a run, found by its marker: the run's leader or anything it started."""
 
     pid: int
     agent_id: str
@@ -86,38 +88,52 @@ def signal_group(pid: int, signum: int) -> bool:
 
 
 def marked_processes(fleet: str) -> list[Marked]:
-    """Every program of this fleet running on this machine: session leaders whose environment carries the marker
-    (a process the program started inherits it, but leads no session of its own, unless it made one)."""
+    """Every process of this fleet's programs on this machine: each carries the marker in its environment, the
+    run's leader and whatever it started (inherited), in its group or in a session of its own."""
     found: list[Marked] = []
     prefix = f"{MARKER}={fleet}/".encode()
+    me = os.getpid()
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        pid = int(entry.name)
         try:
             environ = (entry / "environ").read_bytes()
-            if prefix not in environ or os.getsid(pid) != pid:
-                continue
         except OSError:
+            continue
+        if prefix not in environ:
             continue
         for variable in environ.split(b"\0"):
             if variable.startswith(prefix):
                 agent_id, _, run = variable[len(prefix) :].decode(errors="replace").rpartition("/")
-                if run.isdigit():
-                    found.append(Marked(pid, agent_id, int(run)))
+                if run.isdigit() and _alive(int(entry.name)):
+                    found.append(Marked(int(entry.name), agent_id, int(run)))
     return found
 
 
-async def kill_and_wait(pid: int, grace_s: float) -> None:
-    """SIGTERM the group, SIGKILL it after `grace_s`, and wait until the leader is gone (it is not our child)."""
-    if not signal_group(pid, signal.SIGTERM):
-        return
-    deadline = asyncio.get_running_loop().time() + grace_s
-    while _alive(pid):
-        if asyncio.get_running_loop().time() >= deadline:
-            signal_group(pid, signal.SIGKILL)
+def of_run(marked: list[Marked], agent_id: str, run: int | None = None) -> list[int]:
+    """The pids of the agent's processes (of one run, or of any)."""
+    return [found.pid for found in marked if found.agent_id == agent_id and (run is None or found.run == run)]
+
+
+async def kill_and_wait(pids: list[int], grace_s: float) -> None:
+    """SIGTERM each process and its group, SIGKILL them after `grace_s`, and wait until all are gone (they need
+    not be our children)."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while living := [pid for pid in pids if _alive(pid)]:
+        if loop.time() >= deadline:
+            for pid in living:
+                _signal(pid, signal.SIGKILL)
             deadline = float("inf")
         await asyncio.sleep(0.05)
+
+
+def _signal(pid: int, signum: int) -> None:
+    signal_group(pid, signum)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
 
 
 def _alive(pid: int) -> bool:

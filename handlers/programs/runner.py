@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import asyncpg
 import structlog
 
 from agentlog.domains.programs.events import (
@@ -126,15 +128,20 @@ class ProgramRunner:
         self._started_in_batch: list[Run] = []
         self._background: set[asyncio.Task[None]] = set()
         self._handing_over: asyncio.Task[None] | None = None
+        self._stopping_handed_over = False
         self._renewing: asyncio.Task[None] | None = None
 
     # -- taking turns with other runners -------------------------------------------------------------------------
 
     async def session_started(self) -> None:
-        """Active: cancel a pending handover, then end what the log says runs but nobody here holds."""
+        """Active: cancel a handover still waiting (or let one that is stopping the programs finish), then end what
+        the log says runs but nobody here holds."""
         self.active = True
         if self._handing_over is not None:
-            self._handing_over.cancel()
+            if not self._stopping_handed_over:
+                self._handing_over.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._handing_over
             self._handing_over = None
         if self._renewing is None:
             self._renewing = asyncio.get_running_loop().create_task(self._renew_tokens())
@@ -149,23 +156,36 @@ class ProgramRunner:
         self._handing_over = asyncio.get_running_loop().create_task(self._hand_over())
 
     async def _hand_over(self) -> None:
-        """Cut off for `handover_s`: another runner may hold the log's programs now. Stop ours, record nothing."""
+        """Cut off for `handover_s`: another runner may hold the log's programs now. Stop ours, record nothing (the
+        runner whose turn it is records their ends). Once stopping, it is not cancelled: what it stops is
+        forgotten, and the reconcile after a turn regained must find the runs ended, not held."""
         await asyncio.sleep(self.settings.handover_s)
         if self.active:
             return
-        runs = list(self.runs.values())
-        for held in runs:
-            held.forgotten = True
-            held.recordable.set()
-        log.warning("programs.handed_over", runner=self.runner_id, stopped=[held.agent_id for held in runs])
-        await asyncio.gather(*(self._stop(held) for held in runs))
-        self.runs.clear()
+        self._stopping_handed_over = True
+        try:
+            runs = list(self.runs.values())
+            for held in runs:
+                held.forgotten = True
+                held.recordable.set()
+            self.runs.clear()
+            log.warning("programs.handed_over", runner=self.runner_id, stopped=[held.agent_id for held in runs])
+            await asyncio.shield(asyncio.gather(*(self._stop(held) for held in runs), return_exceptions=True))
+        finally:
+            self._stopping_handed_over = False
 
     async def fleet(self) -> str:
-        """This log's fleet id (made on first use), which marks its programs."""
+        """This log's fleet id, which marks its programs: a secret made on first use, with the server's system
+        identifier and the database's oid, so that a copy of the database (a restored backup, a staging clone,
+        which carry the secret) is another fleet and never takes this one's programs for its own."""
         if self._fleet is None:
             await self.store.pool.execute(QUERIES["ensure_fleet"], uuid.uuid4().hex[:16])
-            self._fleet = str(await self.store.pool.fetchval(QUERIES["select_fleet"]))
+            secret = str(await self.store.pool.fetchval(QUERIES["select_fleet"]))
+            try:
+                server = str(await self.store.pool.fetchval(QUERIES["server_identity"]))
+            except asyncpg.PostgresError:  # pg_control_system() withheld (a managed server): the database alone
+                server = str(await self.store.pool.fetchval(QUERIES["database_identity"]))
+            self._fleet = hashlib.sha256(f"{secret}/{server}".encode()).hexdigest()[:16]
         return self._fleet
 
     async def _reconcile(self) -> None:
@@ -183,35 +203,40 @@ class ProgramRunner:
                 continue  # ours still: this runner only lost its session for a moment
             if program.status == "starting" and starting.position > checkpoint:
                 continue  # its start is still to come to this runner
-            if program.status == "starting" and not any(found.agent_id == program.agent_id for found in marked):
+            if program.status == "starting" and not processes.of_run(marked, program.agent_id):
                 # Passed by a runner that was shutting down (or never started, it failing to record why): start
                 # it now, as the run the log says it is.
                 self._in_background(self._start_now(starting))
                 continue
             self._in_background(self._end_lost_run(program, starting, marked))
-        for found in marked:  # runs no longer current (a start rolled back with its runner's session): stop them
-            held = self.runs.get(found.agent_id)
-            if current.get(found.agent_id) != found.run and (held is None or held.process.pid != found.pid):
-                log.warning("programs.stray_stopped", agent=found.agent_id, run=found.run, pid=found.pid)
-                self._in_background(processes.kill_and_wait(found.pid, 5.0))
+        strays = [found for found in marked if current.get(found.agent_id) != found.run
+                  and (found.agent_id not in self.runs or self.runs[found.agent_id].run != found.run)]  # fmt: skip
+        if strays:  # runs no longer current: a start rolled back with its runner's session, a leader's leftovers
+            log.warning("programs.strays_stopped", processes=[(s.agent_id, s.run, s.pid) for s in strays])
+            self._in_background(processes.kill_and_wait([stray.pid for stray in strays], 5.0))
 
     async def _end_lost_run(
         self, program: ProgramLifecycle, starting: _Starting, marked: list[processes.Marked]
     ) -> None:
+        """Record the end of a run this runner does not hold, then stop what is left of it on this machine.
+
+        Recorded first: the runner that held it may live on, cut off, and would record the exit it sees when the
+        process is stopped here as a crash of the program's; the run's end has one id, so the first record wins.
+        The next run does not start before the processes of this one are gone (`_start`)."""
         assert program.spec is not None
         grace = program.spec.stop_grace_s
         if program.host and program.host != self.settings.host:
             await asyncio.sleep(self.settings.handover_s + grace + 1)  # its runner stops it by then
             reason = f"its runner on {program.host} lost its turn"
         else:
-            for found in marked:
-                if found.agent_id == program.agent_id and found.run == program.run:
-                    await processes.kill_and_wait(found.pid, grace)
-            reason = "its runner was gone"
+            reason = "its runner was gone" if not processes.of_run(marked, program.agent_id) else (
+                "its runner lost its turn; stopped by the runner that took over")  # fmt: skip
         if not self.active:
             return
         exited = ProgramExited(agent_id=program.agent_id, run=program.run, reason=reason, runner_left=True)
         await self._record(exited, starting.event_id)
+        await processes.kill_and_wait(processes.of_run(processes.marked_processes(await self.fleet()),
+                                                       program.agent_id, program.run), grace)  # fmt: skip
 
     # -- decisions -----------------------------------------------------------------------------------------------
 
@@ -251,6 +276,10 @@ class ProgramRunner:
         if held is not None:  # an earlier run's process that has not ended: it must, before this one starts
             await self._stop(held)
         spec = program.spec
+        leftovers = processes.of_run(processes.marked_processes(await self.fleet()), agent_id)
+        if leftovers:  # an earlier run's processes on this machine (a takeover in progress): gone first
+            log.warning("program.leftovers_stopped", agent=agent_id, run=starting.run, pids=leftovers)
+            await processes.kill_and_wait(leftovers, spec.stop_grace_s)
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("AGENTLOG_")}
         env = {  # not this process's settings (its database URL, its LLM key): a program is an agent of the API
             **inherited, **spec.env,
@@ -296,6 +325,10 @@ class ProgramRunner:
 
     async def _stop(self, held: Run) -> None:
         """SIGTERM its group, SIGKILL after its stop grace; returns once it ended (its watcher records the exit)."""
+        if held.stopping and held.watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(held.watcher)  # stopping already: wait for that stop
+            return
         held.stopping = True
         process = held.process
         if process.returncode is None:
@@ -307,7 +340,6 @@ class ProgramRunner:
                 log.warning("program.kill_after_grace", agent=held.agent_id, run=held.run, pid=process.pid)
                 processes.signal_group(process.pid, signal.SIGKILL)
                 await process.wait()
-        processes.signal_group(process.pid, signal.SIGKILL)  # what it started and left behind in its group
         if held.watcher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(held.watcher)
@@ -315,6 +347,11 @@ class ProgramRunner:
     async def _watch(self, held: Run) -> None:
         exit_code = await held.process.wait()
         log.info("program.exited", agent=held.agent_id, run=held.run, exit_code=exit_code, asked=held.stopping)
+        # A run ends with its leader: what it started and left behind goes with it (its group, and whatever
+        # carries its marker elsewhere), or each restart would add a copy.
+        processes.signal_group(held.process.pid, signal.SIGKILL)  # the group outlives its reaped leader's pid
+        leftovers = processes.of_run(processes.marked_processes(await self.fleet()), held.agent_id, held.run)
+        await processes.kill_and_wait(leftovers, 0.0)
         await held.recordable.wait()
         if held.forgotten:
             return

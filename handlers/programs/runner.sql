@@ -13,3 +13,13 @@ SELECT convert_from(value, 'UTF8') FROM agentlog.secrets WHERE name = 'program-r
 -- program_streams --
 -- Every program's stream (to reconcile with when this runner's turn starts). No parameters.
 SELECT DISTINCT stream_id FROM agentlog.events WHERE category = 'program' AND event_type = 'ProgramDefined';
+
+-- server_identity --
+-- The server's system identifier (new for every cluster, kept by its physical replicas) and the database's oid.
+-- No parameters.
+SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || d.oid::text
+  FROM pg_database AS d WHERE d.datname = current_database();
+
+-- database_identity --
+-- The database's oid, where the server's identifier is withheld. No parameters.
+SELECT d.oid::text FROM pg_database AS d WHERE d.datname = current_database();

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 
 from agentlog.api.app import ApiLimits
+from agentlog.embedded import REPORTING_ROLE
 from agentlog.eventstore import EventStore
+from tests.conftest import PostgresServer
 from tests.support.api import api_running
 from tests.support.coordination import settled
 
@@ -199,3 +202,24 @@ async def test_one_key_of_two_callers_whose_names_run_together_is_two_keys(store
                 key = prefix + path.strip("/")  # bob's "x:chat" and bob:x's "chat" ran together as "bob:x:chat"
                 answer = await person.post(path, json=body, headers={"idempotency-key": key})
                 assert answer.status_code == 201, (name, path, answer.text)
+
+
+async def test_a_programs_environment_values_reach_no_reader(
+    store: EventStore, postgres_server: PostgresServer, database_name: str
+) -> None:
+    """The API shows a program's environment by its names (its values may be secrets); the programs projection kept
+    the whole fold, values in clear, where the read-only reporting role reads every projection."""
+    async with api_running(store) as api, api.client("admin", "root") as root:
+        answer = await root.put("/programs/p", json={"command": ["true"], "env": {"OPENAI_API_KEY": "sk-hunter2"}})
+        assert answer.status_code == 200 and answer.json()["env_names"] == ["OPENAI_API_KEY"]
+        await settled(store)
+        listed = await root.get("/programs")
+        assert listed.json()[0]["agent_id"] == "p" and "sk-hunter2" not in answer.text + listed.text
+    assert postgres_server.embedded is not None
+    reader = await asyncpg.connect(postgres_server.embedded.role_url(REPORTING_ROLE, database_name))
+    try:
+        rows = [dict(row) for row in await reader.fetch("SELECT * FROM projections.programs")]
+        rows += [dict(row) for row in await reader.fetch("SELECT * FROM reports.programs")]
+    finally:
+        await reader.close()
+    assert len(rows) == 2 and "OPENAI_API_KEY" in str(rows[0]["state"]) and "sk-hunter2" not in str(rows)

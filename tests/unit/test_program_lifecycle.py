@@ -188,6 +188,28 @@ def test_a_runner_leaving_is_no_crash_and_the_next_run_starts_at_once() -> None:
     assert types(program.feed(ProgramExited(agent_id="a1", run=2, runner_left=True))) == ["ProgramStopped"]
 
 
+def test_a_start_asked_while_stopping_starts_it_once_stopped_and_a_stop_takes_that_back() -> None:
+    """Without a runner a program asked to stop stays stopping until one comes: requests meanwhile are not refused
+    (they were: every start, stop and restart answered 409 for as long as no runner ran)."""
+    program = Program()
+    program.feed(ProgramStartRequested(agent_id="a1"))
+    program.feed(ProgramStopRequested(agent_id="a1"))
+    assert program.state.status == "stopping"
+    refused = check_request(program.state, ProgramStopRequested(agent_id="a1"))
+    assert refused is not None and refused.rule == "not-running"
+    assert check_request(program.state, ProgramStartRequested(agent_id="a1")) is None
+    again = program.feed(ProgramStartRequested(agent_id="a1"))
+    assert [(e.event_type, getattr(e, "then_start", None)) for e in again] == [("ProgramStopping", True)]
+    refused = check_request(program.state, ProgramRestartRequested(agent_id="a1"))
+    assert refused is not None and refused.rule == "stopping"
+    assert check_request(program.state, ProgramStopRequested(agent_id="a1")) is None
+    taken_back = program.feed(ProgramStopRequested(agent_id="a1"))
+    assert [(e.event_type, getattr(e, "then_start", None)) for e in taken_back] == [("ProgramStopping", False)]
+    program.feed(ProgramStartRequested(agent_id="a1"))
+    started = program.feed(ProgramExited(agent_id="a1", run=1, reason="no process of it was running"))
+    assert isinstance(started[0], ProgramStarting) and started[0].run == 2
+
+
 def test_restart_delays_are_bounded() -> None:
     spec = ProgramDefined(agent_id="a1", command=["x"], restart_delay_s=10)
     assert [restart_delay(spec, n) for n in (0, 1, 2)] == [10, 20, 40] and restart_delay(spec, 99) == 3_600

@@ -1,6 +1,7 @@
 """programs: one row per agent program — its command line, where its lifecycle stands (`domains.programs.lifecycle`,
 the rule the keeper decides by), the current run's process and host, restarts in a row, runs and crashes counted,
-and the last exit and why. An event of an earlier run changes nothing here, as it changes nothing for the keeper."""
+and the last exit and why; its environment's names only (their values may be secrets). An event of an earlier run
+changes nothing here, as it changes nothing for the keeper."""
 
 from __future__ import annotations
 
@@ -44,13 +45,24 @@ def _row(folded: ProgramRow, updated_at: datetime) -> dict[str, Any]:
         "max_restarts": spec.max_restarts if spec else 0, "run": program.run, "restart": program.restart,
         "pid": program.pid, "host": program.host, "last_exit_code": program.last_exit_code,
         "reason": program.reason, "runs_started": folded.runs_started, "crashes": folded.crashes,
-        "started_at": folded.started_at, "updated_at": updated_at, "state": folded.model_dump(mode="json"),
+        "started_at": folded.started_at, "updated_at": updated_at, "state": _without_secrets(folded),
     }  # fmt: skip
+
+
+def _without_secrets(folded: ProgramRow) -> dict[str, Any]:
+    """The fold as the projection keeps it: its environment's names, not their values, which may be secrets (the
+    reporting role reads every projection; only the log, which it cannot read, keeps the values)."""
+    state = folded.model_dump(mode="json")
+    spec = state["program"].get("spec")
+    if spec is not None:
+        spec["env"] = dict.fromkeys(spec["env"], "")
+    return state
 
 
 class Programs:
     name: ClassVar[str] = "programs"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    """2: the environment's values are no longer kept."""
     tables: ClassVar[tuple[str, ...]] = ("programs",)
     event_types: ClassVar[frozenset[str] | None] = PROGRAM_TYPES | {"TimerFired"}
 
