@@ -625,44 +625,39 @@ class ScheduleState(BaseModel):
     stream_version: int
 
 
-class ProgramState(BaseModel):
-    """An agent program as its stream folds now, with its health while it runs (from its agent's activity in the
-    registry: healthy while active, degraded when idle, unhealthy when offline or gone, unknown until it
-    registers). The environment's values are not shown (they may be secrets), only its names."""
-
+class _Program(BaseModel):
     agent_id: str
-    status: Literal["stopped", "starting", "running", "stopping", "error"]
-    health: Literal["healthy", "degraded", "unhealthy", "unknown"] | None
+    status: str
     command: list[str]
-    env_names: list[str]
-    working_dir: str | None
     max_restarts: int
-    restart_delay_s: float
-    stop_grace_s: float
-    proven_after_s: float
     run: int
+    """The latest run started (0: never)."""
     restart: int
     """Automatic restarts in a row behind the current run."""
     pid: int | None
     host: str
     last_exit_code: int | None
     reason: str
+
+
+class ProgramState(_Program):
+    """An agent program as its stream folds now, with its health while it runs (from its agent's activity in the
+    registry: healthy while active, degraded when idle, unhealthy when offline or gone, unknown until it
+    registers). The environment's values are not shown (they may be secrets), only its names."""
+
+    status: Literal["stopped", "starting", "running", "stopping", "error"]
+    health: Literal["healthy", "degraded", "unhealthy", "unknown"] | None
+    env_names: list[str]
+    working_dir: str | None
+    restart_delay_s: float
+    stop_grace_s: float
+    proven_after_s: float
     stream_version: int
 
 
-class ProgramRow(BaseModel):
+class ProgramRow(_Program):
     """An agent program as the programs projection shows it."""
 
-    agent_id: str
-    status: str
-    command: list[str]
-    max_restarts: int
-    run: int
-    restart: int
-    pid: int | None
-    host: str
-    last_exit_code: int | None
-    reason: str
     runs_started: int
     crashes: int
     started_at: datetime | None
