@@ -234,6 +234,11 @@ class AgentSystem:
             command += ["--llm-model", settings.llm_model]
         return command
 
+    def hurry(self) -> None:
+        """Stopping already, asked again: what is still stopping is killed now."""
+        if self.programs is not None:
+            self.programs.hurry()
+
     async def shutdown(self) -> None:
         if self.documents is not None:
             self.documents.accepting = False

@@ -84,7 +84,7 @@ async def run_system(
         if stop is None:
             stop = asyncio.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, _stopping, stop, signum)
+                loop.add_signal_handler(signum, _stopping, stop, signum, system)
         running = loop.create_task(runner.run())
         rebuilding = loop.create_task(_rebuild_all(store, stale))
         watching = loop.create_task(_watch_barrier(store, settings.lag_log_interval_s, settings.barrier_warn_s))
@@ -118,7 +118,11 @@ async def _stop_serving(stop: asyncio.Event, serving: asyncio.Task[None]) -> Non
         await serving
 
 
-def _stopping(stop: asyncio.Event, signum: int) -> None:
+def _stopping(stop: asyncio.Event, signum: int, system: AgentSystem | None = None) -> None:
+    if stop.is_set() and system is not None:  # asked again: no more waiting for programs' grace
+        log.warning("agentlog.stopping_now", signal=signal.Signals(signum).name)
+        system.hurry()
+        return
     log.info("agentlog.stopping", signal=signal.Signals(signum).name)
     stop.set()
 

@@ -126,6 +126,9 @@ class ProgramRunning(_ProgramEvent):
     host: ShortText = ""
     runner: ShortText = ""
     """The runner process that holds it (`host:pid`)."""
+    handover_s: Annotated[float, Field(ge=0, le=3_600)] = 30.0
+    """That runner's lease: cut off from the database this long, it stops the program (a runner taking over
+    waits this long, and the stop grace, before it takes the program for gone)."""
 
 
 @catalogue.register

@@ -61,6 +61,10 @@ class ProgramLifecycle(BaseModel):
     then_start: bool = False
     pid: int | None = None
     host: str = ""
+    runner: str = ""
+    """The runner that holds (or held) the current run's process, `host:pid`."""
+    handover_s: float = 30.0
+    """That runner's lease (`ProgramRunning.handover_s`)."""
     last_exit_code: int | None = None
     reason: str = ""
     """Why it last stopped or errored."""
@@ -88,10 +92,11 @@ class ProgramLifecycle(BaseModel):
                     self.status = "stopped"
             case ProgramStarting():
                 self.status, self.run, self.restart, self.asked = "starting", event.run, event.restart, None
-                self.then_start, self.pid, self.host, self.restart_timer = False, None, "", None
+                self.then_start, self.pid, self.host, self.runner, self.restart_timer = False, None, "", "", None
                 self.exited = False
             case ProgramRunning() if event.run == self.run and self.status == "starting":
-                self.status, self.pid, self.host = "running", event.pid, event.host
+                self.status, self.pid, self.host, self.runner = "running", event.pid, event.host, event.runner
+                self.handover_s = event.handover_s
             case ProgramStopping() if event.run == self.run and self.status in {"starting", "running", "stopping"}:
                 self.status, self.then_start, self.asked = "stopping", event.then_start, None
             case ProgramExited() if event.run == self.run:

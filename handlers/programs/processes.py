@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import IO
 
 MARKER = "AGENTLOG_PROGRAM_RUN"
-"""`<fleet>/<agent id>/<run>`: the fleet is the database's (one per log), so two logs' runners on one machine never
-take each other's programs for their own."""
+"""`<fleet>/<agent id>/<run>/<nonce>`: the fleet is the log's (two logs' runners on one machine never take each
+other's programs for their own), the nonce the runner's that started it (its own clean-up never touches the same
+run started again by a runner that took over)."""
 PR_SET_PDEATHSIG = 1
 
 
-def marker(fleet: str, agent_id: str, run: int) -> str:
-    return f"{fleet}/{agent_id}/{run}"
+def marker(fleet: str, agent_id: str, run: int, nonce: str) -> str:
+    return f"{fleet}/{agent_id}/{run}/{nonce}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class Marked:
     pid: int
     agent_id: str
     run: int
+    nonce: str
+    pgid: int | None
 
 
 def _die_with_runner() -> Callable[[], None] | None:
@@ -104,15 +107,28 @@ def marked_processes(fleet: str) -> list[Marked]:
             continue
         for variable in environ.split(b"\0"):
             if variable.startswith(prefix):
-                agent_id, _, run = variable[len(prefix) :].decode(errors="replace").rpartition("/")
-                if run.isdigit() and _alive(int(entry.name)):
-                    found.append(Marked(int(entry.name), agent_id, int(run)))
+                parts = variable[len(prefix) :].decode(errors="replace").split("/")
+                pid = int(entry.name)
+                if len(parts) == 3 and parts[1].isdigit() and _alive(pid):
+                    found.append(Marked(pid, parts[0], int(parts[1]), parts[2], _group_of(pid)))
     return found
 
 
-def of_run(marked: list[Marked], agent_id: str, run: int | None = None) -> list[int]:
-    """The pids of the agent's processes (of one run, or of any)."""
-    return [found.pid for found in marked if found.agent_id == agent_id and (run is None or found.run == run)]
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    return _alive(pid)
+
+
+def of_run(marked: list[Marked], agent_id: str, run: int | None = None, nonce: str | None = None) -> list[int]:
+    """The pids of the agent's processes (of one run, or of any; started by one runner, or by any)."""
+    return [found.pid for found in marked if found.agent_id == agent_id and (run is None or found.run == run)
+            and (nonce is None or found.nonce == nonce)]  # fmt: skip
 
 
 async def kill_and_wait(pids: list[int], grace_s: float) -> None:

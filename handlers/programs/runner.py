@@ -67,6 +67,7 @@ log = structlog.get_logger("handlers.programs")
 
 RUNNER = "program-runner"
 RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailableError, ConcurrencyRetryError, *CONNECTION_ERRORS)
+LEASE_PROBE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, asyncpg.PostgresError, *RETRYABLE)
 SHUTDOWN_MARGIN_S = 10.0
 """Beyond the longest stop grace, how long a shutdown waits for its programs' exits to be recorded."""
 QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
@@ -130,36 +131,77 @@ class ProgramRunner:
         self._handing_over: asyncio.Task[None] | None = None
         self._stopping_handed_over = False
         self._renewing: asyncio.Task[None] | None = None
+        self._leasing: asyncio.Task[None] | None = None
+        self._session_pid: int | None = None
+        """The server pid of the handler session that holds the runner's turn (known from its first batch)."""
+        self._nonce = uuid.uuid4().hex[:8]
+        """Marks the processes this runner started (beside fleet, agent and run): its own clean-up never touches
+        a run of the same number that another runner started after taking over."""
 
     # -- taking turns with other runners -------------------------------------------------------------------------
 
     async def session_started(self) -> None:
         """Active: cancel a handover still waiting (or let one that is stopping the programs finish), then end what
         the log says runs but nobody here holds."""
-        self.active = True
+        self.active, self._session_pid = True, None
         if self._handing_over is not None:
             if not self._stopping_handed_over:
                 self._handing_over.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._handing_over
             self._handing_over = None
+        loop = asyncio.get_running_loop()
         if self._renewing is None:
-            self._renewing = asyncio.get_running_loop().create_task(self._renew_tokens())
+            self._renewing = loop.create_task(self._renew_tokens())
+        if self._leasing is None:
+            self._leasing = loop.create_task(self._keep_lease())
         await self._reconcile()
 
     def session_ended(self) -> None:
-        self.active = False
-        if self.stopping or not self.runs:
+        self.active, self._session_pid = False, None
+        if self.stopping or not self.runs or self._handing_over is not None:
             return
         log.warning("programs.runner_cut_off", runner=self.runner_id, programs=len(self.runs),
                     stop_in_s=self.settings.handover_s)  # fmt: skip
         self._handing_over = asyncio.get_running_loop().create_task(self._hand_over())
 
-    async def _hand_over(self) -> None:
+    async def _keep_lease(self) -> None:
+        """The runner's turn as a lease on its own clock. A partition does not end the handler's session: its next
+        statement just waits (for TCP to give up, a quarter of an hour), while a runner elsewhere takes over once
+        the server has dropped the session, and starts the programs `handover_s` (and their grace) later. So every
+        `lease_probe_s` a round trip checks that the turn is still this runner's (its lock, held by its session);
+        none has succeeded for `handover_s`: the programs are stopped (`_hand_over`), as if the session had ended."""
+        loop = asyncio.get_running_loop()
+        probe_s = min(1.0, self.settings.handover_s / 4)
+        confirmed = loop.time()
+        while not self.stopping:
+            await asyncio.sleep(probe_s)
+            if not self.active or not self.runs:
+                confirmed = loop.time()
+                continue
+            try:
+                ours = await asyncio.wait_for(self._turn_held(), probe_s)
+            except LEASE_PROBE_ERRORS:
+                ours = False
+            if ours or not self.active:
+                confirmed = loop.time()
+                continue
+            if loop.time() - confirmed >= self.settings.handover_s and self._handing_over is None:
+                log.warning("programs.lease_expired", runner=self.runner_id, programs=len(self.runs),
+                            unconfirmed_s=round(loop.time() - confirmed, 1))  # fmt: skip
+                self.active = False
+                self._handing_over = loop.create_task(self._hand_over(wait_s=0.0))
+
+    async def _turn_held(self) -> bool:
+        if self._session_pid is None:  # no batch yet in this session: the lock is somebody's, at least
+            return await recorder.handler_lock_held(self.store.pool, RUNNER)
+        return bool(await self.store.pool.fetchval(QUERIES["turn_held_by"], RUNNER, self._session_pid))
+
+    async def _hand_over(self, wait_s: float | None = None) -> None:
         """Cut off for `handover_s`: another runner may hold the log's programs now. Stop ours, record nothing (the
         runner whose turn it is records their ends). Once stopping, it is not cancelled: what it stops is
         forgotten, and the reconcile after a turn regained must find the runs ended, not held."""
-        await asyncio.sleep(self.settings.handover_s)
+        await asyncio.sleep(self.settings.handover_s if wait_s is None else wait_s)
         if self.active:
             return
         self._stopping_handed_over = True
@@ -225,12 +267,19 @@ class ProgramRunner:
         The next run does not start before the processes of this one are gone (`_start`)."""
         assert program.spec is not None
         grace = program.spec.stop_grace_s
+        handed_over_s = program.handover_s + grace + 2  # its runner's lease has stopped it by then
         if program.host and program.host != self.settings.host:
-            await asyncio.sleep(self.settings.handover_s + grace + 1)  # its runner stops it by then
+            await asyncio.sleep(handed_over_s)
             reason = f"its runner on {program.host} lost its turn"
+        elif processes.of_run(marked, program.agent_id, program.run):
+            reason = "its runner lost its turn; stopped by the runner that took over"
+        elif self._runner_lives(program.runner):
+            # Its runner lives on, cut off: its program may hide the marker (setproctitle, `env -i`), so it is
+            # not taken for gone; the runner's lease stops it.
+            await asyncio.sleep(handed_over_s)
+            reason = "its runner lost its turn"
         else:
-            reason = "its runner was gone" if not processes.of_run(marked, program.agent_id) else (
-                "its runner lost its turn; stopped by the runner that took over")  # fmt: skip
+            reason = "its runner was gone"  # its leader died with it
         if not self.active:
             return
         exited = ProgramExited(agent_id=program.agent_id, run=program.run, reason=reason, runner_left=True)
@@ -242,6 +291,7 @@ class ProgramRunner:
 
     async def handle(self, batch: HandlerBatch) -> None:
         self._started_in_batch = []  # a retried batch records them again
+        self._session_pid = batch.connection.get_server_pid()
         for typed in batch.events:
             event, recorded = typed.event, typed.recorded
             if self.stopping or recorded.stream_id != program_stream(getattr(event, "agent_id", "")):
@@ -257,6 +307,11 @@ class ProgramRunner:
         for held in self._started_in_batch:
             held.recordable.set()
         self._started_in_batch = []
+
+    def _runner_lives(self, runner: str) -> bool:
+        """Whether the runner process `host:pid` is another one on this machine that still runs."""
+        host, _, pid = runner.rpartition(":")
+        return host == self.settings.host and pid.isdigit() and int(pid) != os.getpid() and processes.alive(int(pid))
 
     async def _start_now(self, starting: _Starting) -> None:
         held = await self._start(starting.event, starting.event_id, self._append_now)
@@ -280,10 +335,12 @@ class ProgramRunner:
         if leftovers:  # an earlier run's processes on this machine (a takeover in progress): gone first
             log.warning("program.leftovers_stopped", agent=agent_id, run=starting.run, pids=leftovers)
             await processes.kill_and_wait(leftovers, spec.stop_grace_s)
+        if self.stopping:
+            return None  # shutting down meanwhile: the next runner starts it
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("AGENTLOG_")}
         env = {  # not this process's settings (its database URL, its LLM key): a program is an agent of the API
             **inherited, **spec.env,
-            processes.MARKER: processes.marker(await self.fleet(), agent_id, starting.run),
+            processes.MARKER: processes.marker(await self.fleet(), agent_id, starting.run, self._nonce),
             "AGENTLOG_AGENT_ID": agent_id, "AGENTLOG_URL": self.settings.api_url,
             "AGENTLOG_TOKEN": self.token(agent_id), "AGENTLOG_TOKEN_FILE": str(self._token_file(agent_id)),
             "AGENTLOG_PROGRAM_RUN_NUMBER": str(starting.run),
@@ -306,7 +363,8 @@ class ProgramRunner:
 
     def _running(self, held: Run) -> NewEvent:
         running = ProgramRunning(
-            agent_id=held.agent_id, run=held.run, pid=held.process.pid, host=self.settings.host, runner=self.runner_id
+            agent_id=held.agent_id, run=held.run, pid=held.process.pid, host=self.settings.host, runner=self.runner_id,
+            handover_s=self.settings.handover_s,
         )
         return NewEvent(running, derived_event_id(RUNNER, held.starting_id, 0))
 
@@ -349,9 +407,11 @@ class ProgramRunner:
         log.info("program.exited", agent=held.agent_id, run=held.run, exit_code=exit_code, asked=held.stopping)
         # A run ends with its leader: what it started and left behind goes with it (its group, and whatever
         # carries its marker elsewhere), or each restart would add a copy.
-        processes.signal_group(held.process.pid, signal.SIGKILL)  # the group outlives its reaped leader's pid
-        leftovers = processes.of_run(processes.marked_processes(await self.fleet()), held.agent_id, held.run)
-        await processes.kill_and_wait(leftovers, 0.0)
+        marked = [found for found in processes.marked_processes(await self.fleet())
+                  if (found.agent_id, found.run, found.nonce) == (held.agent_id, held.run, self._nonce)]  # fmt: skip
+        if any(found.pgid == held.process.pid for found in marked):  # not empty: its id cannot have been reused
+            processes.signal_group(held.process.pid, signal.SIGKILL)
+        await processes.kill_and_wait([found.pid for found in marked], 0.0)
         await held.recordable.wait()
         if held.forgotten:
             return
@@ -362,11 +422,20 @@ class ProgramRunner:
                                runner_left=held.runner_left)  # fmt: skip
         await self._record(exited, held.starting_id)
 
+    def hurry(self) -> None:
+        """Asked to stop again while stopping (a second SIGINT or SIGTERM): kill the programs still stopping now,
+        rather than wait out their grace (the standby cannot take the turn over before this runner lets it go)."""
+        for held in list(self.runs.values()):
+            if held.process.returncode is None:
+                log.warning("program.killed_in_a_hurry", agent=held.agent_id, run=held.run, pid=held.process.pid)
+                processes.signal_group(held.process.pid, signal.SIGKILL)
+
     async def shutdown(self) -> None:
         """Stop every program and record each exit (`runner_left`: the next runner starts them again)."""
         self.stopping = True
-        if self._renewing is not None:
-            self._renewing.cancel()
+        for task in (self._renewing, self._leasing):
+            if task is not None:
+                task.cancel()
         runs = list(self.runs.values())
         for held in runs:
             held.runner_left = not held.stopping

@@ -23,3 +23,12 @@ SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || d.oid
 -- database_identity --
 -- The database's oid, where the server's identifier is withheld. No parameters.
 SELECT d.oid::text FROM pg_database AS d WHERE d.datname = current_database();
+
+-- turn_held_by --
+-- Whether the handler lock of the runner is held by the session with this server pid (the runner's own).
+-- $1 handler name, $2 server pid
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+     WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND pid = $2
+       AND classid = 1095524685::oid AND objid = hashtext($1)::oid
+);
