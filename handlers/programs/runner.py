@@ -1,26 +1,28 @@
 """The program runner: the effector that runs agent programs as processes and records what became of them.
 
 It carries out the program keeper's decisions (`ProgramStarting`, `ProgramStopping`) and records facts: a run's
-process started (`ProgramRunning`, with its pid, host and runner), and ended (`ProgramExited`, with its status). It
-decides nothing; the keeper reacts to the facts (a crash is restarted, a stop that was asked for ends in stopped).
+process started (`ProgramRunning`, with its pid, host, runner and the runner's lease), and ended (`ProgramExited`,
+with its status). It decides nothing; the keeper reacts to the facts (a crash is restarted, a stop that was asked
+for ends in stopped).
 
 There is one runner for a log: a handler, `program-runner`, so the handler runner's lock makes exactly one process
-(of every `agentlog up` on every machine) the active runner, and a standby takes over when it dies. Each takeover
-starts with a reconcile against the log (`session_started`): every run the log says holds a process but that this
-runner does not hold is ended —
+(of every `agentlog up` on every machine) the active runner, and a standby takes over when it dies. Its turn is
+also a lease on its own clock (`_keep_lease`): cut off from the database for `handover_s` — its session ended, or
+nothing confirmed for that long, as in a partition where no session ends — it stops its programs and records
+nothing. Each takeover starts with a reconcile against the log (`session_started`): every run the log says holds a
+process but that this runner does not hold is recorded ended, `runner_left` (no crash of the program's: the keeper
+starts the next run at once, here) —
 
-- on this machine, a process of it still running (its runner lives on, cut off from the database) is stopped;
-- on another machine, after `handover_s` and its stop grace: a runner cut off from the database stops its
-  programs once it has been so for `handover_s` (`session_ended`), so no program ever runs twice;
+- at once when its runner is gone (a program's leader dies with its runner, `processes`), and then what is left
+  of it on this machine (found by its marker) is stopped;
+- after the old runner's lease and the run's stop grace when that runner may live on: on another machine, or on
+  this one without a marked process to stop (the program may hide its marker).
 
-and recorded `ProgramExited` with `runner_left`: no crash of the program's, so the keeper starts the next run at
-once, here. Programs die with their runner (`processes`), so a runner killed outright leaves nothing behind.
-
-`up` shutting down stops its programs, records their exits with `runner_left`, and leaves them `starting`: the
-next runner to come starts them.
+`up` shutting down stops its programs (a second signal kills those still in their grace), records their exits
+with `runner_left`, and leaves them `starting`: the next runner to come starts that very run.
 
 Every fact's event id derives from the run's `ProgramStarting` event, so whichever runner records a run's start or
-end, it is recorded once.
+end, it is recorded once, and the first record wins.
 """
 
 from __future__ import annotations

@@ -233,6 +233,7 @@ async def test_a_partitioned_runner_stops_its_program_before_another_machine_sta
         proxy.thaw()
         for system in (a, b):
             system.stop(signal.SIGKILL)
+        proxy.close()
 
 
 async def test_a_takeover_on_the_same_machine_waits_for_a_program_that_hides_its_marker(

@@ -22,9 +22,12 @@ class FreezableProxy:
         self.loop = asyncio.new_event_loop()
         self.flowing: asyncio.Event | None = None
         self.upstream_ports: set[int] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
         self.port = 0
         ready = threading.Event()
-        threading.Thread(target=self._main, args=(ready,), daemon=True).start()
+        self.thread = threading.Thread(target=self._main, args=(ready,), daemon=True)
+        self.thread.start()
         ready.wait(10)
 
     def url(self) -> str:
@@ -37,15 +40,24 @@ class FreezableProxy:
         async def setup() -> None:
             self.flowing = asyncio.Event()
             self.flowing.set()
-            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
+            self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
             ready.set()
 
         self.loop.run_until_complete(setup())
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers.add(up_writer)
         self.upstream_ports.add(int(up_writer.get_extra_info("sockname")[1]))
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -59,7 +71,31 @@ class FreezableProxy:
                 dst.write(data)
                 await dst.drain()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+        finally:
+            for each in (writer, up_writer):
+                each.close()
+                self.writers.discard(each)
+
+    def close(self) -> None:
+        """Close every connection it carries and stop its thread (no stream is left for the collector to find)."""
+
+        async def closing() -> None:
+            assert self.server is not None and self.flowing is not None
+            self.flowing.set()
+            self.server.close()
+            for writer in list(self.writers):
+                writer.close()
+            await self.server.wait_closed()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(closing(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
     def freeze(self) -> None:
         assert self.flowing is not None
