@@ -519,7 +519,13 @@ class ProgramRunner:
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A reconcile's or a stop's work ended: a failure is logged (the next takeover's reconcile looks again)."""
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("programs.background_failed", runner=self.runner_id, error=f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True, slots=True)
