@@ -50,6 +50,8 @@ from agentlog.handlers.programs.runner import ProgramRunner, RunnerSettings
 from agentlog.handlers.schedules.scheduler import Scheduler
 from agentlog.handlers.tasks.dispatcher import Dispatcher
 from agentlog.handlers.timers import TimerService
+from agentlog.planning.hosting import planner_runtime
+from agentlog.planning.runtime import PlannerRuntime
 
 log = structlog.get_logger("agentlog.agents")
 
@@ -95,6 +97,7 @@ class AgentSystem:
         self.documents: DocumentServer | None = None
         self.supervisor: Supervisor | None = None
         self.programs: ProgramRunner | None = None
+        self.planner: PlannerRuntime | None = None
         self.document_url = ""
         self._stop_documents = asyncio.Event()
         self._stop_timers = asyncio.Event()
@@ -191,7 +194,13 @@ class AgentSystem:
             ),
             token=lambda agent_id: issue(key, "agent", agent_id, ttl_s=settings.agent_token_ttl_s),
         )
-        return [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler, self.programs]
+        handlers: list[Handler] = [*(DecisionHandler(decider) for decider in hosted), self.supervisor.handler,
+                                   self.programs]  # fmt: skip
+        if self.api is not None:  # the planner acts through the API, as its agents' own tokens allow
+            api_url = self.documents.url.replace("ws://", "http://", 1).removesuffix("/doc")
+            self.planner = planner_runtime(store, settings, api_url, key)
+            handlers.append(self.planner)
+        return handlers
 
     @property
     def lost(self) -> asyncio.Event:
@@ -247,6 +256,8 @@ class AgentSystem:
             await self.supervisor.shutdown()
         if self.programs is not None:
             await self.programs.shutdown()
+        if self.planner is not None:
+            await self.planner.shutdown()
         self._stop_documents.set()
         self._stop_timers.set()
         for task in self._tasks:

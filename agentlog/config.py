@@ -112,6 +112,23 @@ class Settings(BaseSettings):
     llm_provider: Literal["gazetteer", "openai"] = "gazetteer"
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host/v1")
     llm_model: str | None = None
+    planner_provider: Literal["local", "openai"] = Field(
+        default="local", description="the planner's models: local (offline, deterministic) or an OpenAI-compatible "
+        "endpoint (AGENTLOG_LLM_BASE_URL, AGENTLOG_LLM_API_KEY)",
+    )  # fmt: skip
+    planner_balanced_model: str | None = Field(
+        default=None, description="the model of the `balanced` profile (planners); default AGENTLOG_LLM_MODEL"
+    )
+    planner_speed_model: str | None = Field(
+        default=None, description="the model of the `speed` profile (executors); default the balanced one"
+    )
+    planner_balanced_temperature: float = Field(default=0.7, ge=0, le=2)
+    planner_speed_temperature: float = Field(default=0.3, ge=0, le=2)
+    planner_max_sessions: int = Field(default=8, ge=1, le=1_000, description="planner sessions driven at once")
+    planner_local_delay_s: float = Field(
+        default=0.0, ge=0, le=60, description="how long the local model takes per call (a hosted model's latency, "
+        "for demonstrations and tests)",
+    )  # fmt: skip
     max_concurrent_tasks: int = Field(
         default=100, ge=1, le=1_000_000, description="task attempts assigned or running at once, in all"
     )

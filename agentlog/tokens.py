@@ -10,7 +10,8 @@ event (`agentlog token revoke`), by its id or every token of one holder issued b
 
 What a token may do: an `admin` anything; a `person` read everything and act as itself (chat, messages), never as an
 agent; an `agent` act only as its own agent id (`sub`): it cannot post as another, read another's inbox or release
-another's lock.
+another's lock. A token whose `scope` is "read" may only read, whatever its kind: every write it sends is refused
+(and recorded, `ToolCallRefused`), so an executor restricted to reading is held to it by the server.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from agentlog.eventstore.postgres.queries import load_queries
 ISSUER = "agentlog"
 ALGORITHM = "HS256"
 KEY_PREFIX = "jwt-key/"
+READ_SCOPE = "read"
+"""The `scope` claim of a token that may only read (an executor's): anything else it asks is refused."""
 
 Kind = Literal["admin", "person", "agent"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -54,6 +57,8 @@ class Identity:
     issued_at: float = 0.0
     documents: tuple[str, ...] | None = None
     """The documents a person's token is limited to (shell-style patterns); None for all."""
+    read_only: bool = False
+    """The token may read and call read-only tools, never write (claim `scope` "read": an executor's token)."""
 
     def opens(self, document_id: str) -> bool:
         if self.document_id is not None:
@@ -138,6 +143,7 @@ def issue(
     ttl_s: float,
     document_id: str | None = None,
     documents: tuple[str, ...] | None = None,
+    read_only: bool = False,
 ) -> str:
     if kind not in KINDS:
         raise ValueError(f"a token's kind is one of {', '.join(KINDS)}")
@@ -155,6 +161,8 @@ def issue(
         claims["doc"] = document_id
     if documents is not None:
         claims["docs"] = list(documents)
+    if read_only:
+        claims["scope"] = READ_SCOPE
     return jwt.encode(claims, keys.secret, algorithm=ALGORITHM, headers={"kid": keys.current})
 
 
@@ -190,6 +198,9 @@ def verify(keys: Keyring, token: str | None, *, now: float | None = None) -> Ide
         raise TokenError(f"unknown token (unreadable claims: {error})") from error
     if kind not in KINDS:
         raise TokenError(f"unknown token kind {kind!r}")
+    scope = claims.get("scope")
+    if scope not in (None, READ_SCOPE):
+        raise TokenError(f"unknown token scope {scope!r}")
     if expires <= (time.time() if now is None else now):
         raise TokenError("expired token")
     document = claims.get("doc")
@@ -204,6 +215,7 @@ def verify(keys: Keyring, token: str | None, *, now: float | None = None) -> Ide
         None if token_id is None else str(token_id),
         issued_at,
         documents,
+        read_only=scope == READ_SCOPE,
     )
 
 

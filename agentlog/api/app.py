@@ -30,7 +30,9 @@ from agentlog.api.routes_operations import router as operations_router
 from agentlog.api.routes_overview import router as overview_router
 from agentlog.api.routes_programs import router as programs_router
 from agentlog.api.routes_schedules import router as schedules_router
+from agentlog.api.routes_sessions import router as sessions_router
 from agentlog.api.routes_tasks import router as tasks_router
+from agentlog.api.routes_tools import router as tools_router
 from agentlog.api.services import Services
 from agentlog.documents.revocations import Revocations
 from agentlog.eventstore import EventStore
@@ -61,7 +63,8 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     app.state.services = Services(store, Coordinator(store), Reads(store, limits.read_wait_s), auth)
     app.state.hub = Hub(store)
     routers = (agents_router, messages_router, locks_router, operations_router, tasks_router, budgets_router,
-               schedules_router, programs_router, overview_router, feed_router)  # fmt: skip
+               schedules_router, programs_router, tools_router, sessions_router, overview_router,
+               feed_router)  # fmt: skip
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     errors.install(app)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentlog.api.auth import Authenticator
 from agentlog.api.errors import KEEP_IT_ELSEWHERE
 from agentlog.api.reads import QUERIES
+from agentlog.domains.planning.events import ToolCallRefused, refusals_stream
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.storable import find_unstorable, string_problem
 from agentlog.tokens import Identity, TokenError, verify
@@ -120,6 +122,26 @@ def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | N
     return {"detail": [wrong], "code": "invalid"}
 
 
+SESSION_HEADER = "agentlog-session"
+STEP_HEADER = "agentlog-step"
+"""Headers a planner's calls carry, so that a refusal names the session and step it came from."""
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def reads_only(scope: Scope) -> bool:
+    """Whether a read-only token may send this request: a read, or a call of a tool (whose route checks that the
+    tool only reads)."""
+    return scope["method"] in _READ_METHODS or (
+        scope["method"] == "POST" and str(scope["path"]).startswith(f"{API_PREFIX}/tools/")
+    )
+
+
+def _header_id(value: str | None, limit: int = 64) -> str | None:
+    if value is None or not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{limit - 1}}}", value):
+        return None
+    return value
+
+
 class Guard:
     def __init__(
         self, app: ASGIApp, *, store: EventStore, auth: Authenticator, limiter: RateLimiter, max_body_bytes: int
@@ -143,6 +165,9 @@ class Guard:
                 limited = {"detail": f"rate limit: retry in {seconds} s", "code": "rate_limited"}
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
+        if identity is not None and identity.read_only and not reads_only(scope):
+            await self._refuse_write(send, identity, scope, headers)
+            return
         refused = unstorable_address(scope) or unstorable_body(headers.get("content-type"), body)
         if refused is not None:
             await _answer(send, 422, refused)
@@ -161,6 +186,17 @@ class Guard:
             await self.app(scope, replay, send)
             return
         await self._idempotent(scope, f"{identity.kind}:{identity.name}", key, body, replay, send)
+
+    async def _refuse_write(self, send: Send, identity: Identity, scope: Scope, headers: dict[str, str]) -> None:
+        """A read-only token's write: refused, and the refusal recorded, whatever the caller meant by it."""
+        route = f"{scope['method']} {scope['path']}"[:2_000]
+        reason = "this token may only read (scope read): it cannot write"
+        refusal = ToolCallRefused(
+            agent_id=identity.name, holder_kind=identity.kind, tool=route, reason=reason,
+            session_id=_header_id(headers.get(SESSION_HEADER)), step_id=_header_id(headers.get(STEP_HEADER), 32),
+        )  # fmt: skip
+        await self.store.append(refusals_stream(identity.name), [refusal])
+        await _answer(send, 403, {"detail": reason, "code": "read_only_token", "route": route})
 
     async def _read_body(self, headers: dict[str, str], receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once the request was answered (too large, or the client left)."""

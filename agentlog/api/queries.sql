@@ -217,3 +217,30 @@ SELECT * FROM projections.schedules WHERE status <> 'deleted' ORDER BY schedule_
 -- schedule --
 -- $1 schedule id
 SELECT * FROM projections.schedules WHERE schedule_id = $1;
+
+-- planning_sessions --
+-- Planner sessions, the last active first, for GET /sessions.
+-- $1 limit
+SELECT session_id, opened_by, opened_by_kind, title, opened_at, turns, turns_done, turns_failed, last_activity_at,
+       prompt_tokens, completion_tokens, model_calls, tool_calls
+  FROM projections.planning_sessions
+ WHERE opened_at IS NOT NULL
+ ORDER BY last_activity_at DESC, session_id
+ LIMIT $1;
+
+-- planning_executions --
+-- One session's executions (an agent's thread in a turn), in the order they began, for GET /sessions/{id}/executions.
+-- $1 session id
+SELECT session_id, turn_id, thread, agent_id, role, provider, model, model_calls, prompt_tokens, completion_tokens,
+       duration_ms, tool_calls, refused_calls, message_count, first_at, last_at
+  FROM projections.planning_executions
+ WHERE session_id = $1
+ ORDER BY first_at, turn_id, thread, agent_id;
+
+-- tool_refusals --
+-- Refused tool calls and writes, newest first, for GET /refusals.
+-- $1 limit
+SELECT agent_id, tool, arguments, session_id, step_id, reason, refused_at
+  FROM projections.tool_refusals
+ ORDER BY global_position DESC
+ LIMIT $1;

@@ -13,7 +13,7 @@ from agentlog.eventstore.postgres.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 PROJECTIONS = ["registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks",
-               "budgets", "schedules"]  # fmt: skip
+               "budgets", "schedules", "planning", "tool_refusals"]  # fmt: skip
 
 
 class Reads:

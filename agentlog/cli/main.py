@@ -9,6 +9,7 @@ import typer
 
 from agentlog.cli import (
     budget_commands,
+    chat_commands,
     db_commands,
     handler_commands,
     log_commands,
@@ -43,6 +44,8 @@ app.add_typer(task_commands.app, name="task")
 app.add_typer(budget_commands.app, name="budget")
 app.add_typer(schedule_commands.app, name="schedule")
 app.add_typer(program_commands.app, name="program")
+app.add_typer(chat_commands.app, name="session")
+app.command("chat")(chat_commands.chat_command)
 app.command("types")(log_commands.types_command)
 app.command("append")(log_commands.append_command)
 app.command("tail")(log_commands.tail_command)

@@ -58,6 +58,20 @@ class AgentlogClient:
             base_url=f"{self.base_url}/api/v1", headers={"authorization": f"Bearer {token}"}, timeout=timeout,
             transport=transport,
         )  # fmt: skip
+        self._key: str | None = None
+        self._keys_used = 0
+        self._headers: dict[str, str] = {}
+
+    def keyed(self, key: str | None, headers: dict[str, str] | None = None) -> AgentlogClient:
+        """This client for one operation that may be run again (a planner's tool call after a crash): its POSTs
+        carry Idempotency-Keys derived from `key` (`key/1`, `key/2`, ... in order), so the server answers a run
+        again as it answered the first and records nothing twice (None: fresh keys, as usual); `headers` go with
+        every request. It shares
+        this client's connections: close this one, not it."""
+        view = object.__new__(AgentlogClient)
+        view.base_url, view.token, view.retries, view._http = self.base_url, self.token, self.retries, self._http
+        view._key, view._keys_used, view._headers = key, 0, dict(headers or {})
+        return view
 
     async def __aenter__(self) -> AgentlogClient:
         return self
@@ -74,9 +88,12 @@ class AgentlogClient:
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:  # fmt: skip
-        headers = dict(headers or {})
+        headers = self._headers | dict(headers or {})
         retry = method in ("GET", "POST")
-        if method == "POST":
+        if method == "POST" and self._key is not None:
+            self._keys_used += 1
+            headers.setdefault("idempotency-key", f"{self._key}/{self._keys_used}")
+        elif method == "POST":
             headers.setdefault("idempotency-key", uuid.uuid4().hex)
         params = {key: value for key, value in (params or {}).items() if value is not None}
         under_way_until: float | None = None
@@ -407,6 +424,58 @@ class AgentlogClient:
         body = models.ReleaseRequest(agent_id=agent_id, reason=reason).model_dump(exclude_none=True)
         answer = await self._request("POST", f"/budgets/reservations/{reservation_id}/release", json=body)
         return TypeAdapter(list[models.BudgetLeft]).validate_json(answer.content)
+
+    # -- tools -----------------------------------------------------------------------------------------------
+
+    async def tool_catalogue(self) -> list[dict[str, Any]]:
+        answer = await self._request("GET", "/tools")
+        listed: list[dict[str, Any]] = answer.json()
+        return listed
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], *, session_id: str | None = None,
+                        step_id: str | None = None, idempotency_key: str | None = None) -> Any:  # fmt: skip
+        """A tool of the catalogue, run as this client's token; its result. A tool's refusal is an `ApiError` as
+        its route would raise it (a read-only token's write: 403, code `read_only_token`)."""
+        body = {"arguments": arguments, "session_id": session_id, "step_id": step_id}
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else None
+        answer = await self._request("POST", f"/tools/{quote(name, safe='')}", json=body, headers=headers)
+        return answer.json()["result"]
+
+    # -- planner sessions ------------------------------------------------------------------------------------
+
+    async def ask(self, session_id: str, content: str, *, title: str = "") -> AsyncIterator[tuple[str, Any]]:
+        """Post a request to a planner session and follow its turn as it happens: (event name, data) pairs —
+        `analysis`, `plan_created`, `step_started`, `executor_spawned`, `text`, `tool_call`, `tool_result`,
+        `step_completed`, `step_failed`, `plan_finished`, then `done` or `error`."""
+        body = {"content": content, "title": title}
+        headers = {"accept": "text/event-stream", "idempotency-key": uuid.uuid4().hex}
+        async with self._http.stream("POST", f"/sessions/{quote(session_id, safe='')}/messages", json=body,
+                                     headers=headers, timeout=httpx.Timeout(30, read=None)) as answer:  # fmt: skip
+            if answer.status_code >= 400:
+                await answer.aread()
+                raise _error(answer)
+            name = ""
+            async for line in answer.aiter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    yield name, orjson.loads(line.removeprefix("data: "))
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        answer = await self._request("GET", f"/sessions/{quote(session_id, safe='')}")
+        found: dict[str, Any] = answer.json()
+        return found
+
+    async def cancel_plan(self, session_id: str, plan_id: str, reason: str = "") -> dict[str, Any]:
+        path = f"/sessions/{quote(session_id, safe='')}/plans/{quote(plan_id, safe='')}/cancel"
+        answer = await self._request("POST", path, json={"reason": reason})
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def use_token(self, token: str) -> None:
+        """Send `token` from now on (a renewed one)."""
+        self.token = token
+        self._http.headers["authorization"] = f"Bearer {token}"
 
     # -- the live feed ---------------------------------------------------------------------------------------
 

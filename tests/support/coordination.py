@@ -22,7 +22,7 @@ from tests.support.hosting import hosted
 
 PROJECTIONS = (
     "registry", "chat", "inbox", "checkpoints", "memories", "locks", "claims", "operations", "tasks", "budgets",
-    "schedules", "programs", "timers",
+    "schedules", "programs", "timers", "planning", "tool_refusals",
 )  # fmt: skip
 DECIDERS = (CoordinationExpiry.name, OperationExpiry.name, Dispatcher.name, Scheduler.name, BudgetKeeper.name,
             StatusKeeper.name, ProgramKeeper.name)  # fmt: skip

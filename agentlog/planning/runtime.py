@@ -1,0 +1,420 @@
+"""The planner runtime: drives every planner session from its stream, one action at a time.
+
+It is a handler (`planner`): the handler lock gives one active runtime per database, a standby takes over when it
+goes, and the log wakes it (a `UserMessagePosted`, a `PlanCancelRequested`). For each session with an unfinished
+turn a driver folds the stream, asks the session's rule what to do next (`domains.planning.session.next_action`),
+does that one thing, records what came of it and asks again. Everything it records has an id derived from what it
+is (session, turn, thread, call), so an action done twice by two runtimes (a takeover mid-action) is recorded once.
+
+Its effects go through the API, as any agent's would: the planner's tool calls with the planner's token, an
+executor's with the executor's read-only token (the server refuses its writes, and records the refusal), each
+with an Idempotency-Key derived from the call, so a call made again after a crash writes nothing twice. Budgets are
+reserved for each model call on the calling agent's budgets before it is made, and settled after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agentlog.client import AgentlogClient, ApiError
+from agentlog.domains.planning.events import (
+    FINAL_THREAD,
+    ModelAnswered,
+    PlanCreated,
+    PlanFinished,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    ToolAnswered,
+    ToolCallRecord,
+    TurnAnalysed,
+    TurnFinished,
+    session_stream,
+)
+from agentlog.domains.planning.session import (
+    Action,
+    Analyse,
+    CallModel,
+    CallTool,
+    CompleteStep,
+    FailStep,
+    FinishPlan,
+    FinishTurn,
+    Session,
+    StartStep,
+    Turn,
+    next_action,
+)
+from agentlog.eventstore import Event, EventStore, NewEvent
+from agentlog.handlers.handler import HandlerBatch
+from agentlog.llm.chat import ChatMessage, ChatProvider, ChatRequest, ChatResponse, Profile, collect, estimate_tokens
+from agentlog.llm.port import LLMProviderError
+from agentlog.planning.contents import Contents
+from agentlog.planning.prompts import (
+    ANALYSIS_THREAD,
+    analysis_prompt,
+    history,
+    read_analysis,
+    result_text,
+    thread_messages,
+    tool_specs,
+)
+from agentlog.tools.catalogue import READ_ONLY_TOOLS, TOOLS
+
+log = structlog.get_logger("agentlog.planning")
+
+NAME = "planner"
+PLANNER_ID_PREFIX = "planner-"
+EXECUTOR_ID_PREFIX = "exec-"
+_NAMESPACE = uuid.UUID("3f0c0f4e-5a5e-4d55-9a57-8f6f1c3c2b11")
+Token = Callable[[str, bool], str]
+"""(agent id, read only) → a token for it."""
+
+
+def _short(text: str, keep: int) -> str:
+    return text if len(text) <= keep else hashlib.sha256(text.encode()).hexdigest()[:keep]
+
+
+def planner_of(session_id: str) -> str:
+    return PLANNER_ID_PREFIX + _short(session_id, 56)
+
+
+def executor_of(plan_id: str, step_id: str) -> str:
+    return f"{EXECUTOR_ID_PREFIX}{_short(plan_id, 24)}-{step_id}"
+
+
+def event_id(*parts: object) -> uuid.UUID:
+    """The id of what the runtime records for this (session, turn, thread, ...): the same whoever records it."""
+    return uuid.uuid5(_NAMESPACE, "/".join(str(part) for part in parts))
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    api_url: str
+    profiles: Mapping[str, Profile]
+    """`balanced` (the planner) and `speed` (executors)."""
+    max_sessions: int = 8
+    """Sessions driven at once; more wait their turn."""
+    reservation_ttl_s: float = 600.0
+    token_renewal_s: float = 300.0
+    """Tokens (of a lifetime of three times this) are issued again this often."""
+
+
+class PlannerRuntime:
+    name = NAME
+    event_types: frozenset[str] | None = frozenset({"UserMessagePosted", "PlanCancelRequested"})
+
+    def __init__(self, store: EventStore, settings: RuntimeSettings, provider: ChatProvider, token: Token,
+                 admin_token: Callable[[], str]) -> None:  # fmt: skip
+        self.store = store
+        self.settings = settings
+        self.provider = provider
+        self.contents = Contents(store.pool)
+        self._token = token
+        self._admin_token = admin_token
+        self._clients: dict[tuple[str, bool], tuple[AgentlogClient, float]] = {}
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._slots = asyncio.Semaphore(settings.max_sessions)
+        self._active = False
+
+    # -- the handler's side ------------------------------------------------------------------------------------
+
+    async def handle(self, batch: HandlerBatch) -> None:
+        for typed in batch.events:
+            self.wake(str(getattr(typed.event, "session_id", "")))
+
+    async def session_started(self) -> None:
+        """Become the active runtime: resume every session with a turn not finished (the log says which)."""
+        self._active = True
+        open_sessions: dict[str, set[str]] = {}
+        after = None
+        while True:
+            page = await (self.store.read_category("session", limit=1000) if after is None
+                          else self.store.read_category("session", after=after, limit=1000))  # fmt: skip
+            for recorded in page:
+                data = recorded.data
+                session_id = str(data.get("session_id", ""))
+                if recorded.event_type == "UserMessagePosted":
+                    open_sessions.setdefault(session_id, set()).add(str(data.get("message_id")))
+                elif recorded.event_type == "TurnFinished":
+                    open_sessions.get(session_id, set()).discard(str(data.get("turn_id")))
+            if len(page) < 1000:
+                break
+            after = page[-1].position
+        for session_id, turns in open_sessions.items():
+            if turns:
+                self.wake(session_id)
+
+    def session_ended(self) -> None:
+        self._active = False
+        for driver in self._drivers.values():
+            driver.cancel()
+
+    def wake(self, session_id: str) -> None:
+        if not session_id or not self._active:
+            return
+        driver = self._drivers.get(session_id)
+        if driver is not None and not driver.done():
+            self._again.add(session_id)
+            return
+        self._drivers[session_id] = asyncio.get_running_loop().create_task(self._drive(session_id))
+
+    async def shutdown(self) -> None:
+        self.session_ended()
+        for driver in list(self._drivers.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await driver
+        for client, _ in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        await self.provider.aclose()
+
+    # -- a session's driver ------------------------------------------------------------------------------------
+
+    async def _drive(self, session_id: str) -> None:
+        """Act on the session until it has nothing to do. A failure (the API or the database away) is retried
+        after a doubling pause: what was recorded stays, and the action is decided again from the log."""
+        pause = 0.5
+        async with self._slots:
+            while True:
+                self._again.discard(session_id)
+                try:
+                    session = Session.fold(session_id, await self._events(session_id))
+                    action = next_action(session)
+                    if action is None:
+                        if session_id not in self._again:
+                            return
+                        continue
+                    await self._perform(session, action)
+                    pause = 0.5
+                except Exception:
+                    log.exception("planning.action_failed", session_id=session_id, retry_in_s=pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 30.0)
+
+    async def _events(self, session_id: str) -> list[Event]:
+        stream = session_stream(session_id)
+        events: list[Event] = []
+        version = 1
+        while True:
+            page = await self.store.read_stream(stream, from_version=version, limit=1000)
+            events.extend(self.store.decode(recorded) for recorded in page)
+            if len(page) < 1000:
+                return events
+            version = page[-1].stream_version + 1
+
+    async def _record(self, session: Session, events: Sequence[tuple[uuid.UUID, Event]]) -> None:
+        await self.store.append(session_stream(session.session_id),
+                                [NewEvent(event, event_id=eid) for eid, event in events])  # fmt: skip
+
+    async def _perform(self, session: Session, action: Action) -> None:
+        sid = session.session_id
+        turn = action.turn
+        if isinstance(action, Analyse):
+            await self._analyse(session, turn)
+        elif isinstance(action, CallModel):
+            await self._call_model(session, action)
+        elif isinstance(action, CallTool):
+            await self._call_tool(session, action)
+        elif isinstance(action, StartStep):
+            step = action.step
+            agent = executor_of(action.plan.plan_id, step.spec.step_id) if step.spec.executor else planner_of(sid)
+            if step.spec.executor:
+                await self._register(agent, step.spec.title, {"role": "executor", "session_id": sid,
+                                                              "plan_id": action.plan.plan_id,
+                                                              "step_id": step.spec.step_id})  # fmt: skip
+            started = StepStarted(session_id=sid, plan_id=action.plan.plan_id, step_id=step.spec.step_id,
+                                  agent_id=agent, executor=step.spec.executor)  # fmt: skip
+            await self._record(session, [(event_id(sid, action.plan.plan_id, step.spec.step_id, "started"), started)])
+        elif isinstance(action, CompleteStep):
+            content, ref = action.answer.content, action.answer.content_ref
+            done = StepCompleted(session_id=sid, plan_id=action.plan.plan_id, step_id=action.step.spec.step_id,
+                                 content=content, content_ref=ref)  # fmt: skip
+            await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), done)])
+            await self._retire(action.step.agent_id, action.step.spec.executor, "step completed")
+        elif isinstance(action, FailStep):
+            failed = StepFailed(session_id=sid, plan_id=action.plan.plan_id, step_id=action.step.spec.step_id,
+                                error=action.error[:2_000])  # fmt: skip
+            await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), failed)])
+            await self._retire(action.step.agent_id, action.step.spec.executor, "step failed")
+        elif isinstance(action, FinishPlan):
+            finished = PlanFinished(session_id=sid, plan_id=action.plan.plan_id, status=action.status,
+                                    reason=action.reason[:2_000])  # fmt: skip
+            await self._record(session, [(event_id(sid, action.plan.plan_id, "finished"), finished)])
+        elif isinstance(action, FinishTurn):
+            content, ref = ("", None) if action.answer is None else (action.answer.content, action.answer.content_ref)
+            end = TurnFinished(session_id=sid, turn_id=turn.turn_id, status=action.status, content=content,
+                               content_ref=ref, error=action.error[:2_000])  # fmt: skip
+            await self._record(session, [(event_id(sid, turn.turn_id, "finished"), end)])
+
+    # -- model calls -------------------------------------------------------------------------------------------
+
+    async def _analyse(self, session: Session, turn: Turn) -> None:
+        sid = session.session_id
+        planner = planner_of(sid)
+        await self._register(planner, "planning", {"role": "planner", "session_id": sid})
+        resolve = await self._resolver(session)
+        messages = [ChatMessage("system", analysis_prompt(TOOLS)), *history(session, turn, resolve)]
+        answered = await self._ask(session, turn, ANALYSIS_THREAD, planner, "planner", messages, tools=False)
+        if answered is None:
+            return
+        model_event, response = answered
+        strategy, analysis, steps = read_analysis(response.message.content)
+        records: list[tuple[uuid.UUID, Event]] = [(event_id(sid, turn.turn_id, ANALYSIS_THREAD, 0), model_event)]
+        records.append((event_id(sid, turn.turn_id, "analysed"),
+                        TurnAnalysed(session_id=sid, turn_id=turn.turn_id, planner_id=planner, strategy=strategy,
+                                     analysis=analysis)))  # fmt: skip
+        if steps:
+            plan_id = f"plan-{_short(turn.turn_id, 40)}"
+            records.append((event_id(sid, turn.turn_id, "plan"),
+                            PlanCreated(session_id=sid, turn_id=turn.turn_id, plan_id=plan_id, planner_id=planner,
+                                        steps=steps)))  # fmt: skip
+        await self._record(session, records)
+
+    async def _call_model(self, session: Session, action: CallModel) -> None:
+        sid, turn, step = session.session_id, action.turn, action.step
+        executor = step is not None and step.spec.executor
+        agent = step.agent_id if step is not None and step.agent_id else planner_of(sid)
+        resolve = await self._resolver(session)
+        messages = thread_messages(session, turn, step, action.thread_id, resolve)
+        in_step = action.thread_id not in (None, FINAL_THREAD)
+        tools = in_step or (action.thread_id is None and turn.analysed is not None and turn.analysed.strategy == "tool")
+        answered = await self._ask(session, turn, action.thread_id, agent, "executor" if executor else "planner",
+                                   messages, tools=tools, call_index=action.call_index)  # fmt: skip
+        if answered is not None:
+            key = event_id(sid, turn.turn_id, action.thread_id or "", action.call_index)
+            await self._record(session, [(key, answered[0])])
+
+    async def _ask(self, session: Session, turn: Turn, thread_id: str | None, agent: str, role: str,
+                   messages: list[ChatMessage], *, tools: bool, call_index: int = 0,
+                   ) -> tuple[ModelAnswered, ChatResponse] | None:  # fmt: skip
+        """One model call, budgeted: reserved on the agent's budgets, made, settled; its answer as an event (not
+        recorded yet). A refusal (budget, provider) ends the thread instead, recorded, and gives None."""
+        executor = role == "executor"
+        profile = self.settings.profiles["speed" if executor else "balanced"]
+        offered = READ_ONLY_TOOLS if executor else TOOLS
+        step_id = thread_id if thread_id != ANALYSIS_THREAD else ANALYSIS_THREAD
+        request = ChatRequest(tuple(messages), profile, tool_specs(offered) if tools else ())
+        admin = self._client("", admin=True)
+        try:
+            reservation = await admin.reserve_tokens(
+                estimate_tokens(request), ttl_s=self.settings.reservation_ttl_s,
+                purpose=f"planner session {session.session_id}", agent_id=agent,
+            )  # fmt: skip
+        except ApiError as refused:
+            await self._end_thread(session, turn, thread_id, f"the token budget refused the call: {refused.detail}")
+            return None
+        try:
+            response = await collect(self.provider, request)
+        except LLMProviderError as failed:
+            await admin.release_tokens(reservation.reservation_id, reason="the model call failed", agent_id=agent)
+            await self._end_thread(session, turn, thread_id, str(failed))
+            return None
+        await admin.settle_tokens(reservation.reservation_id, response.usage.total_tokens, agent_id=agent)
+        content, ref = await self.contents.inline_or_ref(response.message.content)
+        (prompt_ref,) = await self.contents.put([json.dumps([m.to_wire() for m in messages], ensure_ascii=False)])
+        calls = [ToolCallRecord(call_id=c.call_id[:100], tool=c.name[:64], arguments=dict(c.arguments))
+                 for c in response.message.tool_calls]  # fmt: skip
+        event = ModelAnswered(
+            session_id=session.session_id, turn_id=turn.turn_id, step_id=step_id, agent_id=agent,
+            role="executor" if executor else "planner", call_index=call_index, tool_calls=calls,
+            content=content, content_ref=ref, provider=response.provider, model=response.model,
+            prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens,
+            duration_ms=response.duration_ms, message_count=len(messages), prompt_ref=prompt_ref,
+        )  # fmt: skip
+        return event, response
+
+    async def _end_thread(self, session: Session, turn: Turn, thread_id: str | None, error: str) -> None:
+        sid = session.session_id
+        plan = turn.plan
+        if plan is not None and thread_id in plan.steps:
+            assert thread_id is not None
+            failed = StepFailed(session_id=sid, plan_id=plan.plan_id, step_id=thread_id, error=error[:2_000])
+            await self._record(session, [(event_id(sid, plan.plan_id, thread_id, "end"), failed)])
+            return
+        end = TurnFinished(session_id=sid, turn_id=turn.turn_id, status="error", error=error[:2_000])
+        await self._record(session, [(event_id(sid, turn.turn_id, "finished"), end)])
+
+    # -- tool calls --------------------------------------------------------------------------------------------
+
+    async def _call_tool(self, session: Session, action: CallTool) -> None:
+        sid, turn, call = session.session_id, action.turn, action.call
+        read_only = action.step is not None and action.step.spec.executor
+        client = self._client(action.agent_id, read_only=read_only)
+        key = hashlib.sha256(f"{sid}/{turn.turn_id}/{action.thread_id}/{call.call_id}".encode()).hexdigest()
+        began = time.perf_counter()
+        ok, refused, error, result = True, False, "", ""
+        try:
+            result = result_text(await client.call_tool(call.tool, dict(call.arguments), session_id=sid,
+                                                        step_id=action.thread_id, idempotency_key=key))  # fmt: skip
+        except ApiError as failed:
+            ok, refused = False, failed.code == "read_only_token"
+            error = f"{failed.status} {failed.code}: {failed.detail}"[:2_000]
+        content, ref = await self.contents.inline_or_ref(result)
+        answered = ToolAnswered(
+            session_id=sid, turn_id=turn.turn_id, step_id=action.thread_id, agent_id=action.agent_id,
+            call_id=call.call_id, tool=call.tool, ok=ok, refused=refused, error=error, content=content,
+            content_ref=ref, duration_ms=(time.perf_counter() - began) * 1000,
+        )  # fmt: skip
+        await self._record(session, [(event_id(sid, turn.turn_id, action.thread_id or "", "tool", call.call_id),
+                                      answered)])  # fmt: skip
+
+    # -- agents ------------------------------------------------------------------------------------------------
+
+    async def _register(self, agent_id: str, working_on: str, metadata: dict[str, Any]) -> None:
+        # Pull-only: the dispatcher never pushes the queue's tasks to a planner or an executor.
+        role = str(metadata.get("role", ""))
+        await self._client("", admin=True).register(agent_id, working_on=working_on[:500], capabilities=[role],
+                                                    metadata={**metadata, "task_mode": "pull"})  # fmt: skip
+
+    async def _retire(self, agent_id: str | None, executor: bool, reason: str) -> None:
+        if agent_id is None or not executor:
+            return
+        with contextlib.suppress(ApiError):
+            await self._client("", admin=True).deregister(agent_id, reason)
+
+    def _client(self, agent_id: str, *, read_only: bool = False, admin: bool = False) -> AgentlogClient:
+        """The API client of an agent (or the runtime's admin), its token renewed every `token_renewal_s`."""
+        key = ("" if admin else agent_id, read_only)
+        now = time.monotonic()
+        found = self._clients.get(key)
+        if found is not None and now - found[1] < self.settings.token_renewal_s:
+            return found[0]
+        token = self._admin_token() if admin else self._token(agent_id, read_only)
+        if found is not None:
+            found[0].use_token(token)
+            self._clients[key] = (found[0], now)
+            return found[0]
+        client = AgentlogClient(self.settings.api_url, token)
+        self._clients[key] = (client, now)
+        return client
+
+    async def _resolver(self, session: Session) -> Callable[[str, str | None], str]:
+        refs = [ref for ref in _refs(session) if ref]
+        texts = await self.contents.get(refs) if refs else {}
+        return lambda content, ref: texts[ref] if ref else content
+
+
+def _refs(session: Session) -> list[str | None]:
+    refs: list[str | None] = []
+    for turn in session.turns.values():
+        refs.append(turn.asked.content_ref)
+        if turn.finished is not None:
+            refs.append(turn.finished.content_ref)
+        for thread in turn.threads.values():
+            refs.extend(answer.content_ref for answer in thread.answers)
+            refs.extend(told.content_ref for told in thread.tool_answers.values())
+        if turn.plan is not None:
+            refs.extend(step.result.content_ref for step in turn.plan.steps.values() if step.result is not None)
+    return refs

@@ -1,0 +1,1 @@
+"""The tools over agentlog, declared once for the API, the planner's models and the MCP server."""
