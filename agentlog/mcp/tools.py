@@ -17,6 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
 from agentlog.client import AgentlogClient, ApiError
+from agentlog.tools.catalogue import CATALOGUE, TOOLS
 
 EXPIRING_S = 120.0
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
@@ -84,7 +85,9 @@ def refusal(error: ApiError) -> dict[str, Any]:
 
 
 def build(session: Session, **settings: Any) -> FastMCP:  # noqa: PLR0915 - the tools, one place
-    """The server with its tools; `session` gives each call its API client and agent."""
+    """The server with its tools; `session` gives each call its API client and agent. The catalogue's tools
+    (`agentlog.tools.catalogue`, the planner's) are served from their one declaration through `catalogue` and
+    `use_tool`, on demand: listed all at once they would cost every client's context their schemas."""
     server = FastMCP("agentlog", instructions=INSTRUCTIONS, **settings)
 
     @server.tool(annotations=WRITES)
@@ -229,6 +232,31 @@ def build(session: Session, **settings: Any) -> FastMCP:  # noqa: PLR0915 - the 
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in wrong.errors())
             return await reply(client, me, {"refused": {"status": 422, "code": "invalid", "detail": fields}})
         return await reply(client, me, state.model_dump(mode="json", include={"task_id", "status", "attempt"}))
+
+    @server.tool(annotations=READ_ONLY)
+    async def catalogue(name: str | None = None) -> dict[str, Any]:
+        """agentlog's tool catalogue (the planner's tools): each tool's name, permission and description, or one
+        tool's JSON schema when `name` is given. Call them with use_tool."""
+        client, me = await session()
+        if name is None:
+            listed = [{"name": t.name, "permission": t.permission, "description": t.description} for t in TOOLS]
+            return await reply(client, me, listed)
+        tool = CATALOGUE.get(name)
+        if tool is None:
+            return await reply(client, me, {"refused": {"status": 404, "code": "not_found",
+                                                        "detail": f"no tool {name!r}"}})  # fmt: skip
+        return await reply(client, me, {"name": tool.name, "permission": tool.permission,
+                                        "description": tool.description, "parameters": tool.schema()})  # fmt: skip
+
+    @server.tool(annotations=WRITES)
+    async def use_tool(name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call a tool of the catalogue with its arguments (see catalogue(name) for its schema)."""
+        client, me = await session()
+        try:
+            result = await client.call_tool(name, arguments or {})
+        except ApiError as error:
+            return await reply(client, me, refusal(error))
+        return await reply(client, me, result)
 
     return server
 

@@ -95,7 +95,11 @@ def read_analysis(text: str) -> tuple[Strategy, str, list[PlanStep]]:
             if ANALYSIS_THREAD in {s.step_id for s in steps}:
                 raise ValueError(f"a step may not be called {ANALYSIS_THREAD!r}")
         return answer.strategy, answer.analysis[:4_000], steps if answer.strategy == "complex" else []
-    except (json.JSONDecodeError, ValidationError, ValueError) as wrong:
+    except ValidationError as wrong:
+        first = wrong.errors()[0]
+        reason = f"{'.'.join(str(part) for part in first['loc']) or 'the answer'}: {first['msg']}"[:300]
+        return "tool", f"the analysis was not a usable plan ({reason}); answering with tools", []
+    except (json.JSONDecodeError, ValueError) as wrong:
         reason = str(wrong).splitlines()[0][:300]
         return "tool", f"the analysis was not a usable plan ({reason}); answering with tools", []
 

@@ -19,7 +19,8 @@ from tests.support.api import api_running
 from tests.support.coordination import settled
 
 TOOLS = {"start_session", "send_message", "fetch_inbox", "acquire_lock", "release_lock", "claim",
-         "save_checkpoint", "remember", "recall", "claim_task", "heartbeat", "complete_task"}  # fmt: skip
+         "save_checkpoint", "remember", "recall", "claim_task", "heartbeat", "complete_task", "catalogue",
+         "use_tool"}  # fmt: skip
 
 
 async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -58,6 +59,14 @@ async def test_the_tools_over_streamable_http(store: EventStore) -> None:
             await settled(store)
             held = await call(session, "acquire_lock", resource="src/lexer.py")
             assert held["result"]["refused"]["holder"] == "bob"
+            listed_catalogue = await call(session, "catalogue")
+            assert {"name": "list_tasks", "permission": "read"}.items() <= listed_catalogue["result"][1].items()
+            schema = await call(session, "catalogue", name="create_task")
+            assert "task_type" in schema["result"]["parameters"]["properties"]
+            made = await call(session, "use_tool", name="create_task", arguments={"task_type": "todo", "title": "x"})
+            assert made["result"]["status"] == "queued"
+            wrong = await call(session, "use_tool", name="create_task", arguments={"title": 3})
+            assert wrong["result"]["refused"]["status"] == 422
             assert held["attention"]["unread_messages"] == 1, "news rides on every reply"
             inbox = await call(session, "fetch_inbox")
             assert [m["body"] for m in inbox["result"]["messages"]] == ["ping"]

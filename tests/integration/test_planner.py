@@ -16,11 +16,14 @@ from agentlog.domains.planning.session import Session
 from agentlog.eventstore import EventStore
 from agentlog.handlers import HandlerRunner
 from agentlog.llm.chat import ChatChunk, ChatRequest, Profile
+from agentlog.llm.openai_chat import OpenAICompatibleChat
 from agentlog.planning.local_model import LocalChatModel
 from agentlog.planning.runtime import PlannerRuntime, RuntimeSettings
 from agentlog.tokens import issue
+from agentlog.tools.catalogue import READ_ONLY_TOOLS
 from tests.support.api import RunningApi, api_running
 from tests.support.coordination import caught_up
+from tests.support.fake_openai import Answer, FakeCall, FakeOpenAI
 
 PROFILES = {
     "balanced": Profile("balanced", "agentlog-local-1", 0.7),
@@ -30,9 +33,11 @@ LISBON = "Create tasks for the Lisbon trip and schedule a reminder"
 
 
 @asynccontextmanager
-async def planner(api: RunningApi, provider: Any = None) -> AsyncIterator[PlannerRuntime]:
+async def planner(
+    api: RunningApi, provider: Any = None, profiles: dict[str, Profile] | None = None
+) -> AsyncIterator[PlannerRuntime]:
     runtime = PlannerRuntime(
-        api.store, RuntimeSettings(api.url, PROFILES), provider or LocalChatModel(),
+        api.store, RuntimeSettings(api.url, profiles or PROFILES), provider or LocalChatModel(),
         token=lambda agent, read_only: issue(api.keys, "agent", agent, ttl_s=3600, read_only=read_only),
         admin_token=lambda: issue(api.keys, "admin", "planner-runtime", ttl_s=3600),
     )  # fmt: skip
@@ -216,3 +221,30 @@ async def test_a_plan_cut_off_midway_is_resumed_from_the_log_with_no_step_or_wri
         assert set(answered.values()) == {1}
         tasks = (await person.get("/tasks", params={"limit": 100})).json()
         assert Counter(t["task_type"] for t in tasks) == {"todo": 3, "reminder": 1}, "no write done twice"
+
+
+async def test_the_planner_runs_on_an_openai_compatible_model_streaming_tool_calls(store: EventStore) -> None:
+    plan = {"strategy": "complex", "analysis": "look, then answer",
+            "steps": [{"step_id": "look", "title": "Look at the queue", "executor": True}]}  # fmt: skip
+    async with FakeOpenAI(api_key="sk-test") as fake, api_running(store) as api:
+        fake.script(
+            Answer.say(json.dumps(plan), pieces=5),
+            Answer.call(FakeCall("list_tasks", {"limit": 5}), FakeCall("read_chat", {"limit": 3}), interleave=True),
+            Answer.say("The queue is empty and the chat is quiet."),
+            Answer.say("Nothing is queued yet."),
+        )
+        provider = OpenAICompatibleChat(fake.base_url, "sk-test")
+        profiles = {"balanced": Profile("balanced", "big-model", 0.7), "speed": Profile("speed", "small-model", 0.3)}
+        async with planner(api, provider, profiles):
+            events = await ask(api.client("person", "ana"), "q", "What is queued?")
+        assert events[-1] == ("done", {"turn_id": events[-1][1]["turn_id"], "content": "Nothing is queued yet.",
+                                       "content_ref": None})  # fmt: skip
+        assert [d["tool"] for n, d in events if n == "tool_call"] == ["list_tasks", "read_chat"]
+        assert all(d["ok"] for n, d in events if n == "tool_result")
+        models = [request.body["model"] for request in fake.requests]
+        assert models == ["big-model", "small-model", "small-model", "big-model"]
+        executor_tools = {t["function"]["name"] for t in fake.requests[1].body["tools"]}
+        assert executor_tools == {t.name for t in READ_ONLY_TOOLS}, "an executor is shown the read-only tools"
+        replied = fake.requests[2].body["messages"]
+        assert [m["role"] for m in replied[-3:]] == ["assistant", "tool", "tool"]
+        assert fake.requests[1].body["temperature"] == 0.3
