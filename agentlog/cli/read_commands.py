@@ -28,6 +28,7 @@ from agentlog.database import open_database
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.postgres import recorder
 from agentlog.handlers.decider import DecisionDifference, verify_decider
+from agentlog.planning.verify import SessionDeparture, verify_sessions
 from agentlog.projections import installed_projections, resolve_projection
 from agentlog.projections.projection import Projection
 from agentlog.projections.replay import Progress as ReplayProgress
@@ -103,9 +104,14 @@ def replay_command(
                     found.append((decider.name, await verify_decider(store, decider, until=checkpoint)))
         return found
 
+    async def verify_planner_sessions() -> tuple[int, list[SessionDeparture]]:
+        async with EventStore.open(url) as store:
+            return await verify_sessions(store)
+
     try:
         outcomes = run_async(_replay_projections(url, chosen, check=check, batch_size=batch_size))
         decider_outcomes = run_async(verify_deciders()) if check else []
+        sessions = run_async(verify_planner_sessions()) if check and everything else (0, [])
     except KeyboardInterrupt:
         fail("interrupted: the live projections are untouched; run the same command to resume", ExitCode.FAILED)
     differences = 0
@@ -117,6 +123,14 @@ def replay_command(
         )
         for decision in found:
             out.print(f"  {decision.describe()}", markup=False)
+    if check and everything:
+        count, departed = sessions
+        differences += len(departed)
+        out.print(f"planner sessions: {count} refolded; "
+                  + ("every step the runtime recorded follows the rule" if not departed
+                     else f"{len(departed)} event(s) depart from it"))  # fmt: skip
+        for departure in departed:
+            out.print(f"  {departure.describe()}", markup=False)
     for outcome in outcomes:
         if check:
             differences += len(outcome.differences)

@@ -318,3 +318,73 @@ def validate_steps(steps: Iterable[PlanStep]) -> list[PlanStep]:
             done.add(sid)
             del remaining[sid]
     return listed
+
+
+# -- checking a recorded session against the rule ---------------------------------------------------------------
+
+EXTERNAL_TYPES = frozenset({"SessionOpened", "UserMessagePosted", "PlanCancelRequested"})
+"""What people record in a session; everything else is the runtime's, and follows `next_action`."""
+
+
+def follows(action: Action | None, event: Event, before: Event | None) -> bool:
+    """Whether `event`, recorded by a runtime, is what `action` leads to (`before`: the event recorded just before
+    it, for the analysis, whose model answer, reading and plan are recorded together)."""
+    turn_id = getattr(event, "turn_id", None)
+    if isinstance(event, PlanCreated):
+        return isinstance(before, TurnAnalysed) and before.turn_id == event.turn_id and before.strategy == "complex"
+    if action is None:
+        return False
+    if isinstance(action, Analyse):
+        return turn_id == action.turn.turn_id and (
+            isinstance(event, TurnAnalysed) or (isinstance(event, ModelAnswered) and event.step_id == "analysis")
+        )
+    if isinstance(action, CallModel):
+        ends = isinstance(event, TurnFinished) and event.status == "error" and action.step is None
+        fails = isinstance(event, StepFailed) and action.step is not None and event.step_id == action.thread_id
+        answered = (isinstance(event, ModelAnswered) and event.step_id == action.thread_id
+                    and event.call_index == action.call_index)  # fmt: skip
+        return turn_id in (action.turn.turn_id, None) and (answered or ends or fails)
+    if isinstance(action, CallTool):
+        return isinstance(event, ToolAnswered) and (event.step_id, event.call_id) == (action.thread_id,
+                                                                                       action.call.call_id)  # fmt: skip
+    if isinstance(action, StartStep):
+        return isinstance(event, StepStarted) and event.step_id == action.step.spec.step_id
+    if isinstance(action, CompleteStep):
+        return isinstance(event, StepCompleted) and event.step_id == action.step.spec.step_id
+    if isinstance(action, FailStep):
+        return isinstance(event, StepFailed) and event.step_id == action.step.spec.step_id
+    if isinstance(action, FinishPlan):
+        return isinstance(event, PlanFinished) and event.status == action.status
+    return isinstance(event, TurnFinished) and event.status == action.status and turn_id == action.turn.turn_id
+
+
+def departures(session_id: str, events: Iterable[Event]) -> list[tuple[int, Event, Action | None]]:
+    """The events of a session's stream (with their index) that the rule would not have recorded where they are.
+
+    A runtime decides on what it has read, so a request or a cancel recorded while it was acting may not have
+    been seen yet: each runtime event is checked against the rule both without and with the people's events
+    recorded since; once one follows only with them, they count as seen."""
+    seen = Session(session_id)
+    seen_events: list[Event] = []
+    unseen: list[Event] = []
+    found: list[tuple[int, Event, Action | None]] = []
+    before: Event | None = None
+    for index, event in enumerate(events):
+        if event.event_type in EXTERNAL_TYPES:
+            unseen.append(event)
+            continue
+        behind = next_action(seen)
+        if not follows(behind, event, before) and unseen:
+            ahead = next_action(Session.fold(session_id, [*seen_events, *unseen]))
+            if not follows(ahead, event, before):
+                found.append((index, event, ahead))
+            for pending in unseen:
+                seen.evolve(pending)
+            seen_events.extend(unseen)
+            unseen.clear()
+        elif not follows(behind, event, before):
+            found.append((index, event, behind))
+        seen.evolve(event)
+        seen_events.append(event)
+        before = event
+    return found

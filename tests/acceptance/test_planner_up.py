@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from agentlog.eventstore import EventStore
+from agentlog.planning.verify import verify_sessions
 from tests.acceptance.test_cli import AGENTLOG, ROOT, environment
 from tests.support.gazetteer import with_gazetteer_index
 from tests.support.system import RunningSystem, query, token_for, wait_until
@@ -85,6 +86,8 @@ async def test_up_killed_mid_plan_completes_it_after_a_restart_with_nothing_done
         answered = Counter((e.step_id, e.call_id) for e in events if e.event_type == "ToolAnswered")  # type: ignore[attr-defined]
         assert set(answered.values()) == {1}
         assert await _count(database_url, "TaskCreated") == 4, "a write was done twice (or not at all)"
+        async with EventStore.open(database_url) as store:
+            assert await verify_sessions(store) == (1, []), "what `replay --verify` checks: the rule was followed"
     finally:
         if not killed:
             assert system.stop() == 0

@@ -41,6 +41,7 @@ from agentlog.domains.planning.session import (
     FinishTurn,
     Session,
     StartStep,
+    departures,
     next_action,
     validate_steps,
 )
@@ -154,6 +155,7 @@ def test_any_plan_ends_with_every_step_done_or_failed_by_its_dependencies(
         else:
             assert step.status == "completed"
     assert turn.finished.status == ("error" if any(s.status == "failed" for s in turn.plan.steps.values()) else "done")
+    assert departures(S, events) == [], "the recorded session follows the rule"
     # A runtime restarted after any prefix of the log does exactly what remains: the same events, nothing twice.
     cut = data.draw(st.integers(len(start), len(events)))
     assert simulate(events[:cut], failing, tool_rounds) == events
@@ -270,3 +272,21 @@ def test_every_tool_is_declared_once_with_a_schema_and_a_permission() -> None:
         "check_lock",
         "search_memories",
     }
+
+
+def test_a_session_that_departs_from_the_rule_is_found() -> None:
+    steps = [PlanStep(step_id="a", title="a"), PlanStep(step_id="b", title="b", depends_on=["a"])]
+    start: list[Event] = [
+        OPENED,
+        ASKED,
+        answer("analysis", 0),
+        TurnAnalysed(session_id=S, turn_id="m1", planner_id="planner-s", strategy="complex"),
+        PlanCreated(session_id=S, turn_id="m1", plan_id="p", planner_id="planner-s", steps=steps),
+    ]
+    good = simulate(list(start), set(), 1)
+    assert departures(S, good) == []
+    early = [*start, StepStarted(session_id=S, plan_id="p", step_id="b", agent_id="x", executor=True)]
+    ((index, event, expected),) = departures(S, early)
+    assert (index, event.event_type, type(expected).__name__) == (5, "StepStarted", "StartStep")
+    cancelled_meanwhile = [*good[:7], PlanCancelRequested(session_id=S, plan_id="p", requested_by="ana"), *good[7:9]]
+    assert departures(S, cancelled_meanwhile) == [], "an answer in flight when a cancel came follows the rule"
