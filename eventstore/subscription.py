@@ -88,7 +88,8 @@ class Subscription:
                 waiter.clear()  # a wake-up arriving during the read sets it again
                 try:
                     batch = await self._read()
-                    held_back = not batch and await recorder.select_held_back(self._reader, self.position)
+                    held_back = not batch and await recorder.select_held_back(self._reader, self.position,
+                                                                              self._category)
                 except DatabaseUnavailableError as error:
                     self.state = SubscriptionState.RETRYING
                     log.warning("subscription.read_failed", error=str(error), retry_in_s=backoff)

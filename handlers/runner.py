@@ -35,7 +35,7 @@ from agentlog.eventstore.postgres import recorder
 from agentlog.eventstore.postgres.connections import Connection, connect
 from agentlog.eventstore.postgres.errors import CONNECTION_ERRORS, FailedStatementWatch, is_in_failed_transaction
 from agentlog.eventstore.postgres.notifications import Waiter
-from agentlog.eventstore.subscription import HELD_BACK_FIRST_RETRY_S
+from agentlog.eventstore.subscription import HELD_BACK_FIRST_RETRY_S, HELD_BACK_MAX_RETRY_S
 from agentlog.handlers.handler import Handler, HandlerBatch, UndecidableEventError
 
 log = structlog.get_logger("handlers.runner")
@@ -193,7 +193,9 @@ class HandlerInstance:
 
         Listening starts (the waiter) before the first read, so no NOTIFY can fall in between. When committed
         events wait behind the barrier, the next read comes soon rather than at the next NOTIFY: the transaction
-        holding the barrier may never notify.
+        holding the barrier may never notify. The re-reads back off to `HELD_BACK_MAX_RETRY_S` at most, as the
+        subscriptions' do (backing off to the fallback poll made a handler that read a moment too early wait up
+        to a second).
 
         Between batches the connection sits in a transaction that has run nothing yet (`recorder.begin_batch`),
         opened in the same round trip as the previous COMMIT: after a wake-up, the batch's first round trip is
@@ -214,7 +216,7 @@ class HandlerInstance:
                     continue
                 if held_back:
                     await _sleep_unless(self._stop, held_back_retry)
-                    held_back_retry = min(held_back_retry * 2, self.store.poll_interval)
+                    held_back_retry = min(held_back_retry * 2, HELD_BACK_MAX_RETRY_S, self.store.poll_interval)
                     continue
                 held_back_retry = HELD_BACK_FIRST_RETRY_S
                 await waiter.wait(self.store.poll_interval)  # a stop wakes it too

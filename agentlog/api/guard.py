@@ -124,7 +124,8 @@ def unstorable_body(content_type: str | None, body: bytes) -> dict[str, Any] | N
 
 SESSION_HEADER = "agentlog-session"
 STEP_HEADER = "agentlog-step"
-"""Headers a planner's calls carry, so that a refusal names the session and step it came from."""
+TOOL_HEADER = "agentlog-tool"
+"""Headers a planner's calls carry, so that a refusal names the session, the step and the tool it came from."""
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -134,6 +135,19 @@ def reads_only(scope: Scope) -> bool:
     return scope["method"] in _READ_METHODS or (
         scope["method"] == "POST" and str(scope["path"]).startswith(f"{API_PREFIX}/tools/")
     )
+
+
+def _arguments(body: bytes) -> dict[str, Any]:
+    """What a refused write carried, as its refusal records it: the JSON object of its body (a small one)."""
+    if not body or len(body) > 64_000:
+        return {}
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(parsed, dict) or find_unstorable(parsed) is not None:
+        return {}
+    return parsed
 
 
 def _header_id(value: str | None, limit: int = 64) -> str | None:
@@ -166,7 +180,7 @@ class Guard:
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
         if identity is not None and identity.read_only and not reads_only(scope):
-            await self._refuse_write(send, identity, scope, headers)
+            await self._refuse_write(send, identity, scope, headers, body)
             return
         refused = unstorable_address(scope) or unstorable_body(headers.get("content-type"), body)
         if refused is not None:
@@ -187,13 +201,20 @@ class Guard:
             return
         await self._idempotent(scope, f"{identity.kind}:{identity.name}", key, body, replay, send)
 
-    async def _refuse_write(self, send: Send, identity: Identity, scope: Scope, headers: dict[str, str]) -> None:
+    async def _refuse_write(
+        self, send: Send, identity: Identity, scope: Scope, headers: dict[str, str], body: bytes
+    ) -> None:
         """A read-only token's write: refused, and the refusal recorded, whatever the caller meant by it."""
         route = f"{scope['method']} {scope['path']}"[:2_000]
+        tool = headers.get(TOOL_HEADER, "")
+        named = re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tool) is not None
         reason = "this token may only read (scope read): it cannot write"
+        if named:
+            reason = f"tool {tool} writes ({route}), and {reason.removeprefix('this ')}"
         refusal = ToolCallRefused(
-            agent_id=identity.name, holder_kind=identity.kind, tool=route, reason=reason,
-            session_id=_header_id(headers.get(SESSION_HEADER)), step_id=_header_id(headers.get(STEP_HEADER), 32),
+            agent_id=identity.name, holder_kind=identity.kind, tool=tool if named else route,
+            arguments=_arguments(body), reason=reason, session_id=_header_id(headers.get(SESSION_HEADER)),
+            step_id=_header_id(headers.get(STEP_HEADER), 32),
         )  # fmt: skip
         await self.store.append(refusals_stream(identity.name), [refusal])
         await _answer(send, 403, {"detail": reason, "code": "read_only_token", "route": route})

@@ -8,6 +8,7 @@ Each system prompt opens with a marker (`[agentlog:analyse]`, `[agentlog:planner
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ Resolve = Callable[[str, str | None], str]
 """(inline content, content_ref) → the text (the caller looks references up beforehand)."""
 
 
-def analysis_prompt(tools: Sequence[Tool]) -> str:
+def _analysis_prompt(tools: Sequence[Tool]) -> str:
     listed = "\n".join(f"- {tool.name} ({tool.permission}): {tool.description}" for tool in tools)
     return (
         f"{ANALYSE} You are the planner of a fleet of agents. Read the user's request and decide how to handle it. "
@@ -175,8 +176,18 @@ def _results_of(turn: Turn, resolve: Resolve) -> str:
 
 
 def tool_specs(tools: Sequence[Tool]) -> tuple[ToolSpec, ...]:
+    return _specs(tuple(tools))
+
+
+@functools.cache
+def _specs(tools: tuple[Tool, ...]) -> tuple[ToolSpec, ...]:
     return tuple(ToolSpec(tool.name, tool.description, tool.schema()) for tool in tools)
 
+
+@functools.cache
+def analysis_prompt(tools: tuple[Tool, ...]) -> str:
+    """The analysis prompt over `tools` (made once: it is the same for every request)."""
+    return _analysis_prompt(tools)
 
 def result_text(result: Any) -> str:
     return json.dumps(result, ensure_ascii=False, separators=(",", ":"), default=str)

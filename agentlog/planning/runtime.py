@@ -22,11 +22,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
+from agentlog.api.guard import SESSION_HEADER, STEP_HEADER, TOOL_HEADER
 from agentlog.client import AgentlogClient, ApiError
+from agentlog.domains.budgets.ledger import BudgetError
 from agentlog.domains.planning.events import (
     FINAL_THREAD,
     ModelAnswered,
@@ -56,6 +60,8 @@ from agentlog.domains.planning.session import (
     next_action,
 )
 from agentlog.eventstore import Event, EventStore, NewEvent
+from agentlog.eventstore.folds import Planned, append_decided
+from agentlog.handlers.budgets.reservations import Reservations
 from agentlog.handlers.handler import HandlerBatch
 from agentlog.llm.chat import ChatMessage, ChatProvider, ChatRequest, ChatResponse, Profile, collect, estimate_tokens
 from agentlog.llm.port import LLMProviderError
@@ -69,7 +75,7 @@ from agentlog.planning.prompts import (
     thread_messages,
     tool_specs,
 )
-from agentlog.tools.catalogue import READ_ONLY_TOOLS, TOOLS
+from agentlog.tools.catalogue import CATALOGUE, READ_ONLY_TOOLS, TOOLS
 
 log = structlog.get_logger("agentlog.planning")
 
@@ -96,6 +102,19 @@ def executor_of(plan_id: str, step_id: str) -> str:
 def event_id(*parts: object) -> uuid.UUID:
     """The id of what the runtime records for this (session, turn, thread, ...): the same whoever records it."""
     return uuid.uuid5(_NAMESPACE, "/".join(str(part) for part in parts))
+
+
+class _ToolError(Exception):
+    """A tool call that cannot be made as asked (no such tool, invalid arguments): the model is told why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What a model call used, on the reservation it was made under: settled with the call's answer."""
+
+    agent_id: str
+    reservation_id: str
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,10 @@ class PlannerRuntime:
         self._again: set[str] = set()
         self._slots = asyncio.Semaphore(settings.max_sessions)
         self._active = False
+        self._folds: dict[str, tuple[Session, int]] = {}
+        self._registered: set[str] = set()
+        self._http: AgentlogClient | None = None
+        self.reservations = Reservations(store)
 
     # -- the handler's side ------------------------------------------------------------------------------------
 
@@ -137,6 +160,8 @@ class PlannerRuntime:
     async def session_started(self) -> None:
         """Become the active runtime: resume every session with a turn not finished (the log says which)."""
         self._active = True
+        self._folds.clear()
+        self._registered.clear()
         open_sessions: dict[str, set[str]] = {}
         after = None
         while True:
@@ -175,9 +200,10 @@ class PlannerRuntime:
         for driver in list(self._drivers.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await driver
-        for client, _ in self._clients.values():
-            await client.close()
         self._clients.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         await self.provider.aclose()
 
     # -- a session's driver ------------------------------------------------------------------------------------
@@ -190,33 +216,54 @@ class PlannerRuntime:
             while True:
                 self._again.discard(session_id)
                 try:
-                    session = Session.fold(session_id, await self._events(session_id))
+                    session = await self._fold(session_id)
                     action = next_action(session)
                     if action is None:
                         if session_id not in self._again:
+                            self._folds.pop(session_id, None)
                             return
                         continue
                     await self._perform(session, action)
                     pause = 0.5
                 except Exception:
+                    self._folds.pop(session_id, None)  # folded again from the log: it is the truth
                     log.exception("planning.action_failed", session_id=session_id, retry_in_s=pause)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 30.0)
 
-    async def _events(self, session_id: str) -> list[Event]:
+    async def _fold(self, session_id: str) -> Session:
+        """The session as its stream folds now: the fold kept from the last action, and what was recorded since."""
         stream = session_stream(session_id)
-        events: list[Event] = []
-        version = 1
+        session, version = self._folds.get(session_id) or (Session(session_id), 0)
         while True:
-            page = await self.store.read_stream(stream, from_version=version, limit=1000)
-            events.extend(self.store.decode(recorded) for recorded in page)
+            page = await self.store.read_stream(stream, from_version=version + 1, limit=1000)
+            for recorded in page:
+                session.evolve(self.store.decode(recorded))
+                version = recorded.stream_version
             if len(page) < 1000:
-                return events
-            version = page[-1].stream_version + 1
+                break
+        self._folds[session_id] = (session, version)
+        return session
 
-    async def _record(self, session: Session, events: Sequence[tuple[uuid.UUID, Event]]) -> None:
-        await self.store.append(session_stream(session.session_id),
-                                [NewEvent(event, event_id=eid) for eid, event in events])  # fmt: skip
+    async def _record(self, session: Session, events: Sequence[tuple[uuid.UUID, Event]],
+                      spent: Spent | None = None) -> None:  # fmt: skip
+        """Append the runtime's events (ids derived from what they are), with the settlement of the model call
+        they answer in the same transaction when there is one."""
+        ids = {id(event): eid for eid, event in events}
+        stream = session_stream(session.session_id)
+
+        async def plan() -> list[Planned]:
+            planned: list[Planned] = []
+            if spent is not None:
+                planned, _ = await self.reservations.closing(spent.agent_id, spent.reservation_id, spent.tokens,
+                                                             datetime.now(UTC))  # fmt: skip
+            return [*planned, (stream, None, [event for _, event in events])]
+
+        def new_event(event: Event) -> NewEvent:
+            found = ids.get(id(event))
+            return NewEvent(event) if found is None else NewEvent(event, event_id=found)
+
+        await append_decided(self.store, plan, new_event)
 
     async def _perform(self, session: Session, action: Action) -> None:
         sid = session.session_id
@@ -269,7 +316,7 @@ class PlannerRuntime:
         answered = await self._ask(session, turn, ANALYSIS_THREAD, planner, "planner", messages, tools=False)
         if answered is None:
             return
-        model_event, response = answered
+        model_event, response, spent = answered
         strategy, analysis, steps = read_analysis(response.message.content)
         records: list[tuple[uuid.UUID, Event]] = [(event_id(sid, turn.turn_id, ANALYSIS_THREAD, 0), model_event)]
         records.append((event_id(sid, turn.turn_id, "analysed"),
@@ -280,7 +327,7 @@ class PlannerRuntime:
             records.append((event_id(sid, turn.turn_id, "plan"),
                             PlanCreated(session_id=sid, turn_id=turn.turn_id, plan_id=plan_id, planner_id=planner,
                                         steps=steps)))  # fmt: skip
-        await self._record(session, records)
+        await self._record(session, records, spent)
 
     async def _call_model(self, session: Session, action: CallModel) -> None:
         sid, turn, step = session.session_id, action.turn, action.step
@@ -294,46 +341,48 @@ class PlannerRuntime:
                                    messages, tools=tools, call_index=action.call_index)  # fmt: skip
         if answered is not None:
             key = event_id(sid, turn.turn_id, action.thread_id or "", action.call_index)
-            await self._record(session, [(key, answered[0])])
+            await self._record(session, [(key, answered[0])], answered[2])
 
     async def _ask(self, session: Session, turn: Turn, thread_id: str | None, agent: str, role: str,
                    messages: list[ChatMessage], *, tools: bool, call_index: int = 0,
-                   ) -> tuple[ModelAnswered, ChatResponse] | None:  # fmt: skip
-        """One model call, budgeted: reserved on the agent's budgets, made, settled; its answer as an event (not
-        recorded yet). A refusal (budget, provider) ends the thread instead, recorded, and gives None."""
+                   ) -> tuple[ModelAnswered, ChatResponse, Spent | None] | None:  # fmt: skip
+        """One model call, budgeted: reserved on the agent's budgets first, then made; its answer as an event and
+        what it spent, both for the caller to record in one append (`_record`): the answer is in the log exactly
+        when its cost is. A refusal (budget, provider) ends the thread instead, recorded, and gives None."""
         executor = role == "executor"
         profile = self.settings.profiles["speed" if executor else "balanced"]
         offered = READ_ONLY_TOOLS if executor else TOOLS
-        step_id = thread_id if thread_id != ANALYSIS_THREAD else ANALYSIS_THREAD
         request = ChatRequest(tuple(messages), profile, tool_specs(offered) if tools else ())
-        admin = self._client("", admin=True)
+        reservation_id = f"rsv-{uuid.uuid4().hex[:16]}"
         try:
-            reservation = await admin.reserve_tokens(
-                estimate_tokens(request), ttl_s=self.settings.reservation_ttl_s,
-                purpose=f"planner session {session.session_id}", agent_id=agent,
+            held, _ = await self.reservations.reserve(
+                agent, reservation_id, estimate_tokens(request), datetime.now(UTC),
+                ttl_s=self.settings.reservation_ttl_s, purpose=f"planner session {session.session_id}",
             )  # fmt: skip
-        except ApiError as refused:
-            await self._end_thread(session, turn, thread_id, f"the token budget refused the call: {refused.detail}")
+        except BudgetError as refused:
+            await self._end_thread(session, turn, thread_id, f"the token budget refused the call: {refused}")
             return None
         try:
             response = await collect(self.provider, request)
         except LLMProviderError as failed:
-            await admin.release_tokens(reservation.reservation_id, reason="the model call failed", agent_id=agent)
+            if held:
+                await self.reservations.close(agent, reservation_id, None, datetime.now(UTC),
+                                              reason="the model call failed")  # fmt: skip
             await self._end_thread(session, turn, thread_id, str(failed))
             return None
-        await admin.settle_tokens(reservation.reservation_id, response.usage.total_tokens, agent_id=agent)
         content, ref = await self.contents.inline_or_ref(response.message.content)
         (prompt_ref,) = await self.contents.put([json.dumps([m.to_wire() for m in messages], ensure_ascii=False)])
         calls = [ToolCallRecord(call_id=c.call_id[:100], tool=c.name[:64], arguments=dict(c.arguments))
                  for c in response.message.tool_calls]  # fmt: skip
         event = ModelAnswered(
-            session_id=session.session_id, turn_id=turn.turn_id, step_id=step_id, agent_id=agent,
+            session_id=session.session_id, turn_id=turn.turn_id, step_id=thread_id, agent_id=agent,
             role="executor" if executor else "planner", call_index=call_index, tool_calls=calls,
             content=content, content_ref=ref, provider=response.provider, model=response.model,
             prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens,
             duration_ms=response.duration_ms, message_count=len(messages), prompt_ref=prompt_ref,
         )  # fmt: skip
-        return event, response
+        spent = Spent(agent, reservation_id, response.usage.total_tokens) if held else None
+        return event, response, spent
 
     async def _end_thread(self, session: Session, turn: Turn, thread_id: str | None, error: str) -> None:
         sid = session.session_id
@@ -353,14 +402,27 @@ class PlannerRuntime:
         read_only = action.step is not None and action.step.spec.executor
         client = self._client(action.agent_id, read_only=read_only)
         key = hashlib.sha256(f"{sid}/{turn.turn_id}/{action.thread_id}/{call.call_id}".encode()).hexdigest()
+        headers = {SESSION_HEADER: sid, TOOL_HEADER: call.tool, **({STEP_HEADER: action.thread_id}
+                                                                    if action.thread_id else {})}  # fmt: skip
         began = time.perf_counter()
         ok, refused, error, result = True, False, "", ""
+        tool = CATALOGUE.get(call.tool)
         try:
-            result = result_text(await client.call_tool(call.tool, dict(call.arguments), session_id=sid,
-                                                        step_id=action.thread_id, idempotency_key=key))  # fmt: skip
+            if tool is None:
+                raise _ToolError(f"no tool {call.tool!r}; the tools are {', '.join(CATALOGUE)}")
+            try:
+                arguments = tool.arguments.model_validate(dict(call.arguments))
+            except ValidationError as wrong:
+                first = wrong.errors()[0]
+                raise _ToolError(f"invalid arguments: {'.'.join(map(str, first['loc']))}: {first['msg']}") from wrong
+            # The tool's routes, with the agent's own token: the server decides what it may do (an executor's
+            # token reads only: its writes are refused there, and recorded), whatever it was shown.
+            result = result_text(await tool.run(client.keyed(key, headers), action.agent_id, arguments))
         except ApiError as failed:
             ok, refused = False, failed.code == "read_only_token"
             error = f"{failed.status} {failed.code}: {failed.detail}"[:2_000]
+        except _ToolError as wrong:
+            ok, error = False, str(wrong)[:2_000]
         content, ref = await self.contents.inline_or_ref(result)
         answered = ToolAnswered(
             session_id=sid, turn_id=turn.turn_id, step_id=action.thread_id, agent_id=action.agent_id,
@@ -373,31 +435,36 @@ class PlannerRuntime:
     # -- agents ------------------------------------------------------------------------------------------------
 
     async def _register(self, agent_id: str, working_on: str, metadata: dict[str, Any]) -> None:
+        if agent_id in self._registered:
+            return
         # Pull-only: the dispatcher never pushes the queue's tasks to a planner or an executor.
         role = str(metadata.get("role", ""))
         await self._client("", admin=True).register(agent_id, working_on=working_on[:500], capabilities=[role],
                                                     metadata={**metadata, "task_mode": "pull"})  # fmt: skip
+        self._registered.add(agent_id)
 
     async def _retire(self, agent_id: str | None, executor: bool, reason: str) -> None:
         if agent_id is None or not executor:
             return
+        self._registered.discard(agent_id)
         with contextlib.suppress(ApiError):
             await self._client("", admin=True).deregister(agent_id, reason)
 
     def _client(self, agent_id: str, *, read_only: bool = False, admin: bool = False) -> AgentlogClient:
-        """The API client of an agent (or the runtime's admin), its token renewed every `token_renewal_s`."""
+        """The API client of an agent (or the runtime's admin), its token renewed every `token_renewal_s`; all of
+        them share one connection pool."""
         key = ("" if admin else agent_id, read_only)
         now = time.monotonic()
         found = self._clients.get(key)
         if found is not None and now - found[1] < self.settings.token_renewal_s:
             return found[0]
         token = self._admin_token() if admin else self._token(agent_id, read_only)
-        if found is not None:
-            found[0].use_token(token)
-            self._clients[key] = (found[0], now)
-            return found[0]
-        client = AgentlogClient(self.settings.api_url, token)
+        if self._http is None:
+            self._http = AgentlogClient(self.settings.api_url, token)
+        client = self._http.acting_as(token)
         self._clients[key] = (client, now)
+        while len(self._clients) > 10_000:  # agents of sessions long done
+            del self._clients[next(iter(self._clients))]
         return client
 
     async def _resolver(self, session: Session) -> Callable[[str, str | None], str]:

@@ -9,6 +9,8 @@ read-only token (an executor's) cannot write through any of them, whatever list 
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,9 +41,15 @@ class Tool:
     run: Run
 
     def schema(self) -> dict[str, Any]:
-        """The JSON schema of the arguments, as models and MCP clients are shown it (no titles: they cost tokens)."""
-        schema: dict[str, Any] = _untitled(self.arguments.model_json_schema())
-        return schema
+        """The JSON schema of the arguments, as models and MCP clients are shown it (no titles: they cost tokens).
+        Made once per tool (pydantic takes about half a millisecond per model)."""
+        return copy.deepcopy(_schema_of(self.arguments))
+
+
+@functools.cache
+def _schema_of(arguments: type[Arguments]) -> dict[str, Any]:
+    schema: dict[str, Any] = _untitled(arguments.model_json_schema())
+    return schema
 
 
 def _untitled(schema: Any) -> Any:

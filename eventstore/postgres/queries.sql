@@ -78,12 +78,23 @@ SELECT global_position, transaction_id, event_id, stream_id, stream_version, cat
  LIMIT $4;
 
 -- select_held_back --
--- Whether committed events after a position wait behind the barrier (a transaction still runs below them).
+-- Whether committed events after a position are there for a reader whose read (below the barrier) just came back
+-- empty: held behind the barrier (a transaction still runs below them), or committed or let through since that
+-- read. Either way the reader reads again soon. Asking only for events above the barrier lost the second kind:
+-- an event let through between the read and this check, its NOTIFY consumed before the read, waited for the
+-- fallback poll.
 -- $1 transaction_id, $2 global_position
 SELECT EXISTS (
     SELECT 1 FROM agentlog.events
-     WHERE transaction_id >= agentlog.visibility_barrier()
-       AND (transaction_id, global_position) > ($1::xid8, $2::bigint));
+     WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint));
+
+-- select_held_back_in_category --
+-- `select_held_back` for a reader of one category: only its events count (others never reach it).
+-- $1 category, $2 transaction_id, $3 global_position
+SELECT EXISTS (
+    SELECT 1 FROM agentlog.events
+     WHERE category = $1
+       AND (transaction_id, global_position) > ($2::xid8, $3::bigint));
 
 -- select_head --
 -- The position of the last event in canonical order that readers can see now (START when none).

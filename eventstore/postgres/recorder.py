@@ -147,8 +147,11 @@ async def select_category(executor: Executor, category: str, after: LogPosition,
         return _recorded(await executor.fetch(QUERIES["select_category"], category, after[0], after[1], limit))
 
 
-async def select_held_back(executor: Executor, after: LogPosition) -> bool:
+async def select_held_back(executor: Executor, after: LogPosition, category: str | None = None) -> bool:
+    """Whether a reader whose read after `after` came back empty should read again soon (see the query)."""
     with translated_errors():
+        if category is not None:
+            return bool(await executor.fetchval(QUERIES["select_held_back_in_category"], category, *after))
         return bool(await executor.fetchval(QUERIES["select_held_back"], after[0], after[1]))
 
 

@@ -10,6 +10,7 @@ keeper). Settling or releasing closes it on every budget holding it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +73,8 @@ class Reservations:
 
     async def set_budgets(self, agent_id: str) -> dict[str, BudgetFold]:
         """The agent's budgets that are set, as their streams fold now."""
-        folds = {budget_id: await self.budget(budget_id) for budget_id in budgets_of(agent_id)}
+        ids = budgets_of(agent_id)
+        folds = dict(zip(ids, await asyncio.gather(*(self.budget(budget_id) for budget_id in ids)), strict=True))
         return {budget_id: fold for budget_id, fold in folds.items() if fold.ledger.defined}
 
     async def reserve(
@@ -121,34 +123,44 @@ class Reservations:
         closed: list[Left] = []
 
         async def plan() -> list[Planned]:
-            planned: list[Planned] = []
-            closed.clear()
-            for budget_id, fold in sorted((await self.set_budgets(agent_id)).items()):
-                reservation = fold.ledger.open.get(reservation_id)
-                if reservation is None:
-                    continue
-                if reservation.agent_id and reservation.agent_id != agent_id:
-                    raise ReservationNotYoursError(
-                        f"reservation {reservation_id} is agent {reservation.agent_id}'s, not {agent_id}'s"
-                    )
-                period = fold.ledger.period_at(now)
-                events = (
-                    rules.release(fold.ledger, reservation_id, period, reason) if used_tokens is None
-                    else rules.settle(fold.ledger, reservation_id, used_tokens, period)
-                )  # fmt: skip
-                planned.append((budget_stream(budget_id), fold.version, events))
-                closed.append(left_of(_after(fold, events), period, int(getattr(events[0], "unbudgeted", 0))))
-            if not planned:
-                raise UnknownReservationError(
-                    f"reservation {reservation_id} is not open on any budget of agent {agent_id} "
-                    "(never made, or settled, released or expired already)"
-                )
+            planned, left = await self.closing(agent_id, reservation_id, used_tokens, now, reason=reason)
+            closed[:] = left
             return planned
 
         if not await self.set_budgets(agent_id):
             return [], None  # no budget is set: nothing was held
         return closed, await append_decided(self.store, plan, new_event, again)
 
+    async def closing(
+        self, agent_id: str, reservation_id: str, used_tokens: int | None, now: datetime, *, reason: str = ""
+    ) -> tuple[list[Planned], list[Left]]:
+        """The appends that settle (or release) the reservation, decided on the budgets as they fold now, for a
+        caller to append with its own events in one transaction (a model's answer and what it cost); none when no
+        budget is set. Raises as `close` does."""
+        planned: list[Planned] = []
+        closed: list[Left] = []
+        budgets = await self.set_budgets(agent_id)
+        for budget_id, fold in sorted(budgets.items()):
+            reservation = fold.ledger.open.get(reservation_id)
+            if reservation is None:
+                continue
+            if reservation.agent_id and reservation.agent_id != agent_id:
+                raise ReservationNotYoursError(
+                    f"reservation {reservation_id} is agent {reservation.agent_id}'s, not {agent_id}'s"
+                )
+            period = fold.ledger.period_at(now)
+            events = (
+                rules.release(fold.ledger, reservation_id, period, reason) if used_tokens is None
+                else rules.settle(fold.ledger, reservation_id, used_tokens, period)
+            )  # fmt: skip
+            planned.append((budget_stream(budget_id), fold.version, events))
+            closed.append(left_of(_after(fold, events), period, int(getattr(events[0], "unbudgeted", 0))))
+        if budgets and not planned:
+            raise UnknownReservationError(
+                f"reservation {reservation_id} is not open on any budget of agent {agent_id} "
+                "(never made, or settled, released or expired already)"
+            )
+        return planned, closed
 
 def _after(fold: BudgetFold, events: list[Event]) -> BudgetFold:
     after = fold.model_copy(deep=True)

@@ -259,3 +259,65 @@ async def test_an_error_caught_around_a_savepoint_leaves_the_batch_to_commit(
     assert (handler.attempts, handler.commits, runner.instances[0].batches_applied) == (1, 1, 1)
     assert await store.pool.fetchval("SELECT count(*) FROM applied_events") == 3
     assert not logged(logs, "handler.batch_aborted")
+
+
+async def test_a_handler_held_back_by_the_barrier_reads_again_soon_however_long_it_waits(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events committed behind an older open transaction (one that may never append, so never notify) are read
+    again within `HELD_BACK_MAX_RETRY_S` of its end, not after a back-off grown to the fallback poll (a second):
+    the planner's first step used to wait a second after a request one time in ten."""
+    from agentlog.eventstore.subscription import HELD_BACK_MAX_RETRY_S
+    from agentlog.handlers import runner as runner_module
+
+    waits: list[float] = []
+    real_sleep = runner_module._sleep_unless
+
+    async def recorded_sleep(stop: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(stop, seconds)
+
+    monkeypatch.setattr(runner_module, "_sleep_unless", recorded_sleep)
+    seen = asyncio.Event()
+
+    class Watcher:
+        name = "held-back-watcher"
+        event_types = None
+
+        async def handle(self, batch: HandlerBatch) -> None:
+            if batch.events:
+                seen.set()
+
+    async with EventStore.open(database_url, catalogue=test_catalogue, poll_interval=1.0) as store:
+        runner = HandlerRunner(store, [Watcher()], lock_retry_interval=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            holder = await asyncpg.connect(database_url)
+            try:
+                transaction = holder.transaction()
+                await transaction.start()
+                await holder.fetchval("SELECT pg_current_xact_id()")  # an id below the next append's
+                await store.append("test-held", ticks(1))
+                await asyncio.sleep(1.5)  # held back all along: the runner retries, backing off
+                assert not seen.is_set()
+                await transaction.rollback()
+            finally:
+                await holder.close()
+            await asyncio.wait_for(seen.wait(), 10)
+        finally:
+            runner.stop.set()
+            await running
+    held_back = [seconds for seconds in waits if seconds != 0.05]  # but the lock retries
+    assert held_back and max(held_back) <= HELD_BACK_MAX_RETRY_S, sorted(set(held_back))
+
+
+async def test_an_event_committed_between_a_read_and_its_barrier_check_is_read_again_soon(database_url: str) -> None:
+    """A reader that found nothing asks whether to read again soon (`select_held_back`). An event that was held
+    behind the barrier at the read and below it at the check (the older transaction ended in between, and its
+    NOTIFY, if any, was consumed before the read) is not held back any more, yet unread: the answer must be yes,
+    else the reader sleeps until the fallback poll (the planner's first step waited a second, one time in ten)."""
+    async with EventStore.open(database_url, catalogue=test_catalogue) as store:
+        await store.append("test-unread", ticks(1))
+        assert (await store.read_all())[0].stream_id == "test-unread"  # visible: below the barrier
+        assert await recorder.select_held_back(store.pool, START), "an unread event after the position"
+        assert not await recorder.select_held_back(store.pool, (await store.read_all())[-1].position)
