@@ -24,6 +24,7 @@ from agentlog.api.guard import API_PREFIX, Guard, RateLimiter
 from agentlog.api.reads import Reads
 from agentlog.api.routes_agents import router as agents_router
 from agentlog.api.routes_budgets import router as budgets_router
+from agentlog.api.routes_documents import router as documents_router
 from agentlog.api.routes_locks import router as locks_router
 from agentlog.api.routes_messages import router as messages_router
 from agentlog.api.routes_operations import router as operations_router
@@ -63,7 +64,8 @@ def create_api(store: EventStore, keys: Keyring, revocations: Revocations, limit
     app.state.services = Services(store, Coordinator(store), Reads(store, limits.read_wait_s), auth)
     app.state.hub = Hub(store)
     routers = (agents_router, messages_router, locks_router, operations_router, tasks_router, budgets_router,
-               schedules_router, programs_router, tools_router, sessions_router, overview_router,
+               schedules_router, programs_router, tools_router, sessions_router, documents_router,
+               overview_router,
                feed_router)  # fmt: skip
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

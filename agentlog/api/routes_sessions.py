@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from agentlog.api.auth import Caller
 from agentlog.api.errors import ApiError, forbidden, not_found
 from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Svc, Who
@@ -25,6 +26,7 @@ from agentlog.domains.planning.events import (
 )
 from agentlog.domains.planning.session import Session
 from agentlog.eventstore import Event, EventStore
+from agentlog.planning.contents import Contents
 from agentlog.planning.transcript import turn_events
 
 router = APIRouter(tags=["sessions"])
@@ -50,6 +52,13 @@ async def _fold(store: EventStore, session_id: str) -> tuple[Session, int]:
     return Session.fold(session_id, (store.decode(r) for r in recorded)), len(recorded)
 
 
+def _may_read(who: Caller, session: Session) -> None:
+    """People and admins read every session; an agent the sessions it opened (a session is a person's
+    conversation: an executor, reading for its step, has no business in another's)."""
+    if who.kind == "agent" and (session.opened is None or session.opened.opened_by != who.name):
+        raise forbidden(f"this token is agent {who.name}'s: it reads the sessions it opened only")
+
+
 @router.post("/sessions/{session_id}/messages", summary="Ask the planner; follow the turn with SSE",
              response_model=Posted, status_code=202)  # fmt: skip
 async def post_message(
@@ -68,8 +77,9 @@ async def post_message(
         if session.opened is None:
             events.append(SessionOpened(session_id=session_id, opened_by=who.name, opened_by_kind=who.kind,
                                         title=body.title))  # fmt: skip
+        content, ref = await Contents(services.store.pool).inline_or_ref(body.content)
         events.append(UserMessagePosted(session_id=session_id, message_id=turn_id, author=who.name,
-                                        author_kind=who.kind, content=body.content))  # fmt: skip
+                                        author_kind=who.kind, content=content, content_ref=ref))  # fmt: skip
 
     async def plan() -> list[tuple[str, int | None, list[Event]]]:
         return [(stream_id, None, events)] if events else []
@@ -86,6 +96,7 @@ async def post_message(
 async def turn_stream(session_id: SessionPath, turn_id: Annotated[str, Path(max_length=100)], services: Svc,
                       who: Reader) -> StreamingResponse:  # fmt: skip
     session, _ = await _fold(services.store, session_id)
+    _may_read(who, session)
     if turn_id not in session.turns:
         raise not_found(f"session {session_id} has no turn {turn_id}")
     return _sse(services.store, session_id, turn_id, 1)
@@ -154,6 +165,7 @@ async def get_session(session_id: SessionPath, services: Svc, who: Reader,
     session, version = await _fold(services.store, session_id)
     if session.opened is None:
         raise not_found(f"no session {session_id}")
+    _may_read(who, session)
     shown = []
     for turn in list(session.turns.values())[-turns:]:
         plan = turn.plan
@@ -182,12 +194,14 @@ def _rows(rows: list[Any]) -> list[dict[str, Any]]:
 @router.get("/sessions", summary="Planner sessions, the last active first, with what they cost")
 async def list_sessions(services: Svc, who: Reader,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:  # fmt: skip
-    return _rows(await services.store.pool.fetch(QUERIES["planning_sessions"], limit))
+    rows = _rows(await services.store.pool.fetch(QUERIES["planning_sessions"], limit))
+    return [row for row in rows if who.kind != "agent" or row["opened_by"] == who.name]
 
 
 @router.get("/sessions/{session_id}/executions", summary="A session's executions: each agent's model calls, "
             "tokens, time and tool calls per turn")  # fmt: skip
 async def list_executions(session_id: SessionPath, services: Svc, who: Reader) -> list[dict[str, Any]]:
+    _may_read(who, (await _fold(services.store, session_id))[0])
     return _rows(await services.store.pool.fetch(QUERIES["planning_executions"], session_id))
 
 

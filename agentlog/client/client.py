@@ -448,6 +448,12 @@ class AgentlogClient:
         answer = await self._request("POST", f"/tools/{quote(name, safe='')}", json=body, headers=headers)
         return answer.json()["result"]
 
+    async def document_text(self, document_id: str) -> dict[str, Any]:
+        """A collaborative document's text as stored (`layout`, `text`, `truncated`, `updates`)."""
+        answer = await self._request("GET", f"/documents/{quote(document_id, safe='')}/text")
+        found: dict[str, Any] = answer.json()
+        return found
+
     # -- planner sessions ------------------------------------------------------------------------------------
 
     async def ask(self, session_id: str, content: str, *, title: str = "") -> AsyncIterator[tuple[str, Any]]:

@@ -142,6 +142,14 @@ async def _search_memories(client: AgentlogClient, _me: str, args: SearchMemorie
     return _dump(found, "memory_id", "agent_id", "kind", "text", "tags")
 
 
+class ReadDocument(Arguments):
+    document_id: str = Field(min_length=1, max_length=200, description="the collaborative document's id")
+
+
+async def _read_document(client: AgentlogClient, _me: str, args: ReadDocument) -> Any:
+    return await client.document_text(args.document_id)
+
+
 # -- tools that write -------------------------------------------------------------------------------------------
 
 
@@ -221,6 +229,8 @@ async def _write_memory(client: AgentlogClient, me: str, args: WriteMemory) -> A
 
 
 TOOLS: tuple[Tool, ...] = (
+    Tool("read_document", "A collaborative document's text as stored, paragraphs on lines.", "read", ReadDocument,
+         _read_document),
     Tool("read_registry", "The agents registered now: their status, what they work on, their capabilities.",
          "read", ReadRegistry, _read_registry),
     Tool("list_tasks", "Tasks in the queue, newest first, by status and type.", "read", ListTasks, _list_tasks),

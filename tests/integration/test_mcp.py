@@ -60,7 +60,7 @@ async def test_the_tools_over_streamable_http(store: EventStore) -> None:
             held = await call(session, "acquire_lock", resource="src/lexer.py")
             assert held["result"]["refused"]["holder"] == "bob"
             listed_catalogue = await call(session, "catalogue")
-            assert {"name": "list_tasks", "permission": "read"}.items() <= listed_catalogue["result"][1].items()
+            assert {"name": "list_tasks", "permission": "read"}.items() <= listed_catalogue["result"][2].items()
             schema = await call(session, "catalogue", name="create_task")
             assert "task_type" in schema["result"]["parameters"]["properties"]
             made = await call(session, "use_tool", name="create_task", arguments={"task_type": "todo", "title": "x"})

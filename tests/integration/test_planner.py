@@ -248,3 +248,28 @@ async def test_the_planner_runs_on_an_openai_compatible_model_streaming_tool_cal
         replied = fake.requests[2].body["messages"]
         assert [m["role"] for m in replied[-3:]] == ["assistant", "tool", "tool"]
         assert fake.requests[1].body["temperature"] == 0.3
+
+
+async def test_the_read_document_tool_reads_a_document_as_stored_and_honours_document_tokens(store: EventStore) -> None:
+    from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+
+    document: Doc[Any] = Doc()
+    fragment = document.get("default", type=XmlFragment)
+    updates: list[bytes] = []
+    document.observe(lambda event: updates.append(event.update))
+    fragment.children.append(XmlElement("paragraph", contents=[XmlText("We fly to Lisbon on Friday.")]))
+    fragment.children.append(XmlElement("paragraph", contents=[XmlText("Then Porto.")]))
+    stored = "INSERT INTO agentlog.document_updates (document_id, body) SELECT 'trip', unnest($1::bytea[])"
+    await store.pool.execute(stored, updates)
+    async with api_running(store) as api:
+        reader = api.client("agent", "reader")
+        answer = await reader.post("/tools/read_document", json={"arguments": {"document_id": "trip"}})
+        assert answer.status_code == 200, answer.text
+        result = answer.json()["result"]
+        assert (result["layout"], result["text"]) == ("tiptap", "We fly to Lisbon on Friday.\nThen Porto.")
+        empty = (await reader.post("/tools/read_document", json={"arguments": {"document_id": "none"}})).json()
+        assert (empty["result"]["layout"], empty["result"]["text"]) == ("empty", "")
+        limited = issue(api.keys, "person", "ana", ttl_s=60, documents=("notes-*",))
+        async with httpx.AsyncClient(base_url=f"{api.url}/api/v1", headers={"authorization": f"Bearer {limited}"}) as c:
+            refused = await c.get("/documents/trip/text")
+            assert refused.status_code == 403, refused.text

@@ -264,6 +264,7 @@ def test_every_tool_is_declared_once_with_a_schema_and_a_permission() -> None:
         assert "title" not in schema
     reads = {tool.name for tool in TOOLS if tool.permission == "read"}
     assert reads == {
+        "read_document",
         "read_registry",
         "list_tasks",
         "read_task",
