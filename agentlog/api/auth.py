@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from agentlog.api.errors import forbidden, unauthorized
+from agentlog.api.errors import ApiError, forbidden, unauthorized
 from agentlog.documents.revocations import Revocations
 from agentlog.tokens import Identity, Keyring, TokenError, verify_refreshing
 
@@ -76,10 +76,32 @@ class Authenticator:
         return Caller(identity)
 
     async def caller(self, request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            token = request.query_params.get("token", "")
-        elif scheme.lower() != "bearer":
-            raise unauthorized("use `Authorization: Bearer TOKEN` (`agentlog token ...` prints one)")
-        return await self.caller_of_token(token)
+        token = bearer_token(request.headers.getlist("authorization"), request.query_params.get("token"))
+        who = await self.caller_of_token(token)
+        if who.identity.read_only and not reads_only(request.method, request.url.path):
+            # The guard refused it already (and recorded it); this holds whatever reached the route.
+            raise ApiError(403, "read_only_token", "this token may only read (scope read): it cannot write")
+        return who
+
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TOOLS_PATH = "/api/v1/tools/"
+
+
+def reads_only(method: str, path: str) -> bool:
+    """Whether a read-only token may send this request: a read, or a call of a tool (whose route checks that the
+    tool only reads)."""
+    return method in READ_METHODS or (method == "POST" and path.startswith(TOOLS_PATH))
+
+
+def bearer_token(headers: list[str], query_token: str | None) -> str | None:
+    """The request's token, read one way by the guard and by the routes: the one `Authorization: Bearer` header, or
+    else `?token=`. Two Authorization headers are refused (each reader could take another)."""
+    if len(headers) > 1:
+        raise unauthorized("send one Authorization header")
+    if not headers:
+        return (query_token or "").strip() or None
+    scheme, _, token = headers[0].partition(" ")
+    if scheme.lower() != "bearer":
+        raise unauthorized("use `Authorization: Bearer TOKEN` (`agentlog token ...` prints one)")
+    return token.strip() or None

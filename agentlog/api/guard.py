@@ -21,13 +21,13 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentlog.api.auth import Authenticator
-from agentlog.api.errors import KEEP_IT_ELSEWHERE
+from agentlog.api.auth import Authenticator, bearer_token, reads_only
+from agentlog.api.errors import KEEP_IT_ELSEWHERE, ApiError
 from agentlog.api.reads import QUERIES
-from agentlog.domains.planning.events import ToolCallRefused, refusals_stream
+from agentlog.domains.planning.events import ToolCallRefused, refusals_stream, refused_arguments
 from agentlog.eventstore import EventStore
 from agentlog.eventstore.storable import find_unstorable, string_problem
-from agentlog.tokens import Identity, TokenError, verify
+from agentlog.tokens import Identity, TokenError, verify_refreshing
 
 API_PREFIX = "/api/v1"
 MAX_KEY_CHARS = 200
@@ -126,17 +126,6 @@ SESSION_HEADER = "agentlog-session"
 STEP_HEADER = "agentlog-step"
 TOOL_HEADER = "agentlog-tool"
 """Headers a planner's calls carry, so that a refusal names the session, the step and the tool it came from."""
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def reads_only(scope: Scope) -> bool:
-    """Whether a read-only token may send this request: a read, or a call of a tool (whose route checks that the
-    tool only reads)."""
-    return scope["method"] in _READ_METHODS or (
-        scope["method"] == "POST" and str(scope["path"]).startswith(f"{API_PREFIX}/tools/")
-    )
-
-
 def _arguments(body: bytes) -> dict[str, Any]:
     """What a refused write carried, as its refusal records it: the JSON object of its body (a small one)."""
     if not body or len(body) > 64_000:
@@ -171,7 +160,12 @@ class Guard:
         body = await self._read_body(headers, receive, send)
         if body is None:
             return
-        identity = self._identity(headers)
+        try:
+            identity = await self._identity(scope)
+        except ApiError as wrong:
+            await _answer(send, wrong.status, {"detail": wrong.detail, "code": wrong.code}, [
+                (k.lower().encode(), v.encode()) for k, v in (wrong.headers or {}).items()])
+            return
         if identity is not None:
             wait = self.limiter.retry_after(identity.token_id or f"{identity.kind}:{identity.name}")
             if wait is not None:
@@ -179,7 +173,7 @@ class Guard:
                 limited = {"detail": f"rate limit: retry in {seconds} s", "code": "rate_limited"}
                 await _answer(send, 429, limited, [(b"retry-after", str(seconds).encode())])
                 return
-        if identity is not None and identity.read_only and not reads_only(scope):
+        if identity is not None and identity.read_only and not reads_only(scope["method"], str(scope["path"])):
             await self._refuse_write(send, identity, scope, headers, body)
             return
         refused = unstorable_address(scope) or unstorable_body(headers.get("content-type"), body)
@@ -213,8 +207,8 @@ class Guard:
             reason = f"tool {tool} writes ({route}), and {reason.removeprefix('this ')}"
         refusal = ToolCallRefused(
             agent_id=identity.name, holder_kind=identity.kind, tool=tool if named else route,
-            arguments=_arguments(body), reason=reason, session_id=_header_id(headers.get(SESSION_HEADER)),
-            step_id=_header_id(headers.get(STEP_HEADER), 32),
+            arguments=refused_arguments(_arguments(body)), reason=reason,
+            session_id=_header_id(headers.get(SESSION_HEADER)), step_id=_header_id(headers.get(STEP_HEADER), 32),
         )  # fmt: skip
         await self.store.append(refusals_stream(identity.name), [refusal])
         await _answer(send, 403, {"detail": reason, "code": "read_only_token", "route": route})
@@ -254,19 +248,23 @@ class Guard:
         if await self.store.pool.fetchval(QUERIES["take_key"], principal, key, digest, KEY_LEASE_S) is None:
             await self._answer_taken(send, principal, key, digest)
             return
-        captured: dict[str, Any] = {"status": 500, "body": b""}
+        captured: dict[str, Any] = {"status": 500, "body": b"", "streamed": False}
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
-            elif message["type"] == "http.response.body":
+                # A stream (a planner turn's SSE) is not an answer to keep: not held in memory while it runs.
+                captured["streamed"] = any(name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                                           for name, value in message.get("headers", []))  # fmt: skip
+            elif message["type"] == "http.response.body" and not captured["streamed"]:
                 captured["body"] += message.get("body", b"")
             await send(message)
 
         answer: Any = None
         try:
             await self.app(scope, receive, capture)
-            if captured["status"] < 500 and captured["status"] != 429:  # else not worth keeping: a retry runs again
+            if captured["status"] < 500 and captured["status"] != 429 and not captured["streamed"]:
+                # else not worth keeping: a retry runs again (a stream's: it follows the same turn again)
                 with contextlib.suppress(orjson.JSONDecodeError):
                     answer = orjson.loads(captured["body"]) if captured["body"] else {}
         finally:
@@ -300,13 +298,15 @@ class Guard:
         return {"detail": f"the body is over {self.max_body_bytes:,} bytes; {KEEP_IT_ELSEWHERE}", "code": "too_large",
                 "limit_bytes": self.max_body_bytes}  # fmt: skip
 
-    def _identity(self, headers: dict[str, str]) -> Identity | None:
-        """The token's holder (rate limits count per token, idempotency keys per holder), when it verifies at all."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return None
+    async def _identity(self, scope: Scope) -> Identity | None:
+        """The token's holder (rate limits count per token, idempotency keys per holder, read-only tokens are held
+        to reading), read as the routes read it (`auth.bearer_token`), its keys reloaded as theirs are, revoked
+        tokens none; None when it does not verify (the route answers 401)."""
+        given = [value.decode("latin-1") for name, value in scope["headers"] if name.lower() == b"authorization"]
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("token")
+        token = bearer_token(given, query)
         try:
-            identity = verify(self.auth.keys, token.strip())
+            identity = await verify_refreshing(self.auth.keys, token)
         except TokenError:
             return None
-        return identity
+        return None if self.auth.revocations.revoked(identity) else identity

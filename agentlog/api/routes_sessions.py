@@ -52,10 +52,22 @@ async def _fold(store: EventStore, session_id: str) -> tuple[Session, int]:
     return Session.fold(session_id, (store.decode(r) for r in recorded)), len(recorded)
 
 
+def _owns(who: Caller, session: Session) -> bool:
+    """The session's opener (by name and kind: agent `ana` is not person `ana`), or an admin."""
+    opened = session.opened
+    return who.kind == "admin" or (opened is not None and (opened.opened_by, opened.opened_by_kind) == (who.name,
+                                                                                                        who.kind))
+
+
+def _may_post(who: Caller, session_id: str, session: Session) -> None:
+    if session.opened is not None and not _owns(who, session):
+        raise forbidden(f"session {session_id} is {session.opened.opened_by_kind} {session.opened.opened_by}'s")
+
+
 def _may_read(who: Caller, session: Session) -> None:
     """People and admins read every session; an agent the sessions it opened (a session is a person's
     conversation: an executor, reading for its step, has no business in another's)."""
-    if who.kind == "agent" and (session.opened is None or session.opened.opened_by != who.name):
+    if who.kind == "agent" and not _owns(who, session):
         raise forbidden(f"this token is agent {who.name}'s: it reads the sessions it opened only")
 
 
@@ -69,27 +81,34 @@ async def post_message(
         raise forbidden("a read-only token cannot ask the planner")
     turn_id = actor.mint("msg-")
     stream_id = session_stream(session_id)
-    session, version = await _fold(services.store, session_id)
-    if session.opened is not None and session.opened.opened_by != who.name and who.kind != "admin":
-        raise forbidden(f"session {session_id} is {session.opened.opened_by}'s")
-    events: list[Event] = []
-    if turn_id not in session.turns:  # else this very request ran before (its Idempotency-Key names the turn)
+    content, ref = await Contents(services.store.pool).inline_or_ref(body.content)
+    version = 0
+    posted = False
+
+    async def plan() -> list[tuple[str, int | None, list[Event]]]:
+        # Folded and checked at the version it appends at: two first posts at once cannot both open the session.
+        nonlocal version, posted
+        session, version = await _fold(services.store, session_id)
+        _may_post(who, session_id, session)
+        if turn_id in session.turns:  # this very request ran before (its Idempotency-Key names the turn)
+            posted = False
+            return []
+        events: list[Event] = []
         if session.opened is None:
             events.append(SessionOpened(session_id=session_id, opened_by=who.name, opened_by_kind=who.kind,
                                         title=body.title))  # fmt: skip
-        content, ref = await Contents(services.store.pool).inline_or_ref(body.content)
         events.append(UserMessagePosted(session_id=session_id, message_id=turn_id, author=who.name,
                                         author_kind=who.kind, content=content, content_ref=ref))  # fmt: skip
+        posted = True
+        return [(stream_id, version, events)]
 
-    async def plan() -> list[tuple[str, int | None, list[Event]]]:
-        return [(stream_id, None, events)] if events else []
-
-    if events:
-        services.wrote(who, await services.coordinator.decide(actor, plan))
-    posted_at = version + 1 if events else 1
+    written = await services.coordinator.decide(actor, plan)
+    if posted:
+        services.wrote(who, written)
+    posted_at = version + 1 if posted else 1  # a turn posted before is followed from the session's start
     if stream or "text/event-stream" in request.headers.get("accept", ""):
         return _sse(services.store, session_id, turn_id, posted_at)
-    return Posted(session_id=session_id, turn_id=turn_id, stream_version=version + len(events))
+    return Posted(session_id=session_id, turn_id=turn_id, stream_version=written.stream_version or version)
 
 
 @router.get("/sessions/{session_id}/turns/{turn_id}/events", summary="Follow a turn (SSE), from its start")
@@ -146,8 +165,9 @@ async def cancel_plan(session_id: SessionPath, plan_id: Annotated[str, Path(max_
     plan = session.plans.get(plan_id)
     if plan is None:
         raise not_found(f"session {session_id} has no plan {plan_id}")
-    if who.kind == "agent":
-        raise forbidden("plans are cancelled by people and admins")
+    if not _owns(who, session):
+        raise forbidden(f"plan {plan_id} is of {session_id}, which is not this token's: its opener or an admin "
+                        "cancels it")
     if plan.finished is not None:
         raise ApiError(409, "plan_finished", f"plan {plan_id} is {plan.finished.status} already")
     cancel = PlanCancelRequested(session_id=session_id, plan_id=plan_id, requested_by=who.name, reason=body.reason)

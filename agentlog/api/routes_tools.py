@@ -19,7 +19,7 @@ from agentlog.api.guard import SESSION_HEADER, STEP_HEADER
 from agentlog.api.services import Svc, Who
 from agentlog.client import AgentlogClient
 from agentlog.client import errors as client_errors
-from agentlog.domains.planning.events import SessionId, StepId, ToolCallRefused, refusals_stream
+from agentlog.domains.planning.events import SessionId, StepId, ToolCallRefused, refusals_stream, refused_arguments
 from agentlog.tools.catalogue import CATALOGUE, TOOLS, Permission
 
 router = APIRouter(tags=["tools"])
@@ -67,7 +67,7 @@ async def call_tool(
     if tool.permission == "write" and who.identity.read_only:
         reason = f"tool {name} writes, and this token may only read (scope read)"
         refusal = ToolCallRefused(
-            agent_id=who.name, holder_kind=who.kind, tool=name, arguments=body.arguments,
+            agent_id=who.name, holder_kind=who.kind, tool=name, arguments=refused_arguments(body.arguments),
             session_id=body.session_id, step_id=body.step_id, reason=reason,
         )  # fmt: skip
         await services.store.append(refusals_stream(who.name), [refusal])

@@ -42,6 +42,12 @@ RESUMABLE_CLOSES = {1006, 1011, 1012, 1013}
 """Feed closes after which it reconnects by itself (abnormal, server error, restart, fell behind); others end it."""
 
 
+def _id(value: str) -> str:
+    """An id as one path segment: a `/` or `..` in it (a model's choice, say) names no other route."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def _path(resource: str) -> str:
     return quote(resource, safe="/")
 
@@ -147,13 +153,13 @@ class AgentlogClient:
         """Register or update (`name`, `status`, `working_on`, `capabilities`, `metadata`, `heartbeat_timeout_s`)."""
         body = models.AgentUpsert(**fields).model_dump(exclude_none=True)
         headers = {} if if_match is None else {"if-match": f'"{if_match}"'}
-        return await self._model(models.Agent, "PUT", f"/agents/{agent_id}", json=body, headers=headers)
+        return await self._model(models.Agent, "PUT", f"/agents/{_id(agent_id)}", json=body, headers=headers)
 
     async def heartbeat(self, agent_id: str) -> models.Agent:
-        return await self._model(models.Agent, "POST", f"/agents/{agent_id}/heartbeat")
+        return await self._model(models.Agent, "POST", f"/agents/{_id(agent_id)}/heartbeat")
 
     async def deregister(self, agent_id: str, reason: str = "") -> models.Agent:
-        return await self._model(models.Agent, "DELETE", f"/agents/{agent_id}", params={"reason": reason})
+        return await self._model(models.Agent, "DELETE", f"/agents/{_id(agent_id)}", params={"reason": reason})
 
     async def agents(self, *, state: str | None = None, status: str | None = None, capability: str | None = None,
                      after: str = "", limit: int = 100) -> list[models.Agent]:  # fmt: skip
@@ -161,13 +167,13 @@ class AgentlogClient:
         return await self._models(models.Agent, "/agents", params=params)
 
     async def agent(self, agent_id: str) -> models.AgentDetails:
-        return await self._model(models.AgentDetails, "GET", f"/agents/{agent_id}")
+        return await self._model(models.AgentDetails, "GET", f"/agents/{_id(agent_id)}")
 
     async def health(self, agent_id: str) -> models.Health:
-        return await self._model(models.Health, "GET", f"/agents/{agent_id}/health")
+        return await self._model(models.Health, "GET", f"/agents/{_id(agent_id)}/health")
 
     async def hot_start(self, agent_id: str) -> models.HotStart:
-        return await self._model(models.HotStart, "GET", f"/agents/{agent_id}/hot-start")
+        return await self._model(models.HotStart, "GET", f"/agents/{_id(agent_id)}/hot-start")
 
     # -- messages --------------------------------------------------------------------------------------------
 
@@ -182,46 +188,46 @@ class AgentlogClient:
     async def send(self, to: str, body: str, *, data: dict[str, Any] | None = None, thread_id: str | None = None,
                    task_id: str | None = None) -> models.Posted:  # fmt: skip
         payload = models.DirectMessage(body=body, data=data or {}, thread_id=thread_id, task_id=task_id)
-        return await self._model(models.Posted, "POST", f"/agents/{to}/inbox", json=payload.model_dump())
+        return await self._model(models.Posted, "POST", f"/agents/{_id(to)}/inbox", json=payload.model_dump())
 
     async def inbox(self, agent_id: str, *, unread: bool = True, after: int = 0, limit: int = 100
                     ) -> models.InboxPage:  # fmt: skip
         params = {"unread": str(unread).lower(), "after": after, "limit": limit}
-        return await self._model(models.InboxPage, "GET", f"/agents/{agent_id}/inbox", params=params)
+        return await self._model(models.InboxPage, "GET", f"/agents/{_id(agent_id)}/inbox", params=params)
 
     async def acknowledge(self, agent_id: str, message_ids: Iterable[str]) -> models.Acknowledged:
         payload = {"message_ids": list(message_ids)}
-        return await self._model(models.Acknowledged, "POST", f"/agents/{agent_id}/inbox/ack", json=payload)
+        return await self._model(models.Acknowledged, "POST", f"/agents/{_id(agent_id)}/inbox/ack", json=payload)
 
     # -- checkpoints and memories ----------------------------------------------------------------------------
 
     async def save_checkpoint(self, agent_id: str, summary: str = "", state: dict[str, Any] | None = None
                               ) -> models.Checkpoint:  # fmt: skip
         payload = {"summary": summary, "state": state or {}}
-        return await self._model(models.Checkpoint, "POST", f"/agents/{agent_id}/checkpoint", json=payload)
+        return await self._model(models.Checkpoint, "POST", f"/agents/{_id(agent_id)}/checkpoint", json=payload)
 
     async def checkpoint(self, agent_id: str) -> models.Checkpoint | None:
         try:
-            return await self._model(models.Checkpoint, "GET", f"/agents/{agent_id}/checkpoint")
+            return await self._model(models.Checkpoint, "GET", f"/agents/{_id(agent_id)}/checkpoint")
         except BY_STATUS[404]:
             return None
 
     async def checkpoint_history(self, agent_id: str, *, limit: int = 20) -> list[models.Checkpoint]:
-        return await self._models(models.Checkpoint, f"/agents/{agent_id}/checkpoint/history",
+        return await self._models(models.Checkpoint, f"/agents/{_id(agent_id)}/checkpoint/history",
                                   params={"limit": limit})  # fmt: skip
 
     async def remember(self, agent_id: str, text: str, *, tags: Iterable[str] = (), kind: str = "learning"
                        ) -> models.Memory:  # fmt: skip
         payload = {"text": text, "tags": list(tags), "kind": kind}
-        return await self._model(models.Memory, "POST", f"/agents/{agent_id}/memories", json=payload)
+        return await self._model(models.Memory, "POST", f"/agents/{_id(agent_id)}/memories", json=payload)
 
     async def recall(self, query: str | None = None, *, agent_id: str | None = None, tag: str | None = None,
                      kind: str | None = None, limit: int = 20) -> list[models.Memory]:  # fmt: skip
-        path = "/memories" if agent_id is None else f"/agents/{agent_id}/memories"
+        path = "/memories" if agent_id is None else f"/agents/{_id(agent_id)}/memories"
         return await self._models(models.Memory, path, params={"q": query, "tag": tag, "kind": kind, "limit": limit})
 
     async def forget(self, agent_id: str, memory_id: str, reason: str = "") -> models.Memory:
-        return await self._model(models.Memory, "DELETE", f"/agents/{agent_id}/memories/{memory_id}",
+        return await self._model(models.Memory, "DELETE", f"/agents/{_id(agent_id)}/memories/{_id(memory_id)}",
                                  params={"reason": reason})  # fmt: skip
 
     # -- locks and claims ------------------------------------------------------------------------------------
@@ -264,12 +270,12 @@ class AgentlogClient:
         return await self._models(models.Claim, "/claims", params={"holder": holder, "state": state})
 
     async def release_claim(self, claim_id: str, *, agent_id: str | None = None) -> models.Claim:
-        return await self._model(models.Claim, "DELETE", f"/claims/{claim_id}", params={"agent_id": agent_id})
+        return await self._model(models.Claim, "DELETE", f"/claims/{_id(claim_id)}", params={"agent_id": agent_id})
 
     async def hand_off(self, claim_id: str, to_agent: str, *, note: str = "", context: dict[str, Any] | None = None,
                        agent_id: str | None = None) -> models.Claim:  # fmt: skip
         payload = models.Handoff(agent_id=agent_id, to_agent=to_agent, note=note, context=context or {})
-        return await self._model(models.Claim, "POST", f"/claims/{claim_id}/handoff",
+        return await self._model(models.Claim, "POST", f"/claims/{_id(claim_id)}/handoff",
                                  json=payload.model_dump(exclude_none=True))  # fmt: skip
 
     # -- tasks ---------------------------------------------------------------------------------------------
@@ -285,7 +291,7 @@ class AgentlogClient:
         return TypeAdapter(list[models.TaskState]).validate_json(answer.content)
 
     async def task(self, task_id: str) -> models.Task:
-        return await self._model(models.Task, "GET", f"/tasks/{task_id}")
+        return await self._model(models.Task, "GET", f"/tasks/{_id(task_id)}")
 
     async def tasks(self, *, status: str | None = None, agent_id: str | None = None, task_type: str | None = None,
                     after: str = "", limit: int = 100) -> list[models.Task]:  # fmt: skip
@@ -296,10 +302,10 @@ class AgentlogClient:
         return await self._models(models.QueueDepth, "/tasks/queue")
 
     async def cancel_task(self, task_id: str, reason: str = "") -> models.TaskState:
-        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/cancel", json={"reason": reason})
+        return await self._model(models.TaskState, "POST", f"/tasks/{_id(task_id)}/cancel", json={"reason": reason})
 
     async def requeue_task(self, task_id: str, reason: str = "") -> models.TaskState:
-        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/requeue", json={"reason": reason})
+        return await self._model(models.TaskState, "POST", f"/tasks/{_id(task_id)}/requeue", json={"reason": reason})
 
     async def claim_task(self, *, task_types: Iterable[str] = (), wait_s: float = 5.0, agent_id: str | None = None
                          ) -> models.ClaimAnswer:  # fmt: skip
@@ -309,10 +315,10 @@ class AgentlogClient:
         return await self._model(models.ClaimAnswer, "POST", "/task-claims", json=body.model_dump(exclude_none=True))
 
     async def assignment(self, task_id: str) -> models.Assignment:
-        return await self._model(models.Assignment, "GET", f"/tasks/{task_id}/assignment")
+        return await self._model(models.Assignment, "GET", f"/tasks/{_id(task_id)}/assignment")
 
     async def _attempt(self, task_id: str, step: str, body: models.AttemptCommand) -> models.TaskState:
-        return await self._model(models.TaskState, "POST", f"/tasks/{task_id}/{step}",
+        return await self._model(models.TaskState, "POST", f"/tasks/{_id(task_id)}/{step}",
                                  json=body.model_dump(mode="json", exclude_none=True))  # fmt: skip
 
     async def start_task(self, task_id: str, attempt: int, *, agent_id: str | None = None) -> models.TaskState:
@@ -343,7 +349,7 @@ class AgentlogClient:
         return await self._model(models.Overview, "GET", "/overview")
 
     async def statistics(self, agent_id: str) -> models.TaskStatistics:
-        return await self._model(models.TaskStatistics, "GET", f"/agents/{agent_id}/statistics")
+        return await self._model(models.TaskStatistics, "GET", f"/agents/{_id(agent_id)}/statistics")
 
     # -- schedules -----------------------------------------------------------------------------------------
 
@@ -355,24 +361,24 @@ class AgentlogClient:
                                  json=body.model_dump(mode="json", exclude_none=True))  # fmt: skip
 
     async def change_schedule(self, schedule_id: str, **changes: Any) -> models.ScheduleState:
-        return await self._model(models.ScheduleState, "PATCH", f"/schedules/{schedule_id}", json=changes)
+        return await self._model(models.ScheduleState, "PATCH", f"/schedules/{_id(schedule_id)}", json=changes)
 
     async def pause_schedule(self, schedule_id: str, reason: str = "") -> models.ScheduleState:
-        return await self._model(models.ScheduleState, "POST", f"/schedules/{schedule_id}/pause",
+        return await self._model(models.ScheduleState, "POST", f"/schedules/{_id(schedule_id)}/pause",
                                  json={"reason": reason})  # fmt: skip
 
     async def resume_schedule(self, schedule_id: str) -> models.ScheduleState:
-        return await self._model(models.ScheduleState, "POST", f"/schedules/{schedule_id}/resume")
+        return await self._model(models.ScheduleState, "POST", f"/schedules/{_id(schedule_id)}/resume")
 
     async def delete_schedule(self, schedule_id: str, reason: str = "") -> models.ScheduleState:
-        return await self._model(models.ScheduleState, "DELETE", f"/schedules/{schedule_id}",
+        return await self._model(models.ScheduleState, "DELETE", f"/schedules/{_id(schedule_id)}",
                                  params={"reason": reason})  # fmt: skip
 
     async def schedules(self) -> list[models.ScheduleRow]:
         return await self._models(models.ScheduleRow, "/schedules")
 
     async def schedule(self, schedule_id: str) -> models.ScheduleRow:
-        return await self._model(models.ScheduleRow, "GET", f"/schedules/{schedule_id}")
+        return await self._model(models.ScheduleRow, "GET", f"/schedules/{_id(schedule_id)}")
 
     # -- agent programs ------------------------------------------------------------------------------------
 
@@ -380,33 +386,33 @@ class AgentlogClient:
         """The command line the agent runs as (`env`, `working_dir`, `max_restarts`, `restart_delay_s`,
         `stop_grace_s`, `proven_after_s`); an admin's token."""
         body = models.ProgramDefine(command=command, **policy)
-        return await self._model(models.ProgramState, "PUT", f"/programs/{agent_id}", json=body.model_dump())
+        return await self._model(models.ProgramState, "PUT", f"/programs/{_id(agent_id)}", json=body.model_dump())
 
     async def start_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
-        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/start", json={"reason": reason})
+        return await self._model(models.ProgramState, "POST", f"/agents/{_id(agent_id)}/start", json={"reason": reason})
 
     async def stop_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
-        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/stop", json={"reason": reason})
+        return await self._model(models.ProgramState, "POST", f"/agents/{_id(agent_id)}/stop", json={"reason": reason})
 
     async def restart_program(self, agent_id: str, reason: str = "") -> models.ProgramState:
-        return await self._model(models.ProgramState, "POST", f"/agents/{agent_id}/restart",
+        return await self._model(models.ProgramState, "POST", f"/agents/{_id(agent_id)}/restart",
                                  json={"reason": reason})  # fmt: skip
 
     async def programs(self) -> list[models.ProgramRow]:
         return await self._models(models.ProgramRow, "/programs")
 
     async def program(self, agent_id: str) -> models.ProgramState:
-        return await self._model(models.ProgramState, "GET", f"/programs/{agent_id}")
+        return await self._model(models.ProgramState, "GET", f"/programs/{_id(agent_id)}")
 
     # -- budgets -------------------------------------------------------------------------------------------
 
     async def set_budget(self, budget_id: str, limit_tokens: int, *, reset_hour: int = 0, time_zone: str = "UTC"
                          ) -> models.Budget:  # fmt: skip
         body = models.BudgetLimit(limit_tokens=limit_tokens, reset_hour=reset_hour, time_zone=time_zone)
-        return await self._model(models.Budget, "PUT", f"/budgets/{budget_id}", json=body.model_dump())
+        return await self._model(models.Budget, "PUT", f"/budgets/{_id(budget_id)}", json=body.model_dump())
 
     async def budget(self, budget_id: str) -> models.Budget:
-        return await self._model(models.Budget, "GET", f"/budgets/{budget_id}")
+        return await self._model(models.Budget, "GET", f"/budgets/{_id(budget_id)}")
 
     async def budgets(self) -> list[models.Budget]:
         return await self._models(models.Budget, "/budgets")
@@ -424,12 +430,13 @@ class AgentlogClient:
     async def settle_tokens(self, reservation_id: str, used_tokens: int, *, agent_id: str | None = None
                             ) -> models.Settlement:  # fmt: skip
         body = models.SettlementRequest(agent_id=agent_id, used_tokens=used_tokens).model_dump(exclude_none=True)
-        return await self._model(models.Settlement, "POST", f"/budgets/reservations/{reservation_id}/settle", json=body)
+        path = f"/budgets/reservations/{_id(reservation_id)}/settle"
+        return await self._model(models.Settlement, "POST", path, json=body)
 
     async def release_tokens(self, reservation_id: str, *, reason: str = "", agent_id: str | None = None
                              ) -> list[models.BudgetLeft]:  # fmt: skip
         body = models.ReleaseRequest(agent_id=agent_id, reason=reason).model_dump(exclude_none=True)
-        answer = await self._request("POST", f"/budgets/reservations/{reservation_id}/release", json=body)
+        answer = await self._request("POST", f"/budgets/reservations/{_id(reservation_id)}/release", json=body)
         return TypeAdapter(list[models.BudgetLeft]).validate_json(answer.content)
 
     # -- tools -----------------------------------------------------------------------------------------------

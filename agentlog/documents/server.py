@@ -317,6 +317,11 @@ class DocumentServer:
         if self.revocations.revoked(identity):
             await channel.close(CLOSE_BAD_TOKEN, "revoked token")
             return None
+        if identity.read_only:
+            # A socket edits: a token that may only read has none (it reads GET /api/v1/documents/{id}/text).
+            await channel.close(CLOSE_FORBIDDEN, "this token may only read (scope read): it cannot open a document "
+                                "socket; read the text at /api/v1/documents/{id}/text")  # fmt: skip
+            return None
         if not identity.opens(document_id):
             what = "this agent token is for another document" if identity.kind == "agent" else (
                 "this token does not open this document"

@@ -144,10 +144,18 @@ class ChatProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+RUNAWAY_CHARS_PER_TOKEN = 16
+"""An answer longer than this many characters per token of the profile's `max_tokens` is a runaway stream (a
+token is about four characters): it is cut off as the provider's error rather than kept in memory for ever."""
+
+
 async def collect(provider: ChatProvider, request: ChatRequest) -> ChatResponse:
     """Run `request` and fold its stream into one response: text deltas joined, tool-call deltas joined by index
-    and their arguments parsed (a call whose arguments are not a JSON object is the provider's error)."""
+    and their arguments parsed (a call whose arguments are not a JSON object is the provider's error). A stream
+    that runs past `max_tokens` many times over, or reports negative usage, is the provider's error too."""
     began = time.perf_counter()
+    limit = max(request.profile.max_tokens, 1) * RUNAWAY_CHARS_PER_TOKEN + 4_096
+    received = 0
     first: float | None = None
     parts: list[str] = []
     calls: dict[int, list[Any]] = {}
@@ -156,6 +164,11 @@ async def collect(provider: ChatProvider, request: ChatRequest) -> ChatResponse:
     count = 0
     async for chunk in provider.stream(request):
         count += 1
+        received += len(chunk.text) + sum(len(d.arguments) + len(d.name or "") for d in chunk.tool_calls)
+        if received > limit:
+            raise LLMProviderError(f"the answer ran past {limit:,} characters (max_tokens "
+                                   f"{request.profile.max_tokens:,}): cut off", provider=provider.provider,
+                                   model=request.profile.model)  # fmt: skip
         if first is None:
             first = (time.perf_counter() - began) * 1000
         if chunk.text:
@@ -168,6 +181,10 @@ async def collect(provider: ChatProvider, request: ChatRequest) -> ChatResponse:
         if chunk.finish_reason:
             finish = chunk.finish_reason
         if chunk.usage is not None:
+            if chunk.usage.prompt_tokens < 0 or chunk.usage.completion_tokens < 0:
+                raise LLMProviderError(f"negative usage ({chunk.usage.prompt_tokens}, "
+                                       f"{chunk.usage.completion_tokens})", provider=provider.provider,
+                                       model=request.profile.model)  # fmt: skip
             usage = chunk.usage
     tool_calls = tuple(_tool_call(provider.provider, request.profile.model, index, *call)
                        for index, call in sorted(calls.items()))  # fmt: skip
@@ -187,6 +204,9 @@ def _tool_call(provider: str, model: str, index: int, call_id: str | None, name:
     except json.JSONDecodeError as error:
         raise LLMProviderError(f"tool call {name}: arguments are not JSON ({error.msg})", provider=provider,
                                model=model) from error  # fmt: skip
+    except (ValueError, RecursionError) as error:  # a number of thousands of digits, a nesting thousands deep
+        raise LLMProviderError(f"tool call {name}: arguments JSON is unreadable ({type(error).__name__})",
+                               provider=provider, model=model) from error  # fmt: skip
     if not isinstance(arguments, dict):
         raise LLMProviderError(f"tool call {name}: arguments are not a JSON object", provider=provider, model=model)
     return ToolCall(call_id or f"call_{index}", name, arguments)

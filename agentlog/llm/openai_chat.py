@@ -215,6 +215,8 @@ def _chunk(data: str) -> ChatChunk:
         chunk = json.loads(data)
     except json.JSONDecodeError as exc:
         raise _ChunkError(f"not JSON ({exc.msg}): {_one_line(data)}") from exc
+    except (ValueError, RecursionError) as exc:  # a number of thousands of digits, a nesting thousands deep
+        raise _ChunkError(f"unreadable JSON ({type(exc).__name__}): {_one_line(data)}") from exc
     if not isinstance(chunk, dict):
         raise _ChunkError(f"not a JSON object: {_one_line(data)}")
     if chunk.get("error") is not None:  # vLLM, LiteLLM and others report a failure mid-stream so

@@ -105,17 +105,32 @@ def read_analysis(text: str) -> tuple[Strategy, str, list[PlanStep]]:
         return "tool", f"the analysis was not a usable plan ({reason}); answering with tools", []
 
 
+HISTORY_TURNS = 10
+"""Earlier turns a request is sent with (request and answer each): a long session's prompt stays bounded."""
+HISTORY_CHARS = 4_000
+"""Each earlier request and answer is sent cut to this many characters."""
+
+
 def history(session: Session, turn: Turn, resolve: Resolve) -> list[ChatMessage]:
-    """The earlier turns (request and answer) and this turn's request, as a conversation."""
-    messages: list[ChatMessage] = []
+    """The last `HISTORY_TURNS` earlier turns (request and answer, each cut to `HISTORY_CHARS`) and this turn's
+    request, as a conversation."""
+    earlier_turns: list[Turn] = []
     for earlier in session.turns.values():
         if earlier is turn:
             break
-        messages.append(ChatMessage("user", resolve(earlier.asked.content, earlier.asked.content_ref)))
+        earlier_turns.append(earlier)
+    messages: list[ChatMessage] = []
+    for earlier in earlier_turns[-HISTORY_TURNS:]:
+        messages.append(ChatMessage("user", _cut(resolve(earlier.asked.content, earlier.asked.content_ref))))
         if earlier.finished is not None and earlier.finished.status == "done":
-            messages.append(ChatMessage("assistant", resolve(earlier.finished.content, earlier.finished.content_ref)))
+            answer = resolve(earlier.finished.content, earlier.finished.content_ref)
+            messages.append(ChatMessage("assistant", _cut(answer)))
     messages.append(ChatMessage("user", resolve(turn.asked.content, turn.asked.content_ref)))
     return messages
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= HISTORY_CHARS else text[: HISTORY_CHARS - 20] + " […cut]"
 
 
 def thread_messages(session: Session, turn: Turn, step: Step | None, thread_id: str | None,

@@ -59,7 +59,8 @@ from agentlog.domains.planning.session import (
     Turn,
     next_action,
 )
-from agentlog.eventstore import Event, EventStore, NewEvent
+from agentlog.eventstore import Event, EventStore, InvalidEventError, NewEvent
+from agentlog.eventstore.errors import EventTooLargeError
 from agentlog.eventstore.folds import Planned, append_decided
 from agentlog.handlers.budgets.reservations import Reservations
 from agentlog.handlers.handler import HandlerBatch
@@ -82,6 +83,10 @@ log = structlog.get_logger("agentlog.planning")
 NAME = "planner"
 PLANNER_ID_PREFIX = "planner-"
 EXECUTOR_ID_PREFIX = "exec-"
+GIVE_UP_AFTER = 6
+"""Failures in a row of one session's actions after which its turn ends with the error (about 15 s of pauses)."""
+MODEL_TIMEOUT_S = 300.0
+"""The longest a model call may take, stream and all."""
 _NAMESPACE = uuid.UUID("3f0c0f4e-5a5e-4d55-9a57-8f6f1c3c2b11")
 Token = Callable[[str, bool], str]
 """(agent id, read only) → a token for it."""
@@ -102,6 +107,24 @@ def executor_of(plan_id: str, step_id: str) -> str:
 def event_id(*parts: object) -> uuid.UUID:
     """The id of what the runtime records for this (session, turn, thread, ...): the same whoever records it."""
     return uuid.uuid5(_NAMESPACE, "/".join(str(part) for part in parts))
+
+
+def _call_id(call_index: int, number: int, given: str) -> str:
+    """The id a tool call is recorded under: unique in its thread whatever the provider sent (none, or the same
+    `call_0` in every answer), the provider's own kept after it."""
+    return f"c{call_index}.{number}-{given}"[:100]
+
+
+def _failure(error: BaseException, timeout_s: float) -> str:
+    if isinstance(error, LLMProviderError):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return f"the model call took more than {timeout_s:g} s"
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"the model's answer cannot be recorded: {where}: {first['msg']}"
+    return f"the model call failed: {type(error).__name__}: {error}"[:2_000]
 
 
 class _ToolError(Exception):
@@ -126,6 +149,7 @@ class RuntimeSettings:
     """Sessions driven at once; more wait their turn."""
     reservation_ttl_s: float = 600.0
     token_renewal_s: float = 300.0
+    model_timeout_s: float = MODEL_TIMEOUT_S
     """Tokens (of a lifetime of three times this) are issued again this often."""
 
 
@@ -193,7 +217,10 @@ class PlannerRuntime:
         if driver is not None and not driver.done():
             self._again.add(session_id)
             return
-        self._drivers[session_id] = asyncio.get_running_loop().create_task(self._drive(session_id))
+        driver = asyncio.get_running_loop().create_task(self._drive(session_id))
+        self._drivers[session_id] = driver
+        driver.add_done_callback(lambda done: self._drivers.pop(session_id, None) if
+                                 self._drivers.get(session_id) is done else None)  # fmt: skip
 
     async def shutdown(self) -> None:
         self.session_ended()
@@ -209,13 +236,15 @@ class PlannerRuntime:
     # -- a session's driver ------------------------------------------------------------------------------------
 
     async def _drive(self, session_id: str) -> None:
-        """Act on the session until it has nothing to do. A failure (the API or the database away) is retried
-        after a doubling pause: what was recorded stays, and the action is decided again from the log."""
-        pause = 0.5
-        async with self._slots:
-            while True:
-                self._again.discard(session_id)
-                try:
+        """Act on the session until it has nothing to do, one action per turn of a slot (a session waiting out a
+        failure holds none: it cannot keep others waiting). A failure (the API or the database away) is retried
+        after a doubling pause: what was recorded stays, and the action is decided again from the log; one that
+        fails `GIVE_UP_AFTER` times in a row ends its turn with the error, recorded, when the log takes it."""
+        pause, failures, why = 0.5, 0, ""
+        while True:
+            self._again.discard(session_id)
+            try:
+                async with self._slots:
                     session = await self._fold(session_id)
                     action = next_action(session)
                     if action is None:
@@ -223,13 +252,22 @@ class PlannerRuntime:
                             self._folds.pop(session_id, None)
                             return
                         continue
-                    await self._perform(session, action)
-                    pause = 0.5
-                except Exception:
-                    self._folds.pop(session_id, None)  # folded again from the log: it is the truth
-                    log.exception("planning.action_failed", session_id=session_id, retry_in_s=pause)
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 30.0)
+                    if failures >= GIVE_UP_AFTER:
+                        await self._give_up(session, action.turn, f"gave up after {failures} failures: {why}")
+                    else:
+                        await self._perform(session, action)
+                pause, failures = 0.5, 0
+            except Exception as error:
+                self._folds.pop(session_id, None)  # folded again from the log: it is the truth
+                failures += 1
+                why = f"{type(error).__name__}: {error}"[:500]
+                log.exception("planning.action_failed", session_id=session_id, failures=failures, retry_in_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
+    async def _give_up(self, session: Session, turn: Turn, error: str) -> None:
+        end = TurnFinished(session_id=session.session_id, turn_id=turn.turn_id, status="error", error=error[:2_000])
+        await self._record(session, [(event_id(session.session_id, turn.turn_id, "finished"), end)])
 
     async def _fold(self, session_id: str) -> Session:
         """The session as its stream folds now: the fold kept from the last action, and what was recorded since."""
@@ -304,6 +342,8 @@ class PlannerRuntime:
             end = TurnFinished(session_id=sid, turn_id=turn.turn_id, status=action.status, content=content,
                                content_ref=ref, error=action.error[:2_000])  # fmt: skip
             await self._record(session, [(event_id(sid, turn.turn_id, "finished"), end)])
+            if not session.open_turns()[1:]:  # its last open turn: the planner leaves the registry till the next
+                await self._retire(planner_of(sid), True, f"turn {turn.turn_id} finished")
 
     # -- model calls -------------------------------------------------------------------------------------------
 
@@ -327,7 +367,7 @@ class PlannerRuntime:
             records.append((event_id(sid, turn.turn_id, "plan"),
                             PlanCreated(session_id=sid, turn_id=turn.turn_id, plan_id=plan_id, planner_id=planner,
                                         steps=steps)))  # fmt: skip
-        await self._record(session, records, spent)
+        await self._record_answer(session, turn, ANALYSIS_THREAD, records, spent)
 
     async def _call_model(self, session: Session, action: CallModel) -> None:
         sid, turn, step = session.session_id, action.turn, action.step
@@ -341,7 +381,7 @@ class PlannerRuntime:
                                    messages, tools=tools, call_index=action.call_index)  # fmt: skip
         if answered is not None:
             key = event_id(sid, turn.turn_id, action.thread_id or "", action.call_index)
-            await self._record(session, [(key, answered[0])], answered[2])
+            await self._record_answer(session, turn, action.thread_id, [(key, answered[0])], answered[2])
 
     async def _ask(self, session: Session, turn: Turn, thread_id: str | None, agent: str, role: str,
                    messages: list[ChatMessage], *, tools: bool, call_index: int = 0,
@@ -363,26 +403,50 @@ class PlannerRuntime:
             await self._end_thread(session, turn, thread_id, f"the token budget refused the call: {refused}")
             return None
         try:
-            response = await collect(self.provider, request)
-        except LLMProviderError as failed:
+            async with asyncio.timeout(self.settings.model_timeout_s):
+                response = await collect(self.provider, request)
+            content, ref = await self.contents.inline_or_ref(response.message.content)
+            (prompt_ref,) = await self.contents.put([json.dumps([m.to_wire() for m in messages],
+                                                                ensure_ascii=False)])  # fmt: skip
+            calls = [ToolCallRecord(call_id=_call_id(call_index, number, c.call_id), tool=c.name,
+                                    arguments=dict(c.arguments))
+                     for number, c in enumerate(response.message.tool_calls)]  # fmt: skip
+            event = ModelAnswered(
+                session_id=session.session_id, turn_id=turn.turn_id, step_id=thread_id, agent_id=agent,
+                role="executor" if executor else "planner", call_index=call_index, tool_calls=calls,
+                content=content, content_ref=ref, provider=response.provider, model=response.model,
+                prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens,
+                duration_ms=response.duration_ms, message_count=len(messages), prompt_ref=prompt_ref,
+            )  # fmt: skip
+        except asyncio.CancelledError:
             if held:
-                await self.reservations.close(agent, reservation_id, None, datetime.now(UTC),
-                                              reason="the model call failed")  # fmt: skip
-            await self._end_thread(session, turn, thread_id, str(failed))
+                await asyncio.shield(self._release(agent, reservation_id, "the runtime stopped during the call"))
+            raise
+        except Exception as failed:
+            # Any failure of the model's side (a provider's error, an answer the log cannot take: a tool name it
+            # refuses, too many calls, text it cannot keep) ends the thread with why: asked again, the model
+            # would be paid again for the same answer.
+            if held:
+                await self._release(agent, reservation_id, "the model call failed")
+            await self._end_thread(session, turn, thread_id, _failure(failed, self.settings.model_timeout_s))
             return None
-        content, ref = await self.contents.inline_or_ref(response.message.content)
-        (prompt_ref,) = await self.contents.put([json.dumps([m.to_wire() for m in messages], ensure_ascii=False)])
-        calls = [ToolCallRecord(call_id=c.call_id[:100], tool=c.name[:64], arguments=dict(c.arguments))
-                 for c in response.message.tool_calls]  # fmt: skip
-        event = ModelAnswered(
-            session_id=session.session_id, turn_id=turn.turn_id, step_id=thread_id, agent_id=agent,
-            role="executor" if executor else "planner", call_index=call_index, tool_calls=calls,
-            content=content, content_ref=ref, provider=response.provider, model=response.model,
-            prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens,
-            duration_ms=response.duration_ms, message_count=len(messages), prompt_ref=prompt_ref,
-        )  # fmt: skip
         spent = Spent(agent, reservation_id, response.usage.total_tokens) if held else None
         return event, response, spent
+
+    async def _release(self, agent: str, reservation_id: str, reason: str) -> None:
+        with contextlib.suppress(BudgetError):  # expired meanwhile: nothing to give back
+            await self.reservations.close(agent, reservation_id, None, datetime.now(UTC), reason=reason)
+
+    async def _record_answer(self, session: Session, turn: Turn, thread_id: str | None,
+                             records: list[tuple[uuid.UUID, Event]], spent: Spent | None) -> None:  # fmt: skip
+        """Record a model's answer with its settlement; an answer the log refuses (text it cannot keep: a NUL,
+        a lone surrogate; too large) ends the thread instead, and its reservation is given back."""
+        try:
+            await self._record(session, records, spent)
+        except (InvalidEventError, EventTooLargeError) as refused:
+            if spent is not None:
+                await self._release(spent.agent_id, spent.reservation_id, "the answer could not be recorded")
+            await self._end_thread(session, turn, thread_id, f"the model's answer cannot be recorded: {refused}")
 
     async def _end_thread(self, session: Session, turn: Turn, thread_id: str | None, error: str) -> None:
         sid = session.session_id

@@ -15,6 +15,7 @@ A refused write is also recorded where it was refused, by the server (`ToolCallR
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -39,6 +40,18 @@ PLANNING_TYPES = frozenset(
     {"SessionOpened", "UserMessagePosted", "TurnAnalysed", "PlanCreated", "ModelAnswered", "ToolAnswered",
      "StepStarted", "StepCompleted", "StepFailed", "PlanCancelRequested", "PlanFinished", "TurnFinished"}
 )  # fmt: skip
+
+
+MAX_REFUSED_ARGUMENTS_CHARS = 4_096
+"""A refusal keeps the arguments of a refused call up to this size (refusals must not be a way to write)."""
+
+
+def refused_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """What a `ToolCallRefused` keeps of a refused call's arguments: them, or, when large, their size and start."""
+    text = json.dumps(arguments, ensure_ascii=False, default=str)
+    if len(text) <= MAX_REFUSED_ARGUMENTS_CHARS:
+        return arguments
+    return {"truncated": True, "chars": len(text), "start": text[:1_000]}
 
 
 def session_stream(session_id: str) -> str:

@@ -254,9 +254,13 @@ def _next_in_turn(turn: Turn) -> Action:
 
 
 def _next_in_plan(turn: Turn, plan: Plan) -> Action:
-    if plan.cancel is not None:
-        return FinishPlan(turn, plan, "cancelled", plan.cancel.reason or f"cancelled by {plan.cancel.requested_by}")
     steps = list(plan.steps.values())
+    if plan.cancel is not None:
+        why = plan.cancel.reason or f"cancelled by {plan.cancel.requested_by}"
+        running = next((step for step in steps if step.status == "running"), None)
+        if running is not None:  # it stops (its executor leaves), then the plan ends
+            return FailStep(turn, plan, running, f"the plan was cancelled: {why}")
+        return FinishPlan(turn, plan, "cancelled", why)
     for step in steps:  # a step whose dependency failed cannot run: it fails with that reason
         if step.status == "pending":
             failed = [d for d in step.spec.depends_on if plan.steps[d].status == "failed"]

@@ -179,6 +179,9 @@ def test_an_answer_recorded_twice_counts_once_and_a_cancel_ends_the_plan() -> No
     assert isinstance(action, CallTool) and action.call.call_id == "ca00"
     events.append(PlanCancelRequested(session_id=S, plan_id="p", requested_by="ana", reason="changed my mind"))
     action = next_action(Session.fold(S, events))
+    assert isinstance(action, FailStep) and action.error == "the plan was cancelled: changed my mind"
+    events.append(StepFailed(session_id=S, plan_id="p", step_id="a", error=action.error))
+    action = next_action(Session.fold(S, events))
     assert isinstance(action, FinishPlan) and (action.status, action.reason) == ("cancelled", "changed my mind")
     events.append(PlanFinished(session_id=S, plan_id="p", status="cancelled", reason="changed my mind"))
     action = next_action(Session.fold(S, events))
