@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -59,9 +60,11 @@ from agentlog.domains.planning.session import (
     Turn,
     next_action,
 )
-from agentlog.eventstore import Event, EventStore, InvalidEventError, NewEvent
+from agentlog.eventstore import START, Event, EventStore, InvalidEventError, NewEvent
 from agentlog.eventstore.errors import EventTooLargeError
 from agentlog.eventstore.folds import Planned, append_decided
+from agentlog.eventstore.postgres import recorder
+from agentlog.eventstore.postgres.queries import load_queries
 from agentlog.handlers.budgets.reservations import Reservations
 from agentlog.handlers.handler import HandlerBatch
 from agentlog.llm.chat import ChatMessage, ChatProvider, ChatRequest, ChatResponse, Profile, collect, estimate_tokens
@@ -81,6 +84,9 @@ from agentlog.tools.catalogue import CATALOGUE, READ_ONLY_TOOLS, TOOLS
 log = structlog.get_logger("agentlog.planning")
 
 NAME = "planner"
+PROJECTION = "planning"
+"""The projection whose turns tell a runtime taking over which sessions to resume."""
+QUERIES = load_queries(Path(__file__).with_suffix(".sql"))
 PLANNER_ID_PREFIX = "planner-"
 EXECUTOR_ID_PREFIX = "exec-"
 GIVE_UP_AFTER = 6
@@ -182,28 +188,25 @@ class PlannerRuntime:
             self.wake(str(getattr(typed.event, "session_id", "")))
 
     async def session_started(self) -> None:
-        """Become the active runtime: resume every session with a turn not finished (the log says which)."""
+        """Become the active runtime: resume every session with a turn not finished — those the planning
+        projection shows running, and those with events it has not applied yet (read from the log after its
+        checkpoint, not the whole log: a takeover costs what is new, not every session ever)."""
         self._active = True
         self._folds.clear()
         self._registered.clear()
-        open_sessions: dict[str, set[str]] = {}
-        after = None
+        checkpoint = await recorder.select_checkpoint(self.store.pool, PROJECTION)
+        sessions: set[str] = set()
+        if checkpoint is not None:
+            sessions.update(row["session_id"] for row in await self.store.pool.fetch(QUERIES["running_turns"]))
+        after = checkpoint or START
         while True:
-            page = await (self.store.read_category("session", limit=1000) if after is None
-                          else self.store.read_category("session", after=after, limit=1000))  # fmt: skip
-            for recorded in page:
-                data = recorded.data
-                session_id = str(data.get("session_id", ""))
-                if recorded.event_type == "UserMessagePosted":
-                    open_sessions.setdefault(session_id, set()).add(str(data.get("message_id")))
-                elif recorded.event_type == "TurnFinished":
-                    open_sessions.get(session_id, set()).discard(str(data.get("turn_id")))
+            page = await self.store.read_category("session", after=after, limit=1000)
+            sessions.update(str(recorded.data.get("session_id", "")) for recorded in page)
             if len(page) < 1000:
                 break
             after = page[-1].position
-        for session_id, turns in open_sessions.items():
-            if turns:
-                self.wake(session_id)
+        for session_id in sessions:
+            self.wake(session_id)
 
     def session_ended(self) -> None:
         self._active = False
