@@ -79,6 +79,7 @@ from agentlog.planning.prompts import (
     thread_messages,
     tool_specs,
 )
+from agentlog.planning.step_tasks import StepTaskError, StepTasks, executor_capability
 from agentlog.tools.catalogue import CATALOGUE, READ_ONLY_TOOLS, TOOLS
 
 log = structlog.get_logger("agentlog.planning")
@@ -321,7 +322,17 @@ class PlannerRuntime:
             if step.spec.executor:
                 await self._register(agent, step.spec.title, {"role": "executor", "session_id": sid,
                                                               "plan_id": action.plan.plan_id,
-                                                              "step_id": step.spec.step_id})  # fmt: skip
+                                                              "step_id": step.spec.step_id},
+                                     capabilities=[executor_capability(agent)])  # fmt: skip
+                try:
+                    await self._step_tasks().begin(agent, sid, action.plan.plan_id, step.spec.step_id, step.spec.title)
+                except StepTaskError as unassigned:
+                    refused = StepFailed(session_id=sid, plan_id=action.plan.plan_id, step_id=step.spec.step_id,
+                                         error=str(unassigned)[:2_000])  # fmt: skip
+                    await self._record(session, [(event_id(sid, action.plan.plan_id, step.spec.step_id, "end"),
+                                                  refused)])  # fmt: skip
+                    await self._retire(agent, True, "its step's task was never assigned")
+                    return
             started = StepStarted(session_id=sid, plan_id=action.plan.plan_id, step_id=step.spec.step_id,
                                   agent_id=agent, executor=step.spec.executor)  # fmt: skip
             await self._record(session, [(event_id(sid, action.plan.plan_id, step.spec.step_id, "started"), started)])
@@ -329,11 +340,18 @@ class PlannerRuntime:
             content, ref = action.answer.content, action.answer.content_ref
             done = StepCompleted(session_id=sid, plan_id=action.plan.plan_id, step_id=action.step.spec.step_id,
                                  content=content, content_ref=ref)  # fmt: skip
+            if action.step.spec.executor and action.step.agent_id:
+                resolve = await self._resolver(session)
+                await self._step_tasks().end(action.step.agent_id, action.plan.plan_id, action.step.spec.step_id,
+                                             result=resolve(content, ref))  # fmt: skip
             await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), done)])
             await self._retire(action.step.agent_id, action.step.spec.executor, "step completed")
         elif isinstance(action, FailStep):
             failed = StepFailed(session_id=sid, plan_id=action.plan.plan_id, step_id=action.step.spec.step_id,
                                 error=action.error[:2_000])  # fmt: skip
+            if action.step.spec.executor and action.step.agent_id:
+                await self._step_tasks().end(action.step.agent_id, action.plan.plan_id, action.step.spec.step_id,
+                                             error=action.error)  # fmt: skip
             await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), failed)])
             await self._retire(action.step.agent_id, action.step.spec.executor, "step failed")
         elif isinstance(action, FinishPlan):
@@ -501,12 +519,15 @@ class PlannerRuntime:
 
     # -- agents ------------------------------------------------------------------------------------------------
 
-    async def _register(self, agent_id: str, working_on: str, metadata: dict[str, Any]) -> None:
+    async def _register(self, agent_id: str, working_on: str, metadata: dict[str, Any],
+                        capabilities: Sequence[str] = ()) -> None:  # fmt: skip
         if agent_id in self._registered:
             return
-        # Pull-only: the dispatcher never pushes the queue's tasks to a planner or an executor.
+        # Pull-only: the dispatcher never pushes the queue's tasks to a planner or an executor (an executor pulls
+        # its own step's task, which asks for a capability only it has).
         role = str(metadata.get("role", ""))
-        await self._client("", admin=True).register(agent_id, working_on=working_on[:500], capabilities=[role],
+        await self._client("", admin=True).register(agent_id, working_on=working_on[:500],
+                                                    capabilities=[role, *capabilities],
                                                     metadata={**metadata, "task_mode": "pull"})  # fmt: skip
         self._registered.add(agent_id)
 
@@ -516,6 +537,9 @@ class PlannerRuntime:
         self._registered.discard(agent_id)
         with contextlib.suppress(ApiError):
             await self._client("", admin=True).deregister(agent_id, reason)
+
+    def _step_tasks(self) -> StepTasks:
+        return StepTasks(self._client("", admin=True))
 
     def _client(self, agent_id: str, *, read_only: bool = False, admin: bool = False) -> AgentlogClient:
         """The API client of an agent (or the runtime's admin), its token renewed every `token_renewal_s`; all of

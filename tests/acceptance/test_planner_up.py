@@ -45,7 +45,7 @@ async def test_a_person_asks_from_the_terminal_and_watches_the_plan_run(database
             assert expected in out, out
         as_json = await asyncio.to_thread(chat, "trip", "Which tasks are in the queue?", "--json")
         assert as_json.returncode == 0, as_json.stderr
-        assert '"event": "done"' in as_json.stdout and "list_tasks found 4" in as_json.stdout, as_json.stdout
+        assert '"event": "done"' in as_json.stdout and "list_tasks found 5" in as_json.stdout, as_json.stdout
         other = environment(AGENTLOG_URL=api_of(system), AGENTLOG_TOKEN=await token_for(database_url, "bo", "person"))
         refused = await asyncio.to_thread(
             lambda: subprocess.run([*AGENTLOG, "chat", "trip", "hello"], env=other, cwd=ROOT, capture_output=True,
@@ -85,7 +85,9 @@ async def test_up_killed_mid_plan_completes_it_after_a_restart_with_nothing_done
         assert started == {"s1": 1, "s2": 1, "s3": 1}
         answered = Counter((e.step_id, e.call_id) for e in events if e.event_type == "ToolAnswered")  # type: ignore[attr-defined]
         assert set(answered.values()) == {1}
-        assert await _count(database_url, "TaskCreated") == 4, "a write was done twice (or not at all)"
+        # The four the planner wrote, and the executor's step as a task of the queue.
+        assert await _count(database_url, "TaskCreated") == 5, "a write was done twice (or not at all)"
+        assert await _count(database_url, "TaskCompleted") == 1, "the executor's step task, completed once"
         async with EventStore.open(database_url) as store:
             assert await verify_sessions(store) == (1, []), "what `replay --verify` checks: the rule was followed"
     finally:

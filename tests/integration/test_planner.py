@@ -94,7 +94,10 @@ async def test_a_request_is_planned_and_its_steps_done_by_an_executor_and_the_pl
         assert len(results) == len(calls) and all(r["ok"] for r in results)
         assert names.count("step_completed") == 3
         tasks = (await person.get("/tasks", params={"limit": 100})).json()
-        assert Counter(t["task_type"] for t in tasks) == {"todo": 3, "reminder": 1}
+        assert Counter(t["task_type"] for t in tasks) == {"todo": 3, "reminder": 1, "plan-step": 1}
+        (step_task,) = [t for t in tasks if t["task_type"] == "plan-step"]
+        assert (step_task["status"], step_task["agent_id"]) == ("completed", spawned[0]), step_task
+        assert step_task["result"]["text"].startswith("search_memories found"), step_task["result"]
         titles = {t["task_id"]: t for t in tasks}
         assert any("Lisbon trip" in json.dumps(t) for t in titles.values())
         registry = {a["agent_id"]: a for a in (await person.get("/agents", params={"state": "deregistered"})).json()}
@@ -220,7 +223,8 @@ async def test_a_plan_cut_off_midway_is_resumed_from_the_log_with_no_step_or_wri
         answered = Counter((e.step_id, e.call_id) for e in recorded if e.event_type == "ToolAnswered")  # type: ignore[attr-defined]
         assert set(answered.values()) == {1}
         tasks = (await person.get("/tasks", params={"limit": 100})).json()
-        assert Counter(t["task_type"] for t in tasks) == {"todo": 3, "reminder": 1}, "no write done twice"
+        assert Counter(t["task_type"] for t in tasks) == {"todo": 3, "reminder": 1, "plan-step": 1}, "no write twice"
+        assert {t["status"] for t in tasks if t["task_type"] == "plan-step"} == {"completed"}
 
 
 async def test_the_planner_runs_on_an_openai_compatible_model_streaming_tool_calls(store: EventStore) -> None:
