@@ -1,18 +1,21 @@
-"""/documents/{id}/text: a collaborative document's text as stored (every update a person's edit produced that
-the document servers stored), for readers and the `read_document` tool. Read from the database, not from a room:
-it answers on any process, whether or not the document is open, and changes nothing (no compaction)."""
+"""/documents/{id}/text and /documents/{id}/marks: a collaborative document's text as stored (every update the
+document servers stored), for readers and the `read_document` tool; and places marked in it, for the `mark_place`
+tool. Both work from the database, not from a room, so they answer on any process, whether the document is open
+or not: a mark is an update stored like a person's, and the servers that have the document open take it from the
+database as they take another server's (`documents.updates.UpdateFollower`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from agentlog.api.errors import forbidden
-from agentlog.api.services import Reader, Svc
+from agentlog.agents.node_text import MARK
+from agentlog.api.errors import forbidden, not_found
+from agentlog.api.services import Reader, Svc, Who
 from agentlog.documents.updates import QUERIES as DOCUMENT_QUERIES
 from agentlog.documents.updates import fold
 
@@ -64,3 +67,73 @@ async def document_text(document_id: DocumentPath, services: Svc, who: Reader) -
     layout, text = await asyncio.to_thread(_text_of, rows) if rows else ("empty", "")
     return DocumentText(document_id=document_id, layout=layout, text=text[:MAX_TEXT_CHARS],
                         truncated=len(text) > MAX_TEXT_CHARS, updates=len(rows))  # fmt: skip
+
+
+MARKS_SERVER = "api"
+"""The `server_id` a mark's update is stored under: no document server's, so every one of them takes it."""
+
+
+class PlaceMark(BaseModel):
+    text: str = Field(min_length=1, max_length=200, description="the place's name as written in the document")
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    occurrences: Literal["all", "first"] = "all"
+
+
+class Marked(BaseModel):
+    document_id: str
+    marked: int
+    """How many occurrences were marked (0: the text is not in the document)."""
+
+
+def _text_nodes(document: Doc[Any]) -> list[Text | XmlText]:
+    found: list[Text | XmlText] = []
+
+    def walk(node: XmlFragment | XmlElement) -> None:
+        for child in node.children:
+            if isinstance(child, XmlText):
+                found.append(child)
+            elif isinstance(child, XmlElement):
+                walk(child)
+
+    walk(document.get("default", type=XmlFragment))
+    found.append(document.get("text", type=Text))
+    return found
+
+
+def _mark(rows: list[tuple[int, bytes]], mark: PlaceMark) -> tuple[bytes | None, int]:
+    """The update marking `mark.text` where it stands in the document (formatting attribute `geo`, as the agents
+    mark places), and how many occurrences it marks. Offsets are UTF-8 bytes, as pycrdt's formatting counts."""
+    document: Doc[Any] = fold(rows)[0]
+    updates: list[bytes] = []
+    subscription = document.observe(lambda event: updates.append(event.update))
+    needle = mark.text.encode()
+    value = {"name": mark.text, "lat": mark.latitude, "lon": mark.longitude}
+    marked = 0
+    with document.transaction():
+        for node in _text_nodes(document):
+            content = b"".join(chunk.encode() for chunk, *_ in node.diff() if isinstance(chunk, str))
+            start = content.find(needle)
+            while start >= 0 and not (mark.occurrences == "first" and marked):
+                node.format(start, start + len(needle), {MARK: value})
+                marked += 1
+                start = content.find(needle, start + len(needle))
+    document.unobserve(subscription)
+    return (updates[0] if updates else None), marked
+
+
+@router.post("/documents/{document_id}/marks", response_model=Marked)
+async def mark_place(document_id: DocumentPath, body: PlaceMark, services: Svc, who: Who) -> Marked:
+    """Mark a place where its name stands in the document (every occurrence, or the first), as the agents mark
+    the places they find; people see it at once wherever the document is open."""
+    if not who.identity.opens(document_id):
+        raise forbidden(f"this token does not open document {document_id}")
+    found = await services.store.pool.fetchrow(DOCUMENT_QUERIES["select_document"], document_id)
+    rows = [] if found is None else [(i, bytes(b)) for i, b in zip(found["ids"], found["bodies"], strict=True)]
+    if not rows:
+        raise not_found(f"document {document_id} has nothing stored")
+    update, marked = await asyncio.to_thread(_mark, rows, body)
+    if update is not None:
+        await services.store.pool.execute(DOCUMENT_QUERIES["insert_updates"], [document_id], [update], MARKS_SERVER)
+        await services.store.pool.execute(DOCUMENT_QUERIES["notify_stored"], MARKS_SERVER)
+    return Marked(document_id=document_id, marked=marked)

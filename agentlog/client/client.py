@@ -461,6 +461,14 @@ class AgentlogClient:
         found: dict[str, Any] = answer.json()
         return found
 
+    async def mark_place(self, document_id: str, text: str, latitude: float, longitude: float, *,
+                         occurrences: str = "all") -> dict[str, Any]:  # fmt: skip
+        """Mark a place where `text` stands in a document; how many occurrences were marked."""
+        body = {"text": text, "latitude": latitude, "longitude": longitude, "occurrences": occurrences}
+        answer = await self._request("POST", f"/documents/{_id(document_id)}/marks", json=body)
+        found: dict[str, Any] = answer.json()
+        return found
+
     # -- planner sessions ------------------------------------------------------------------------------------
 
     async def ask(self, session_id: str, content: str, *, title: str = "") -> AsyncIterator[tuple[str, Any]]:

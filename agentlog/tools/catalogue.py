@@ -228,6 +228,19 @@ async def _write_memory(client: AgentlogClient, me: str, args: WriteMemory) -> A
     return _dump(await client.remember(me, args.text, tags=args.tags, kind=args.kind), "memory_id")
 
 
+class MarkPlace(Arguments):
+    document_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=200, description="the place's name as written in the document")
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    occurrences: Literal["all", "first"] = "all"
+
+
+async def _mark_place(client: AgentlogClient, _me: str, args: MarkPlace) -> Any:
+    return await client.mark_place(args.document_id, args.text, args.latitude, args.longitude,
+                                   occurrences=args.occurrences)  # fmt: skip
+
+
 TOOLS: tuple[Tool, ...] = (
     Tool("read_document", "A collaborative document's text as stored, paragraphs on lines.", "read", ReadDocument,
          _read_document),
@@ -251,6 +264,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool("release_lock", "Release my lock (with its fencing_token).", "write", ReleaseLock, _release_lock),
     Tool("write_memory", "Store something learned, for me and the other agents.", "write", WriteMemory,
          _write_memory),
+    Tool("mark_place", "Mark a place where its name stands in a document (people see it at once).", "write",
+         MarkPlace, _mark_place),
 )  # fmt: skip
 CATALOGUE: Mapping[str, Tool] = {tool.name: tool for tool in TOOLS}
 READ_ONLY_TOOLS: tuple[Tool, ...] = tuple(tool for tool in TOOLS if tool.permission == "read")

@@ -277,3 +277,42 @@ async def test_the_read_document_tool_reads_a_document_as_stored_and_honours_doc
         async with httpx.AsyncClient(base_url=f"{api.url}/api/v1", headers={"authorization": f"Bearer {limited}"}) as c:
             refused = await c.get("/documents/trip/text")
             assert refused.status_code == 403, refused.text
+
+
+async def test_the_mark_place_tool_marks_a_place_in_a_stored_document_where_it_stands(store: EventStore) -> None:
+    from pycrdt import Doc, XmlElement, XmlFragment, XmlText
+
+    from agentlog.documents.updates import fold
+
+    document: Doc[Any] = Doc()
+    fragment = document.get("default", type=XmlFragment)
+    updates: list[bytes] = []
+    document.observe(lambda event: updates.append(event.update))
+    fragment.children.append(XmlElement("paragraph", contents=[XmlText("Après São Paulo, Lisbon; then Lisbon again.")]))
+    stored = "INSERT INTO agentlog.document_updates (document_id, body) SELECT 'trip', unnest($1::bytea[])"
+    await store.pool.execute(stored, updates)
+    async with api_running(store) as api:
+        agent = api.client("agent", "marker")
+        arguments = {"document_id": "trip", "text": "Lisbon", "latitude": 38.72, "longitude": -9.14}
+        answer = await agent.post("/tools/mark_place", json={"arguments": arguments})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"]["marked"] == 2
+        missing = await agent.post("/tools/mark_place", json={"arguments": {**arguments, "text": "Porto"}})
+        assert missing.json()["result"]["marked"] == 0
+        reader = issue(api.keys, "agent", "exec-x", ttl_s=60, read_only=True)
+        async with httpx.AsyncClient(base_url=f"{api.url}/api/v1", headers={"authorization": f"Bearer {reader}"}) as c:
+            refused = await c.post("/tools/mark_place", json={"arguments": arguments})
+            assert refused.status_code == 403 and refused.json()["code"] == "read_only_token"
+    rows = await store.pool.fetch(
+        "SELECT id, body FROM agentlog.document_updates WHERE document_id = 'trip' ORDER BY id"
+    )
+    marked = fold([(row["id"], bytes(row["body"])) for row in rows])[0]
+    (paragraph,) = marked.get("default", type=XmlFragment).children
+    (text,) = paragraph.children
+    runs = [
+        (chunk, (attributes or {}).get("geo"))
+        for chunk, *rest in text.diff()
+        for attributes in [rest[0] if rest else None]
+    ]
+    assert [chunk for chunk, geo in runs if geo] == ["Lisbon", "Lisbon"], runs
+    assert all(geo == {"name": "Lisbon", "lat": 38.72, "lon": -9.14} for _, geo in runs if geo)
