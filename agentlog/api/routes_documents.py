@@ -101,23 +101,45 @@ def _text_nodes(document: Doc[Any]) -> list[Text | XmlText]:
     return found
 
 
+MAX_MARKS = 100
+"""Occurrences one request marks at most (formatting thousands of runs takes pycrdt minutes, and every open room
+receives the update)."""
+
+
+def _content(node: Text | XmlText) -> tuple[bytes, bytearray]:
+    """The node's text as pycrdt's formatting counts it (UTF-8 bytes, an embed one position), and which of those
+    positions carry a place mark already."""
+    content = bytearray()
+    marked = bytearray()
+    for chunk, *rest in node.diff():
+        attributes = rest[0] if rest else None
+        piece = chunk.encode() if isinstance(chunk, str) else b"\0"
+        content += piece
+        marked += bytes([1 if attributes and attributes.get(MARK) is not None else 0]) * len(piece)
+    return bytes(content), marked
+
+
 def _mark(rows: list[tuple[int, bytes]], mark: PlaceMark) -> tuple[bytes | None, int]:
     """The update marking `mark.text` where it stands in the document (formatting attribute `geo`, as the agents
-    mark places), and how many occurrences it marks. Offsets are UTF-8 bytes, as pycrdt's formatting counts."""
+    mark places), and how many occurrences it marks: up to `MAX_MARKS`, none already marked (as the agents, it
+    never re-points a place someone marked)."""
     document: Doc[Any] = fold(rows)[0]
     updates: list[bytes] = []
     subscription = document.observe(lambda event: updates.append(event.update))
     needle = mark.text.encode()
     value = {"name": mark.text, "lat": mark.latitude, "lon": mark.longitude}
+    wanted = 1 if mark.occurrences == "first" else MAX_MARKS
     marked = 0
     with document.transaction():
         for node in _text_nodes(document):
-            content = b"".join(chunk.encode() for chunk, *_ in node.diff() if isinstance(chunk, str))
+            content, already = _content(node)
             start = content.find(needle)
-            while start >= 0 and not (mark.occurrences == "first" and marked):
-                node.format(start, start + len(needle), {MARK: value})
-                marked += 1
-                start = content.find(needle, start + len(needle))
+            while start >= 0 and marked < wanted:
+                end = start + len(needle)
+                if not any(already[start:end]):
+                    node.format(start, end, {MARK: value})
+                    marked += 1
+                start = content.find(needle, end)
     document.unobserve(subscription)
     return (updates[0] if updates else None), marked
 

@@ -26,6 +26,7 @@ from agentlog.api.reads import QUERIES
 from agentlog.api.services import Act, Reader, Services, Svc, Who
 from agentlog.api.views import task, task_state
 from agentlog.client import models
+from agentlog.domains.planning.step_tasks import check_step_task
 from agentlog.domains.tasks.access import created_by_agent
 from agentlog.domains.tasks.backoff import check_backoff
 from agentlog.domains.tasks.dependencies import (
@@ -67,6 +68,9 @@ def spec_of(body: models.TaskCreate, creator: Caller, actor: Actor, now: datetim
         check_backoff(body.backoff_base_s, body.backoff_max_s)
     except ValueError as error:
         raise invalid(f"{field}backoff_base_s", str(error)) from error
+    wrong_step = check_step_task(body.task_type, body.capabilities)
+    if wrong_step is not None:
+        raise invalid(f"{field}capabilities", wrong_step)
     run_after_s = 0.0
     if body.run_at is not None:
         run_after_s = max((body.run_at - now).total_seconds(), 0.0)

@@ -16,14 +16,14 @@ import hashlib
 import structlog
 
 from agentlog.client import AgentlogClient, ApiError
+from agentlog.domains.planning.step_tasks import STEP_TASK_TYPE
 
 log = structlog.get_logger("agentlog.planning")
 
-STEP_TASK_TYPE = "plan-step"
 STEP_TIMEOUT_S = 86_400.0
 """A step's task is not timed out by the queue: the runtime ends it, and a step ends with its plan."""
-CLAIM_ROUNDS = 12
-"""Claims of 5 s each the executor makes for its step's task before the step fails (the dispatcher is down)."""
+CLAIM_WAIT_S = 60.0
+"""How long the executor asks for its step's task before the step fails (the dispatcher is down)."""
 
 
 def step_task_id(plan_id: str, step_id: str) -> str:
@@ -55,17 +55,23 @@ class StepTasks:
             if refused.status != 409:  # 409: it exists (a runtime before this one made it)
                 raise
         attempt = await self._attempt(task_id, agent_id)
-        for _ in range(CLAIM_ROUNDS):
-            if attempt is not None:
-                break
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + CLAIM_WAIT_S, 0.1
+        while attempt is None and loop.time() < deadline:
             answer = await self.admin.claim_task(task_types=[STEP_TASK_TYPE], wait_s=5, agent_id=agent_id)
-            if answer.assignment is not None and answer.assignment.task_id == task_id:
+            if answer.assignment is not None and answer.assignment.task_id != task_id:
+                # Only a step's own task asks for its executor's capability (the API holds every plan-step task
+                # to one), so this cannot be another's; say so rather than hold it.
+                raise StepTaskError(f"executor {agent_id} was given task {answer.assignment.task_id}, not its step's")
+            if answer.assignment is not None:
                 attempt = answer.assignment.attempt
-            elif answer.declined:
-                await asyncio.sleep(0.2)  # the dispatcher has not seen the executor's registration yet
+            elif answer.declined:  # the dispatcher has not seen the executor's registration yet: back off
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
             attempt = attempt if attempt is not None else await self._attempt(task_id, agent_id)
         if attempt is None:
-            raise StepTaskError(f"task {task_id} was not assigned to executor {agent_id} (is the dispatcher up?)")
+            raise StepTaskError(f"task {task_id} was not assigned to executor {agent_id} within {CLAIM_WAIT_S:g} s "
+                                "(is the dispatcher up?)")  # fmt: skip
         try:
             await self.admin.start_task(task_id, attempt, agent_id=agent_id)
         except ApiError as refused:

@@ -562,3 +562,16 @@ async def test_a_read_only_token_writes_megabytes_into_the_log_through_refusals(
         )
         print(f"20 refused calls: {raw / 1e6:.1f} MB of event data ({size / 1e6:.2f} MB stored)")
         assert raw < 1e6
+
+
+async def test_a_plan_step_task_must_ask_for_an_executors_capability(store) -> None:
+    """A `plan-step` task without one `executor:<id>` capability would be claimed by any executor in place of its own
+    step's task, failing that step and staying assigned to it (a hostile review's finding)."""
+    async with api_running(store) as api:
+        person = api.client("person", "mallory")
+        stray = await person.post("/tasks", json={"task_type": "plan-step"})
+        assert stray.status_code == 422 and "executor:<agent id>" in stray.text, stray.text
+        two = await person.post("/tasks", json={"task_type": "plan-step", "capabilities": ["executor:a", "x"]})
+        assert two.status_code == 422
+        own = await person.post("/tasks", json={"task_type": "plan-step", "capabilities": ["executor:a"]})
+        assert own.status_code == 201, own.text
