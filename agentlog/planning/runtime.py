@@ -270,6 +270,7 @@ class PlannerRuntime:
                 pause = min(pause * 2, 30.0)
 
     async def _give_up(self, session: Session, turn: Turn, error: str) -> None:
+        """The turn ends in error (its thread cannot go on, or its actions kept failing)."""
         end = TurnFinished(session_id=session.session_id, turn_id=turn.turn_id, status="error", error=error[:2_000])
         await self._record(session, [(event_id(session.session_id, turn.turn_id, "finished"), end)])
 
@@ -327,11 +328,7 @@ class PlannerRuntime:
                 try:
                     await self._step_tasks().begin(agent, sid, action.plan.plan_id, step.spec.step_id, step.spec.title)
                 except StepTaskError as unassigned:
-                    refused = StepFailed(session_id=sid, plan_id=action.plan.plan_id, step_id=step.spec.step_id,
-                                         error=str(unassigned)[:2_000])  # fmt: skip
-                    await self._record(session, [(event_id(sid, action.plan.plan_id, step.spec.step_id, "end"),
-                                                  refused)])  # fmt: skip
-                    await self._retire(agent, True, "its step's task was never assigned")
+                    await self._fail_step(session, action.plan.plan_id, step.spec.step_id, agent, str(unassigned))
                     return
             started = StepStarted(session_id=sid, plan_id=action.plan.plan_id, step_id=step.spec.step_id,
                                   agent_id=agent, executor=step.spec.executor)  # fmt: skip
@@ -347,13 +344,8 @@ class PlannerRuntime:
             await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), done)])
             await self._retire(action.step.agent_id, action.step.spec.executor, "step completed")
         elif isinstance(action, FailStep):
-            failed = StepFailed(session_id=sid, plan_id=action.plan.plan_id, step_id=action.step.spec.step_id,
-                                error=action.error[:2_000])  # fmt: skip
-            if action.step.spec.executor and action.step.agent_id:
-                await self._step_tasks().end(action.step.agent_id, action.plan.plan_id, action.step.spec.step_id,
-                                             error=action.error)  # fmt: skip
-            await self._record(session, [(event_id(sid, action.plan.plan_id, action.step.spec.step_id, "end"), failed)])
-            await self._retire(action.step.agent_id, action.step.spec.executor, "step failed")
+            executor = action.step.agent_id if action.step.spec.executor else None
+            await self._fail_step(session, action.plan.plan_id, action.step.spec.step_id, executor, action.error)
         elif isinstance(action, FinishPlan):
             finished = PlanFinished(session_id=sid, plan_id=action.plan.plan_id, status=action.status,
                                     reason=action.reason[:2_000])  # fmt: skip
@@ -470,15 +462,23 @@ class PlannerRuntime:
             await self._end_thread(session, turn, thread_id, f"the model's answer cannot be recorded: {refused}")
 
     async def _end_thread(self, session: Session, turn: Turn, thread_id: str | None, error: str) -> None:
-        sid = session.session_id
+        """A thread that cannot go on: its step fails (a step's thread), or its turn ends in error."""
         plan = turn.plan
-        if plan is not None and thread_id in plan.steps:
-            assert thread_id is not None
-            failed = StepFailed(session_id=sid, plan_id=plan.plan_id, step_id=thread_id, error=error[:2_000])
-            await self._record(session, [(event_id(sid, plan.plan_id, thread_id, "end"), failed)])
+        if plan is not None and thread_id is not None and thread_id in plan.steps:
+            step = plan.steps[thread_id]
+            await self._fail_step(session, plan.plan_id, thread_id, step.agent_id if step.spec.executor else None,
+                                  error)  # fmt: skip
             return
-        end = TurnFinished(session_id=sid, turn_id=turn.turn_id, status="error", error=error[:2_000])
-        await self._record(session, [(event_id(sid, turn.turn_id, "finished"), end)])
+        await self._give_up(session, turn, error)
+
+    async def _fail_step(self, session: Session, plan_id: str, step_id: str, executor: str | None,
+                         error: str) -> None:  # fmt: skip
+        """A step fails, however it came to: its task fails too and its executor leaves, then it is recorded."""
+        if executor is not None:
+            await self._step_tasks().end(executor, plan_id, step_id, error=error)
+        failed = StepFailed(session_id=session.session_id, plan_id=plan_id, step_id=step_id, error=error[:2_000])
+        await self._record(session, [(event_id(session.session_id, plan_id, step_id, "end"), failed)])
+        await self._retire(executor, True, "step failed")
 
     # -- tool calls --------------------------------------------------------------------------------------------
 

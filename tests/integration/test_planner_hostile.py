@@ -575,3 +575,40 @@ async def test_a_plan_step_task_must_ask_for_an_executors_capability(store) -> N
         assert two.status_code == 422
         own = await person.post("/tasks", json={"task_type": "plan-step", "capabilities": ["executor:a"]})
         assert own.status_code == 201, own.text
+
+
+class FailsInSteps:
+    """Plans one executor step, whose model call fails (a provider error): the step fails through the thread."""
+
+    provider = "fails-in-steps"
+
+    async def stream(self, request):
+        if marker(request) == ANALYSE:
+            yield ChatChunk(text=analysis("complex", [{"step_id": "s1", "title": "look", "executor": True}]),
+                            usage=Usage(5, 5))
+            return
+        if marker(request) == EXECUTOR:
+            raise LLMProviderError("the provider is down", provider=self.provider, model="m")
+        yield ChatChunk(text="done", usage=Usage(5, 5))
+
+    async def aclose(self):
+        return None
+
+
+async def test_a_step_whose_model_fails_ends_its_task_and_retires_its_executor(store) -> None:
+    """A step that failed inside its thread (a provider error, a budget refused) used to be recorded failed without
+    the step's task or its executor: the task stayed running and the executor registered."""
+    async with api_running(store) as api:
+        ana = api.client("person", "ana")
+        async with planner(api, FailsInSteps()):
+            await ana.post("/sessions/f/messages", json={"content": "do it"})
+            session = await wait_finished(api.store, "f", 20)
+        (turn,) = session.turns.values()
+        assert turn.finished is not None and turn.finished.status == "error"
+        step = turn.plan.steps["s1"]
+        assert step.status == "failed" and "provider is down" in step.error
+        await caught_up(api.store)
+        (task,) = [t for t in (await ana.get("/tasks", params={"task_type": "plan-step"})).json()]
+        assert task["status"] not in ("assigned", "running"), task
+        registered = {a["agent_id"] for a in (await ana.get("/agents", params={"state": "registered"})).json()}
+        assert step.agent_id not in registered
