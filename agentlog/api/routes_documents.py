@@ -17,7 +17,7 @@ from agentlog.agents.node_text import MARK
 from agentlog.api.errors import forbidden, not_found
 from agentlog.api.services import Reader, Svc, Who
 from agentlog.documents.updates import QUERIES as DOCUMENT_QUERIES
-from agentlog.documents.updates import fold
+from agentlog.documents.updates import fold, stored_rows
 
 router = APIRouter(tags=["documents"])
 DocumentPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$")]
@@ -62,8 +62,7 @@ async def document_text(document_id: DocumentPath, services: Svc, who: Reader) -
     only; an agent's token limited to one document, that one."""
     if not who.identity.opens(document_id):
         raise forbidden(f"this token does not open document {document_id}")
-    found = await services.store.pool.fetchrow(DOCUMENT_QUERIES["select_document"], document_id)
-    rows = [] if found is None else [(i, bytes(b)) for i, b in zip(found["ids"], found["bodies"], strict=True)]
+    rows, _ = await stored_rows(services.store.pool, document_id)
     layout, text = await asyncio.to_thread(_text_of, rows) if rows else ("empty", "")
     return DocumentText(document_id=document_id, layout=layout, text=text[:MAX_TEXT_CHARS],
                         truncated=len(text) > MAX_TEXT_CHARS, updates=len(rows))  # fmt: skip
@@ -150,8 +149,7 @@ async def mark_place(document_id: DocumentPath, body: PlaceMark, services: Svc, 
     the places they find; people see it at once wherever the document is open."""
     if not who.identity.opens(document_id):
         raise forbidden(f"this token does not open document {document_id}")
-    found = await services.store.pool.fetchrow(DOCUMENT_QUERIES["select_document"], document_id)
-    rows = [] if found is None else [(i, bytes(b)) for i, b in zip(found["ids"], found["bodies"], strict=True)]
+    rows, _ = await stored_rows(services.store.pool, document_id)
     if not rows:
         raise not_found(f"document {document_id} has nothing stored")
     update, marked = await asyncio.to_thread(_mark, rows, body)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field, ValidationError
 
+from agentlog.api.auth import bearer_token
 from agentlog.api.errors import ApiError, not_found
 from agentlog.api.guard import SESSION_HEADER, STEP_HEADER
 from agentlog.api.services import Svc, Who
@@ -85,7 +86,7 @@ async def call_tool(
 
 async def _client_of(request: Request) -> AgentlogClient:
     """An API client with the caller's own token (one per token, kept by the MCP's client pool)."""
-    token = request.headers.get("authorization", "").partition(" ")[2].strip() or request.query_params.get("token")
+    token = bearer_token(request.headers.getlist("authorization"), request.query_params.get("token"))
     if not token:
         raise ApiError(401, "unauthorized", "no token")
     client: AgentlogClient = await request.app.state.mcp_clients.get(token)

@@ -179,11 +179,17 @@ def fold(rows: list[tuple[int, bytes]]) -> tuple[Doc[BaseType], list[int], list[
     return document, applied, waiting
 
 
-async def load_document(pool: StatementPool, document_id: str, server_id: str) -> LoadedDocument:
-    """The document as stored; compacted first when its rows piled up (only the rows wholly applied)."""
+async def stored_rows(pool: StatementPool, document_id: str) -> tuple[list[tuple[int, bytes]], int]:
+    """The document's stored updates, (id, body) oldest first, and the visibility barrier of the same read."""
     found = await pool.fetchrow(QUERIES["select_document"], document_id)
     assert found is not None  # an aggregate: one row, however many updates
     rows = [(row_id, bytes(body)) for row_id, body in zip(found["ids"], found["bodies"], strict=True)]
+    return rows, int(found["barrier"])
+
+
+async def load_document(pool: StatementPool, document_id: str, server_id: str) -> LoadedDocument:
+    """The document as stored; compacted first when its rows piled up (only the rows wholly applied)."""
+    rows, barrier = await stored_rows(pool, document_id)
     document, applied, waiting = await asyncio.to_thread(fold, rows)
     if len(applied) > COMPACT_AFTER:
         folded = await asyncio.to_thread(document.get_update)
@@ -192,7 +198,7 @@ async def load_document(pool: StatementPool, document_id: str, server_id: str) -
     if waiting:
         log.warning("document.updates_waiting", document=document_id, rows=len(waiting))
     size = sum(len(body) for _, body in rows)
-    return LoadedDocument(document, len(rows), size, int(found["barrier"]), waiting)
+    return LoadedDocument(document, len(rows), size, barrier, waiting)
 
 
 async def stored_since(pool: StatementPool, document_id: str, barrier: int, server_id: str) -> list[bytes]:
